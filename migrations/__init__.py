@@ -1,0 +1,1 @@
+"""Database roles, schemas and Alembic migrations, one history per service schema."""

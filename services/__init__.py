@@ -1,0 +1,1 @@
+"""FlowPilot gRPC services and the runtime they share (``services.core``)."""

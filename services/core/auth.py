@@ -1,0 +1,187 @@
+"""Identity: bearer-token verification, the caller's principal, roles.
+
+Identity is owned upstream; this suite only verifies tokens (PyJWT: signature,
+``exp``, ``iss``, ``aud``) and reads three claims: ``sub`` (user id),
+``account_id`` and ``role``. The verified principal of the current RPC is kept
+in a context variable set by the runtime interceptor; handlers read it with
+:func:`current_principal`. The account always comes from here, never from a
+request field.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import time
+import uuid
+from dataclasses import dataclass
+
+import jwt
+
+from services.core.errors import PermissionDenied, Unauthenticated
+
+
+class Role(enum.IntEnum):
+    """Roles in privilege order; values match ``flowpilot.api.v1.Role``."""
+
+    VIEWER = 1
+    ENGINEER = 2
+    TEAM_ADMIN = 3
+    SUPER_ADMIN = 4
+    SERVICE = 5
+
+    @property
+    def claim(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def from_claim(cls, value: object) -> Role:
+        if isinstance(value, str):
+            try:
+                return cls[value.upper()]
+            except KeyError:
+                pass
+        raise Unauthenticated("token role claim is not a known role")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The verified caller of the current RPC."""
+
+    user_id: uuid.UUID
+    account_id: uuid.UUID
+    role: Role
+    # The bearer token as received, forwarded on synchronous calls to other
+    # services. Never logged, never stored.
+    token: str
+
+    def require(self, minimum: Role) -> None:
+        """Raises PERMISSION_DENIED unless this principal may act at ``minimum``.
+
+        User roles are ordered; the service role is accepted only where it is
+        the minimum (internal methods), and never satisfies a user role.
+        """
+        if minimum is Role.SERVICE or self.role is Role.SERVICE:
+            allowed = self.role is minimum
+        else:
+            allowed = self.role >= minimum
+        if not allowed:
+            raise PermissionDenied(f"requires role {minimum.claim} or higher")
+
+
+_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("flowpilot_principal")
+
+
+def current_principal() -> Principal:
+    """The principal of the RPC being served; only valid inside a handler."""
+    try:
+        return _principal.get()
+    except LookupError:
+        raise RuntimeError("no principal: called outside an authenticated RPC") from None
+
+
+def bind_principal(principal: Principal) -> contextvars.Token[Principal]:
+    return _principal.set(principal)
+
+
+def unbind_principal(token: contextvars.Token[Principal]) -> None:
+    _principal.reset(token)
+
+
+class TokenVerifier:
+    """Verifies bearer tokens against one issuer's public key."""
+
+    def __init__(
+        self,
+        *,
+        public_key: str,
+        issuer: str,
+        audience: str,
+        algorithm: str = "EdDSA",
+        leeway_seconds: float = 30.0,
+    ) -> None:
+        self._key = public_key
+        self._issuer = issuer
+        self._audience = audience
+        self._algorithms = [algorithm]
+        self._leeway = leeway_seconds
+
+    def verify(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("token is not valid") from exc
+        try:
+            user_id = uuid.UUID(str(claims["sub"]))
+            account_id = uuid.UUID(str(claims["account_id"]))
+        except (KeyError, ValueError) as exc:
+            raise Unauthenticated("token sub and account_id must be UUIDs") from exc
+        return Principal(
+            user_id=user_id,
+            account_id=account_id,
+            role=Role.from_claim(claims.get("role")),
+            token=token,
+        )
+
+    def verify_header(self, value: str | None) -> Principal:
+        if not value:
+            raise Unauthenticated("missing bearer token")
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("authorization must be 'Bearer <token>'")
+        return self.verify(token.strip())
+
+
+def mint_token(
+    *,
+    private_key: str,
+    user_id: uuid.UUID,
+    account_id: uuid.UUID,
+    role: Role,
+    issuer: str,
+    audience: str,
+    ttl_seconds: int = 3600,
+    algorithm: str = "EdDSA",
+    now: float | None = None,
+) -> str:
+    """Signs a token (dev tooling, tests, and service tokens)."""
+    issued = int(time.time() if now is None else now)
+    claims = {
+        "sub": str(user_id),
+        "account_id": str(account_id),
+        "role": role.claim,
+        "iss": issuer,
+        "aud": audience,
+        "iat": issued,
+        "exp": issued + ttl_seconds,
+    }
+    return jwt.encode(claims, private_key, algorithm=algorithm)
+
+
+def generate_keypair() -> tuple[str, str]:
+    """A new Ed25519 key pair as (private PEM, public PEM)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public

@@ -1,0 +1,72 @@
+"""Typed process configuration, read from the environment once at start.
+
+Every variable is prefixed ``FLOWPILOT_``; OpenTelemetry keeps its standard
+``OTEL_*`` names. A service subclasses :class:`ServiceConfig` to set its own
+default port. Invalid values stop the process at start with a clear message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AuthConfig(BaseSettings):
+    """How bearer tokens are verified (and, for service tokens, minted)."""
+
+    model_config = SettingsConfigDict(env_prefix="FLOWPILOT_", extra="ignore")
+
+    # PEM text of the public key that signs user tokens, or a path to it.
+    jwt_public_key: str = Field(min_length=1)
+    jwt_issuer: str = "flowpilot-identity"
+    jwt_audience: str = "flowpilot"
+    jwt_algorithm: str = "EdDSA"
+    # Allowed clock skew when checking exp/nbf/iat.
+    jwt_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+
+    @field_validator("jwt_public_key")
+    @classmethod
+    def _load_key(cls, value: str) -> str:
+        return _pem_or_path(value)
+
+
+class ServiceConfig(AuthConfig):
+    """Configuration shared by every gRPC service process."""
+
+    # Subclasses name the service and override the default port.
+    service_name: str = "flowpilot"
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+    # The service's own login role, e.g. postgresql+asyncpg://flowpilot_settings@host/db
+    database_url: str = Field(min_length=1)
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    # In-flight RPCs get this long to finish on SIGTERM.
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=300)
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+    keepalive_time_seconds: int = Field(default=60, ge=10)
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return to_asyncpg_url(value)
+
+
+def to_asyncpg_url(url: str) -> str:
+    """Accepts libpq-style ``postgresql://`` URLs and selects the asyncpg driver."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError("must be a postgresql:// URL")
+
+
+def _pem_or_path(value: str) -> str:
+    if value.lstrip().startswith("-----BEGIN"):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise ValueError("must be PEM text or the path of a PEM file")
+    return path.read_text()

@@ -1,0 +1,158 @@
+"""Server bootstrap shared by every service.
+
+``GrpcServer`` owns a ``grpc.aio`` server with explicit message-size and
+keepalive settings, the standard health service, server reflection built from
+the registered descriptors, the OpenTelemetry and runtime interceptors, and a
+graceful shutdown: health goes NOT_SERVING, new work is refused after a short
+drain, in-flight RPCs get ``shutdown_grace_seconds`` to finish, then the
+service's resources (its database pool) are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+from services.core import logs, telemetry
+from services.core.auth import TokenVerifier
+from services.core.config import ServiceConfig
+from services.core.db import Database
+from services.core.rpc import RuntimeInterceptor, method_rules
+
+log = logging.getLogger("flowpilot.server")
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """One gRPC service to host: its full proto name and how to add it."""
+
+    service_name: str
+    add_to_server: Callable[[grpc.aio.Server], None]
+
+
+def verifier_from(config: ServiceConfig) -> TokenVerifier:
+    return TokenVerifier(
+        public_key=config.jwt_public_key,
+        issuer=config.jwt_issuer,
+        audience=config.jwt_audience,
+        algorithm=config.jwt_algorithm,
+        leeway_seconds=config.jwt_leeway_seconds,
+    )
+
+
+class GrpcServer:
+    def __init__(
+        self,
+        *,
+        config: ServiceConfig,
+        domain: str,
+        registrations: Sequence[Registration],
+        on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+        drain_seconds: float = 0.5,
+    ) -> None:
+        self.config = config
+        self._registrations = list(registrations)
+        self._on_stop = list(on_stop)
+        self._drain_seconds = drain_seconds
+        self._stopped = asyncio.Event()
+        self._stopping = False
+        mb = config.max_message_bytes
+        self._server = grpc.aio.server(
+            interceptors=[
+                aio_server_interceptor(),
+                RuntimeInterceptor(
+                    verifier=verifier_from(config),
+                    rules=method_rules(r.service_name for r in self._registrations),
+                    domain=domain,
+                ),
+            ],
+            options=[
+                ("grpc.max_receive_message_length", mb),
+                ("grpc.max_send_message_length", mb),
+                ("grpc.keepalive_time_ms", config.keepalive_time_seconds * 1000),
+                ("grpc.keepalive_timeout_ms", 20_000),
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                # Two processes must not silently share a port by accident.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        for registration in self._registrations:
+            registration.add_to_server(self._server)
+        reflection.enable_server_reflection(
+            [r.service_name for r in self._registrations]
+            + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            self._server,
+        )
+        self.port = 0
+
+    async def start(self) -> int:
+        address = f"{self.config.host}:{self.config.port}"
+        self.port = self._server.add_insecure_port(address)
+        if self.port == 0:
+            raise RuntimeError(f"cannot bind {address}")
+        await self._server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        for registration in self._registrations:
+            await self.health.set(registration.service_name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra={"fields": {"address": f"{self.config.host}:{self.port}"}})
+        return self.port
+
+    async def stop(self) -> None:
+        """Graceful stop; safe to call more than once."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        await self.health.enter_graceful_shutdown()
+        # Give load balancers and health checks a moment to see NOT_SERVING.
+        await asyncio.sleep(self._drain_seconds)
+        await self._server.stop(self.config.shutdown_grace_seconds)
+        for close in self._on_stop:
+            await close()
+        log.info("stopped")
+        self._stopped.set()
+
+    async def serve_until_signalled(self) -> None:
+        """Starts, then runs until SIGTERM or SIGINT, then stops gracefully."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        stop_requested = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_requested.set)
+        await stop_requested.wait()
+        log.info("shutting down", extra={"fields": {"grace_seconds": self.config.shutdown_grace_seconds}})
+        await self.stop()
+
+
+C = TypeVar("C", bound=ServiceConfig)
+
+
+def run_service(config_type: type[C], build: Callable[[C, Database], GrpcServer]) -> None:
+    """``python -m services.<name>``: configure from the environment and serve."""
+    config = config_type()  # required fields come from the environment
+    logs.configure(config.log_level, service=config.service_name)
+    telemetry.setup(f"flowpilot-{config.service_name}")
+
+    async def main() -> None:
+        db = Database.connect(
+            config.database_url,
+            pool_size=config.db_pool_size,
+            pool_timeout=config.db_pool_timeout_seconds,
+            application_name=f"flowpilot-{config.service_name}",
+        )
+        telemetry.instrument_engine(db.engine)
+        await build(config, db).serve_until_signalled()
+
+    asyncio.run(main())

@@ -1,0 +1,49 @@
+"""OpenTelemetry for a process: one tracer provider, exporter by configuration.
+
+``OTEL_EXPORTER_OTLP_ENDPOINT`` set: spans go to that OTLP/gRPC collector.
+``FLOWPILOT_TRACE_CONSOLE=1``: spans are printed (debugging). Otherwise spans
+are created (so logs still carry trace ids and context still propagates) but
+not exported. gRPC server/client spans come from the maintained
+``opentelemetry-instrumentation-grpc`` interceptors, database spans from the
+SQLAlchemy instrumentation. W3C trace context is the propagator.
+"""
+
+from __future__ import annotations
+
+import os
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+_provider: TracerProvider | None = None
+
+
+def setup(service_name: str, *, processors: list[SpanProcessor] | None = None) -> TracerProvider:
+    """Creates the process's tracer provider once; later calls return it.
+
+    ``processors`` lets tests attach an in-memory exporter.
+    """
+    global _provider  # one provider per process is OpenTelemetry's own model
+    if _provider is None:
+        _provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        if endpoint:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+        if os.environ.get("FLOWPILOT_TRACE_CONSOLE") == "1":
+            _provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        trace.set_tracer_provider(_provider)
+    for processor in processors or []:
+        _provider.add_span_processor(processor)
+    return _provider
+
+
+def instrument_engine(engine: AsyncEngine) -> None:
+    """Database spans for every statement of ``engine``."""
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, enable_commenter=False)

@@ -1,0 +1,100 @@
+"""Input rules declared in the protos, enforced for every request.
+
+Two annotations drive it: ``google.api.field_behavior`` (REQUIRED fields must
+be set; IDENTIFIER fields must be set on updates) and ``flowpilot.api.v1
+.max_size`` (longest string, largest repeated field). In an update request
+(one with an ``update_mask``) the resource's REQUIRED fields are checked only
+where the mask names them. Violations name the field by its proto path, as
+AIP-193 asks (``setting.value``, ``steps[2].text``).
+"""
+
+from __future__ import annotations
+
+from google.api import field_behavior_pb2
+from google.protobuf import descriptor
+from google.protobuf.message import Message
+
+from flowpilot.api.v1 import access_pb2
+from services.core.errors import FieldViolation
+
+_REQUIRED = field_behavior_pb2.REQUIRED
+_IDENTIFIER = field_behavior_pb2.IDENTIFIER
+_TYPE_MESSAGE = descriptor.FieldDescriptor.TYPE_MESSAGE
+_TYPE_STRING = descriptor.FieldDescriptor.TYPE_STRING
+_TYPE_BYTES = descriptor.FieldDescriptor.TYPE_BYTES
+# Well-known types are values, not resources: their insides are not checked.
+_OPAQUE = ("google.protobuf.",)
+
+
+def behaviors(field: descriptor.FieldDescriptor) -> list[int]:
+    return list(field.GetOptions().Extensions[field_behavior_pb2.field_behavior])
+
+
+def max_size(field: descriptor.FieldDescriptor) -> int:
+    return int(field.GetOptions().Extensions[access_pb2.max_size])
+
+
+def _is_set(message: Message, field: descriptor.FieldDescriptor) -> bool:
+    if field.is_repeated:
+        return len(getattr(message, field.name)) > 0
+    if field.type == _TYPE_MESSAGE or field.has_presence:
+        return message.HasField(field.name)
+    return bool(getattr(message, field.name))
+
+
+def violations(request: Message) -> list[FieldViolation]:
+    """Every violation in ``request``, in field order."""
+    found: list[FieldViolation] = []
+    mask_paths: set[str] | None = None
+    fields = request.DESCRIPTOR.fields_by_name
+    if "update_mask" in fields and request.HasField("update_mask"):
+        mask_paths = set(getattr(request, "update_mask").paths) or None
+    is_update = "update_mask" in fields
+    _walk(request, "", found, mask_paths=mask_paths, is_update=is_update, depth=0)
+    return found
+
+
+def _walk(
+    message: Message,
+    prefix: str,
+    found: list[FieldViolation],
+    *,
+    mask_paths: set[str] | None,
+    is_update: bool,
+    depth: int,
+) -> None:
+    for field in message.DESCRIPTOR.fields:
+        path = f"{prefix}{field.name}"
+        fb = behaviors(field)
+        in_resource = is_update and depth == 1
+        # A partial update names what it changes; other required fields may be absent.
+        masked_out = in_resource and mask_paths is not None and field.name not in mask_paths
+        if _REQUIRED in fb and not masked_out and not _is_set(message, field):
+            found.append(FieldViolation(path, "is required"))
+        if _IDENTIFIER in fb and in_resource and not _is_set(message, field):
+            found.append(FieldViolation(path, "is required to name the resource to update"))
+        limit = max_size(field)
+        value = getattr(message, field.name)
+        if field.is_repeated:
+            if limit and len(value) > limit:
+                found.append(FieldViolation(path, f"must have at most {limit} elements"))
+            if field.type in (_TYPE_STRING, _TYPE_BYTES) and not field.message_type:
+                continue
+            if field.type == _TYPE_MESSAGE and not _opaque(field) and not _is_map(field):
+                for index, item in enumerate(value):
+                    _walk(item, f"{path}[{index}].", found, mask_paths=None, is_update=False, depth=depth + 1)
+            continue
+        if field.type in (_TYPE_STRING, _TYPE_BYTES) and limit and len(value) > limit:
+            unit = "characters" if field.type == _TYPE_STRING else "bytes"
+            found.append(FieldViolation(path, f"must be at most {limit} {unit}"))
+        elif field.type == _TYPE_MESSAGE and not _opaque(field) and message.HasField(field.name):
+            _walk(value, f"{path}.", found, mask_paths=mask_paths if depth == 0 else None,
+                  is_update=is_update, depth=depth + 1)
+
+
+def _opaque(field: descriptor.FieldDescriptor) -> bool:
+    return field.message_type.full_name.startswith(_OPAQUE)
+
+
+def _is_map(field: descriptor.FieldDescriptor) -> bool:
+    return bool(field.message_type.GetOptions().map_entry)

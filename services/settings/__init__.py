@@ -1,0 +1,1 @@
+"""The settings service: per-account typed preferences (``flowpilot.settings.v1``)."""

@@ -1,0 +1,111 @@
+"""The catalogue of settings: every key, its type, default, limits and owner.
+
+This is the single source of truth for what a setting is. The service
+validates every write against it and answers reads with its defaults; other
+services read settings through the settings service, never from here.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from services.core.auth import Role
+from services.core.errors import FieldViolation, InvalidArgument
+
+Value = bool | int | str
+
+
+class Kind(enum.Enum):
+    BOOL = 1
+    INTEGER = 2
+    ENUM = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    key: str
+    kind: Kind
+    default: Value
+    description: str
+    allowed: tuple[str, ...] = ()
+    minimum: int = 0
+    maximum: int = 0
+    update_role: Role = Role.TEAM_ADMIN
+
+    def validate(self, value: object, *, field_path: str) -> Value:
+        """The value in its canonical Python type, or INVALID_ARGUMENT."""
+
+        def bad(description: str) -> InvalidArgument:
+            return InvalidArgument(FieldViolation(field_path, description))
+
+        if self.kind is Kind.BOOL:
+            if not isinstance(value, bool):
+                raise bad(f"{self.key} takes true or false")
+            return value
+        if self.kind is Kind.INTEGER:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise bad(f"{self.key} takes a whole number")
+            if isinstance(value, float) and not value.is_integer():
+                raise bad(f"{self.key} takes a whole number")
+            number = int(value)
+            if not self.minimum <= number <= self.maximum:
+                raise bad(f"{self.key} must be between {self.minimum} and {self.maximum}")
+            return number
+        if not isinstance(value, str) or value not in self.allowed:
+            raise bad(f"{self.key} must be one of: {', '.join(self.allowed)}")
+        return value
+
+
+CATALOGUE: dict[str, Entry] = {
+    e.key: e
+    for e in (
+        Entry(
+            key="ai.model_tier",
+            kind=Kind.ENUM,
+            default="auto",
+            allowed=("auto", "fast", "deep"),
+            description="Which AI model tier answers: auto picks by the size and difficulty "
+            "of the work, fast is quickest, deep reasons longest.",
+        ),
+        Entry(
+            key="library.auto_draft_scripts",
+            kind=Kind.BOOL,
+            default=True,
+            description="When a session is resolved, turn its successful scripts into draft "
+            "templates for review.",
+        ),
+        Entry(
+            key="notes.format",
+            kind=Kind.ENUM,
+            default="markdown",
+            allowed=("markdown", "plain", "html"),
+            description="Format of generated resolution notes and escalation packages.",
+        ),
+        Entry(
+            key="notes.redact_sensitive",
+            kind=Kind.BOOL,
+            default=True,
+            description="Redact passwords, keys, tokens and connection strings before they "
+            "reach a model and in generated notes.",
+        ),
+        Entry(
+            key="psa.post_as_internal_note",
+            kind=Kind.BOOL,
+            default=True,
+            description="Post notes to the PSA ticket as internal notes rather than "
+            "customer-visible ones.",
+        ),
+        Entry(
+            key="walks.stale_after_hours",
+            kind=Kind.INTEGER,
+            default=4,
+            minimum=1,
+            maximum=168,
+            description="An L1 walk with no step for this many hours is abandoned by the "
+            "stale-walk sweep.",
+        ),
+    )
+}
+
+KEYS = sorted(CATALOGUE)

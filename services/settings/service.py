@@ -1,0 +1,36 @@
+"""Assembles the settings service: configuration, database, servicer, server."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
+from services.core.config import ServiceConfig
+from services.core.db import Database
+from services.core.server import GrpcServer, Registration
+from services.settings.servicer import SettingsServicer
+
+DOMAIN = "settings.flowpilot.internal"
+SERVICE_NAME = settings_pb2.DESCRIPTOR.services_by_name["SettingsService"].full_name
+
+
+class SettingsConfig(ServiceConfig):
+    model_config = SettingsConfigDict(env_prefix="FLOWPILOT_", extra="ignore")
+
+    service_name: str = "settings"
+    port: int = 50053
+
+
+def build(config: SettingsConfig, db: Database) -> GrpcServer:
+    servicer = SettingsServicer(db)
+    return GrpcServer(
+        config=config,
+        domain=DOMAIN,
+        registrations=[
+            Registration(
+                SERVICE_NAME,
+                lambda server: settings_pb2_grpc.add_SettingsServiceServicer_to_server(servicer, server),
+            )
+        ],
+        on_stop=[db.dispose],
+    )

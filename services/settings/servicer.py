@@ -1,0 +1,154 @@
+"""gRPC surface of the settings service: decode, call the rules, encode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
+from services.core import names, pagination
+from services.core.auth import current_principal
+from services.core.db import Database
+from services.core.errors import Aborted, FieldViolation, InvalidArgument, not_found
+from services.settings import storage
+from services.settings.catalogue import CATALOGUE, KEYS, Entry, Kind, Value
+
+PATTERN = "settings/{setting}"
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_VALUE_TYPES = {
+    Kind.BOOL: settings_pb2.VALUE_TYPE_BOOL,
+    Kind.INTEGER: settings_pb2.VALUE_TYPE_INTEGER,
+    Kind.ENUM: settings_pb2.VALUE_TYPE_ENUM,
+}
+
+
+def _entry_for(name: str, *, field: str) -> Entry:
+    key = names.parse(name, PATTERN, field=field)["setting"]
+    entry = CATALOGUE.get(key)
+    if entry is None:
+        raise not_found("setting", name)
+    return entry
+
+
+def _expected_revision(etag: str, *, field: str) -> int | None:
+    if not etag:
+        return None
+    if not etag.isdigit():
+        raise InvalidArgument(FieldViolation(field, "is not an etag returned by this service"))
+    return int(etag)
+
+
+def _to_value(value: Value) -> struct_pb2.Value:
+    if isinstance(value, bool):
+        return struct_pb2.Value(bool_value=value)
+    if isinstance(value, int):
+        return struct_pb2.Value(number_value=value)
+    return struct_pb2.Value(string_value=value)
+
+
+def _from_value(value: struct_pb2.Value) -> object:
+    kind = value.WhichOneof("kind")
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "number_value":
+        return value.number_value
+    if kind == "string_value":
+        return value.string_value
+    return None
+
+
+def _setting(entry: Entry, stored: storage.StoredEntry) -> settings_pb2.Setting:
+    message = settings_pb2.Setting(
+        name=names.format_name(PATTERN, setting=entry.key),
+        value=_to_value(stored.value if stored.has_value else entry.default),
+        default=not stored.has_value,
+        default_value=_to_value(entry.default),
+        value_type=_VALUE_TYPES[entry.kind],
+        allowed_values=entry.allowed,
+        minimum=entry.minimum,
+        maximum=entry.maximum,
+        description=entry.description,
+        update_role=int(entry.update_role),
+        etag=str(stored.revision),
+    )
+    if stored.update_time is not None:
+        stamp = Timestamp()
+        stamp.FromDatetime(stored.update_time)
+        message.update_time.CopyFrom(stamp)
+    return message
+
+
+class SettingsServicer(settings_pb2_grpc.SettingsServiceServicer):
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def GetSetting(
+        self, request: settings_pb2.GetSettingRequest, context: Context
+    ) -> settings_pb2.Setting:
+        entry = _entry_for(request.name, field="name")
+        async with self._db.transaction() as conn:
+            stored = await storage.get_entries(conn)
+        return _setting(entry, stored.get(entry.key, storage.NEVER_SET))
+
+    async def ListSettings(
+        self, request: settings_pb2.ListSettingsRequest, context: Context
+    ) -> settings_pb2.ListSettingsResponse:
+        size = pagination.page_size(request.page_size)
+        query = pagination.fingerprint(current_principal().account_id, {"list": "settings"})
+        after = pagination.decode_token(request.page_token, query_fingerprint=query)
+        start = 0
+        if after:
+            start = next((i for i, key in enumerate(KEYS) if key > str(after[0])), len(KEYS))
+        keys = KEYS[start : start + size]
+        async with self._db.transaction() as conn:
+            stored = await storage.get_entries(conn)
+        response = settings_pb2.ListSettingsResponse(
+            settings=[_setting(CATALOGUE[k], stored.get(k, storage.NEVER_SET)) for k in keys]
+        )
+        if start + size < len(KEYS):
+            response.next_page_token = pagination.encode_token([keys[-1]], query_fingerprint=query)
+        return response
+
+    async def UpdateSetting(
+        self, request: settings_pb2.UpdateSettingRequest, context: Context
+    ) -> settings_pb2.Setting:
+        if list(request.update_mask.paths) not in ([], ["value"]):
+            raise InvalidArgument(FieldViolation("update_mask", "only 'value' can be updated"))
+        entry = _entry_for(request.setting.name, field="setting.name")
+        expected = _expected_revision(request.setting.etag, field="setting.etag")
+        value = entry.validate(_from_value(request.setting.value), field_path="setting.value")
+        return await self._write(entry, value=value, reset=False, expected=expected)
+
+    async def ResetSetting(
+        self, request: settings_pb2.ResetSettingRequest, context: Context
+    ) -> settings_pb2.Setting:
+        entry = _entry_for(request.name, field="name")
+        expected = _expected_revision(request.etag, field="etag")
+        return await self._write(entry, value=None, reset=True, expected=expected)
+
+    async def _write(
+        self, entry: Entry, *, value: Value | None, reset: bool, expected: int | None
+    ) -> settings_pb2.Setting:
+        principal = current_principal()
+        principal.require(entry.update_role)
+        async with self._db.transaction() as conn:
+            stored = await storage.write_entry(
+                conn,
+                account_id=principal.account_id,
+                user_id=principal.user_id,
+                key=entry.key,
+                value=value,
+                reset=reset,
+                expected_revision=expected,
+            )
+        if stored is None:
+            raise Aborted(
+                f"setting {entry.key!r} changed since etag {expected}; read it again",
+                reason="ETAG_MISMATCH",
+            )
+        return _setting(entry, stored)

@@ -1,0 +1,58 @@
+"""Fixtures shared by every test: the run's database, keys, services."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from services.core.db import Database
+from services.settings.service import SettingsConfig, build
+from tests.support import AUDIENCE, ISSUER, Keys, TestDatabase, private_database
+
+
+@pytest.fixture(scope="session")
+async def database() -> AsyncIterator[TestDatabase]:
+    async with private_database() as db:
+        yield db
+
+
+@pytest.fixture(scope="session")
+def keys() -> Keys:
+    return Keys.generate()
+
+
+@pytest.fixture
+def account() -> uuid.UUID:
+    """A fresh account per test: tests never see each other's rows."""
+    return uuid.uuid4()
+
+
+def service_config_kwargs(database: TestDatabase, keys: Keys, schema: str) -> dict[str, object]:
+    return {
+        "database_url": database.runtime_url(schema),
+        "jwt_public_key": keys.public_pem,
+        "jwt_issuer": ISSUER,
+        "jwt_audience": AUDIENCE,
+        "host": "127.0.0.1",
+        "port": 0,
+        "shutdown_grace_seconds": 5,
+    }
+
+
+@pytest.fixture(scope="session")
+async def settings_address(database: TestDatabase, keys: Keys) -> AsyncIterator[str]:
+    config = SettingsConfig(**service_config_kwargs(database, keys, "settings"))  # type: ignore[arg-type]
+    db = Database.connect(config.database_url, pool_size=8)
+    server = build(config, db)
+    port = await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop()
+
+
+@pytest.fixture
+async def settings_channel(settings_address: str) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(settings_address) as channel:
+        yield channel

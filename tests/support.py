@@ -1,0 +1,133 @@
+"""Test harness: a private database per run, keys, tokens, servers, errors.
+
+Every run gets its own database and its own role prefix on the server named
+by ``DATABASE_URL`` (or an embedded PostgreSQL from ``pgserver`` when unset),
+both removed at the end. Tests isolate from each other by using fresh random
+account ids, never by sharing rows.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from migrations.__main__ import migrate
+from migrations.roles import RoleNames, drop_roles
+from services.core.auth import Role, generate_keypair, mint_token
+from services.core.config import to_asyncpg_url
+
+ROOT = Path(__file__).resolve().parent.parent
+ISSUER = "flowpilot-test-identity"
+AUDIENCE = "flowpilot"
+
+
+def admin_server_url() -> str:
+    """An administrator URL of the PostgreSQL server the tests may use."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    import pgserver
+
+    server = pgserver.get_server(ROOT / "build" / "pgtest", cleanup_mode="stop")
+    return str(server.get_uri())
+
+
+@dataclass(frozen=True)
+class TestDatabase:
+    admin_url: str  # superuser, on this run's database
+    roles: RoleNames
+
+    def runtime_url(self, schema: str) -> str:
+        url = make_url(to_asyncpg_url(self.admin_url)).set(username=self.roles.runtime(schema), password=None)
+        return url.render_as_string(hide_password=False)
+
+
+@asynccontextmanager
+async def private_database() -> AsyncIterator[TestDatabase]:
+    server_url = to_asyncpg_url(admin_server_url())
+    suffix = secrets.token_hex(4)
+    name = f"flowpilot_test_{suffix}"
+    roles = RoleNames(f"fpt{suffix}")
+    server = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with server.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        db_url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        await migrate(db_url, roles)
+        yield TestDatabase(admin_url=db_url, roles=roles)
+    finally:
+        async with server.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            await drop_roles(conn, roles)
+        await server.dispose()
+
+
+@dataclass(frozen=True)
+class Keys:
+    private_pem: str
+    public_pem: str
+
+    @classmethod
+    def generate(cls) -> Keys:
+        private, public = generate_keypair()
+        return cls(private, public)
+
+    def token(
+        self,
+        *,
+        account_id: uuid.UUID,
+        role: Role = Role.ENGINEER,
+        user_id: uuid.UUID | None = None,
+        ttl_seconds: int = 600,
+        issuer: str = ISSUER,
+        audience: str = AUDIENCE,
+    ) -> str:
+        return mint_token(
+            private_key=self.private_pem,
+            user_id=user_id or uuid.uuid4(),
+            account_id=account_id,
+            role=role,
+            issuer=issuer,
+            audience=audience,
+            ttl_seconds=ttl_seconds,
+        )
+
+    def metadata(self, **kwargs: object) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token(**kwargs)}"),)  # type: ignore[arg-type]
+
+
+@dataclass
+class RpcFailure:
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    domain: str
+    violations: dict[str, str]
+
+
+def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
+    """Decodes the rich status of a failed call."""
+    status: status_pb2.Status | None = rpc_status.from_call(error)  # type: ignore[arg-type]
+    reason = domain = ""
+    violations: dict[str, str] = {}
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason, domain = info.reason, info.domain
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations = {v.field: v.description for v in bad.field_violations}
+    return RpcFailure(error.code(), error.details() or "", reason, domain, violations)
