@@ -10,11 +10,11 @@ import pytest
 
 from services.core.db import Database
 from services.settings.service import SettingsConfig, build
-from tests.support import AUDIENCE, ISSUER, Keys, TestDatabase, private_database
+from tests.support import AUDIENCE, ISSUER, Keys, RunDatabase, private_database
 
 
 @pytest.fixture(scope="session")
-async def database() -> AsyncIterator[TestDatabase]:
+async def database() -> AsyncIterator[RunDatabase]:
     async with private_database() as db:
         yield db
 
@@ -30,7 +30,7 @@ def account() -> uuid.UUID:
     return uuid.uuid4()
 
 
-def service_config_kwargs(database: TestDatabase, keys: Keys, schema: str) -> dict[str, object]:
+def service_config_kwargs(database: RunDatabase, keys: Keys, schema: str) -> dict[str, object]:
     return {
         "database_url": database.runtime_url(schema),
         "jwt_public_key": keys.public_pem,
@@ -43,7 +43,7 @@ def service_config_kwargs(database: TestDatabase, keys: Keys, schema: str) -> di
 
 
 @pytest.fixture(scope="session")
-async def settings_address(database: TestDatabase, keys: Keys) -> AsyncIterator[str]:
+async def settings_address(database: RunDatabase, keys: Keys) -> AsyncIterator[str]:
     config = SettingsConfig(**service_config_kwargs(database, keys, "settings"))  # type: ignore[arg-type]
     db = Database.connect(config.database_url, pool_size=8)
     server = build(config, db)

@@ -44,7 +44,7 @@ def admin_server_url() -> str:
 
 
 @dataclass(frozen=True)
-class TestDatabase:
+class RunDatabase:
     admin_url: str  # superuser, on this run's database
     roles: RoleNames
 
@@ -54,7 +54,7 @@ class TestDatabase:
 
 
 @asynccontextmanager
-async def private_database() -> AsyncIterator[TestDatabase]:
+async def private_database() -> AsyncIterator[RunDatabase]:
     server_url = to_asyncpg_url(admin_server_url())
     suffix = secrets.token_hex(4)
     name = f"flowpilot_test_{suffix}"
@@ -65,7 +65,7 @@ async def private_database() -> AsyncIterator[TestDatabase]:
             await conn.execute(text(f'CREATE DATABASE "{name}"'))
         db_url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
         await migrate(db_url, roles)
-        yield TestDatabase(admin_url=db_url, roles=roles)
+        yield RunDatabase(admin_url=db_url, roles=roles)
     finally:
         async with server.connect() as conn:
             await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, MetaData, Table, text
+from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, MetaData, Table, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 metadata = MetaData(schema="settings")
@@ -19,4 +19,5 @@ account_settings = Table(
     Column("revision", BigInteger, nullable=False, server_default=text("0")),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("update_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint("jsonb_typeof(preferences) = 'object'", name="preferences_is_object"),
 )

@@ -1,0 +1,120 @@
+"""Database-wide rules that keep guarding every service as it is added."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from migrations.roles import SCHEMAS
+from tests.support import RunDatabase
+
+VERSION_TABLE = "alembic_version"
+
+
+async def test_every_service_table_has_forced_rls_and_a_full_policy(database: RunDatabase) -> None:
+    engine = create_async_engine(database.admin_url)
+    try:
+        async with engine.connect() as conn:
+            tables = (
+                await conn.execute(
+                    text(
+                        """
+                        SELECT n.nspname AS schema, c.relname AS name,
+                               c.relrowsecurity AS enabled, c.relforcerowsecurity AS forced
+                        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE n.nspname = ANY(:schemas) AND c.relkind IN ('r', 'p')
+                          AND c.relname <> :version
+                        """
+                    ),
+                    {"schemas": list(SCHEMAS), "version": VERSION_TABLE},
+                )
+            ).all()
+            assert tables, "no service tables found"
+            for table in tables:
+                assert table.enabled and table.forced, f"{table.schema}.{table.name} lacks forced RLS"
+                policies = (
+                    await conn.execute(
+                        text(
+                            "SELECT qual, with_check, cmd FROM pg_policies WHERE schemaname = :s AND tablename = :t"
+                        ),
+                        {"s": table.schema, "t": table.name},
+                    )
+                ).all()
+                assert len(policies) == 1, f"{table.schema}.{table.name}: {policies}"
+                policy = policies[0]
+                assert policy.cmd == "ALL"
+                for clause in (policy.qual, policy.with_check):
+                    assert clause is not None
+                    assert "account_id" in clause and "current_account_id()" in clause and "SELECT" in clause
+                # account_id is NOT NULL and leads every index of the table.
+                nullable = (
+                    await conn.execute(
+                        text(
+                            "SELECT is_nullable FROM information_schema.columns "
+                            "WHERE table_schema = :s AND table_name = :t AND column_name = 'account_id'"
+                        ),
+                        {"s": table.schema, "t": table.name},
+                    )
+                ).scalar_one()
+                assert nullable == "NO"
+                leading = (
+                    await conn.execute(
+                        text(
+                            """
+                            SELECT i.indexrelid::regclass::text AS index, a.attname AS first
+                            FROM pg_index i JOIN pg_attribute a
+                              ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                            WHERE i.indrelid = CAST(:q AS regclass)
+                            """
+                        ),
+                        {"q": f"{table.schema}.{table.name}"},
+                    )
+                ).all()
+                for index in leading:
+                    assert index.first == "account_id", f"{index.index} does not lead with account_id"
+    finally:
+        await engine.dispose()
+
+
+async def test_runtime_roles_are_unprivileged_and_own_nothing(database: RunDatabase) -> None:
+    engine = create_async_engine(database.admin_url)
+    try:
+        async with engine.connect() as conn:
+            for schema in SCHEMAS:
+                role = database.roles.runtime(schema)
+                attrs = (
+                    await conn.execute(
+                        text("SELECT rolsuper, rolbypassrls, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = :r"),
+                        {"r": role},
+                    )
+                ).one()
+                assert not any(attrs), f"{role}: {attrs}"
+                owned = (
+                    await conn.execute(
+                        text(
+                            """
+                            SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE r.rolname = :r
+                            UNION ALL SELECT count(*) FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE r.rolname = :r
+                            UNION ALL SELECT count(*) FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner WHERE r.rolname = :r
+                            """
+                        ),
+                        {"r": role},
+                    )
+                ).scalars().all()
+                assert sum(owned) == 0, f"{role} owns objects"
+                member_of_owner = (
+                    await conn.execute(
+                        text("SELECT pg_has_role(:r, :o, 'MEMBER')"), {"r": role, "o": database.roles.owner}
+                    )
+                ).scalar_one()
+                assert member_of_owner is False
+                # Usage on its own schema only.
+                for other in SCHEMAS:
+                    usage = (
+                        await conn.execute(
+                            text("SELECT has_schema_privilege(:r, :s, 'USAGE')"), {"r": role, "s": other}
+                        )
+                    ).scalar_one()
+                    assert usage is (other == schema), f"{role} usage on {other}: {usage}"
+    finally:
+        await engine.dispose()
