@@ -55,7 +55,8 @@ $(GEN_STAMP): $(STAMP) $(PROTOS) tools/genproto.py
 	touch $@
 
 $(BUF): tools/node/package.json tools/node/package-lock.json
-	cd tools/node && npm ci --no-fund --no-audit --loglevel=error
+	# npm install (not ci): the lock omits other platforms' optional buf binaries.
+	cd tools/node && npm install --no-fund --no-audit --loglevel=error
 	touch $@
 
 clean:

@@ -68,7 +68,7 @@ async def bootstrap(conn: AsyncConnection, roles: RoleNames, *, runtime_password
         await _ensure_role(conn, roles.runtime(schema), f"LOGIN NOINHERIT {restricted}", runtime_password)
     database = (await conn.execute(text("SELECT current_database()"))).scalar_one()
     owner = _ident(roles.owner)
-    await conn.execute(text(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
+    await conn.execute(text("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
     await conn.execute(text(f"REVOKE ALL ON DATABASE {_ident(database)} FROM PUBLIC"))
     await conn.execute(text(f"GRANT CONNECT, TEMPORARY ON DATABASE {_ident(database)} TO {owner}"))
     await conn.execute(text("CREATE SCHEMA IF NOT EXISTS tenancy AUTHORIZATION " + owner))

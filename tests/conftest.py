@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -30,7 +31,7 @@ def account() -> uuid.UUID:
     return uuid.uuid4()
 
 
-def service_config_kwargs(database: RunDatabase, keys: Keys, schema: str) -> dict[str, object]:
+def service_config_kwargs(database: RunDatabase, keys: Keys, schema: str) -> dict[str, Any]:
     return {
         "database_url": database.runtime_url(schema),
         "jwt_public_key": keys.public_pem,
@@ -44,7 +45,7 @@ def service_config_kwargs(database: RunDatabase, keys: Keys, schema: str) -> dic
 
 @pytest.fixture(scope="session")
 async def settings_address(database: RunDatabase, keys: Keys) -> AsyncIterator[str]:
-    config = SettingsConfig(**service_config_kwargs(database, keys, "settings"))  # type: ignore[arg-type]
+    config = SettingsConfig(**service_config_kwargs(database, keys, "settings"))
     db = Database.connect(config.database_url, pool_size=8)
     server = build(config, db)
     port = await server.start()

@@ -25,9 +25,9 @@ class Result:
     err: str
 
 
-async def grpcurl(*args: str, timeout: float = 20) -> Result:
+async def grpcurl(*args: str, limit_seconds: float = 20) -> Result:
     process = await asyncio.create_subprocess_exec(
         binary(), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    out, err = await asyncio.wait_for(process.communicate(), limit_seconds)
     return Result(process.returncode or 0, out.decode(), err.decode())

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -103,8 +104,8 @@ class Keys:
             ttl_seconds=ttl_seconds,
         )
 
-    def metadata(self, **kwargs: object) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self.token(**kwargs)}"),)  # type: ignore[arg-type]
+    def metadata(self, **kwargs: Any) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token(**kwargs)}"),)
 
 
 @dataclass
@@ -118,7 +119,7 @@ class RpcFailure:
 
 def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
     """Decodes the rich status of a failed call."""
-    status: status_pb2.Status | None = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status: status_pb2.Status | None = rpc_status.from_call(error)
     reason = domain = ""
     violations: dict[str, str] = {}
     for detail in status.details if status else []:

@@ -40,7 +40,11 @@ def dev_keys() -> tuple[Path, Path]:
 
 
 def dev_token(
-    *, role: Role = Role.TEAM_ADMIN, account: uuid.UUID = DEV_ACCOUNT, user: uuid.UUID = DEV_USER, ttl: int = 12 * 3600
+    *,
+    role: Role = Role.TEAM_ADMIN,
+    account: uuid.UUID = DEV_ACCOUNT,
+    user: uuid.UUID = DEV_USER,
+    ttl: int = 12 * 3600,
 ) -> str:
     private, _ = dev_keys()
     return mint_token(

@@ -34,7 +34,12 @@ class Database:
 
     @classmethod
     def connect(
-        cls, url: str, *, pool_size: int = 10, pool_timeout: float = 5.0, application_name: str = "flowpilot"
+        cls,
+        url: str,
+        *,
+        pool_size: int = 10,
+        pool_timeout: float = 5.0,
+        application_name: str = "flowpilot",
     ) -> Database:
         engine = create_async_engine(
             url,

@@ -67,9 +67,7 @@ class InvalidArgument(FlowPilotError):
         *,
         reason: str | None = None,
     ) -> None:
-        self.violations = (
-            [violations] if isinstance(violations, FieldViolation) else list(violations)
-        )
+        self.violations = [violations] if isinstance(violations, FieldViolation) else list(violations)
         if message is None:
             message = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
         super().__init__(message, reason=reason)
@@ -146,7 +144,8 @@ def to_grpc_status(error: FlowPilotError, *, domain: str) -> grpc.Status:
     status = status_pb2.Status(
         code=getattr(code_pb2, error.code.name), message=error.message, details=details
     )
-    return rpc_status.to_status(status)
+    converted: grpc.Status = rpc_status.to_status(status)
+    return converted
 
 
 def internal_status(*, domain: str, trace_id: str | None) -> grpc.Status:

@@ -14,13 +14,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
+from flowpilot.api.v1 import access_pb2
 from google.protobuf import descriptor, descriptor_pool
 from google.protobuf.message import Message
 
-from flowpilot.api.v1 import access_pb2
 from services.core import logs
 from services.core.auth import Role, TokenVerifier, bind_principal, unbind_principal
 from services.core.errors import FlowPilotError, InvalidArgument, internal_status, to_grpc_status
@@ -28,7 +28,11 @@ from services.core.validation import violations
 
 log = logging.getLogger("flowpilot.rpc")
 
-OPEN_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection")
+OPEN_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
 
 Handler = Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]
 
@@ -55,7 +59,7 @@ def method_rules(service_names: Iterable[str]) -> dict[str, MethodRule]:
     return rules
 
 
-class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class RuntimeInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, *, verifier: TokenVerifier, rules: dict[str, MethodRule], domain: str) -> None:
         self._verifier = verifier
         self._rules = rules
@@ -63,9 +67,9 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
         method: str = details.method
         rule = self._rules.get(method)
@@ -73,7 +77,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             # Health, reflection, or an unknown method (UNIMPLEMENTED by grpc).
             return handler
         return grpc.unary_unary_rpc_method_handler(
-            self._wrap(rule, handler.unary_unary),
+            self._wrap(rule, cast(Handler, handler.unary_unary)),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -89,7 +93,8 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             outcome = "OK"
             try:
                 metadata = dict(context.invocation_metadata() or ())
-                principal = verifier.verify_header(metadata.get("authorization"))
+                header = metadata.get("authorization")
+                principal = verifier.verify_header(header if isinstance(header, str) else None)
                 logs.bind(account_id=str(principal.account_id))  # undone with log_token
                 principal.require(rule.minimum_role)
                 found = violations(request)
@@ -106,14 +111,21 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             except Exception:
                 outcome = "INTERNAL"
                 log.exception("unhandled error in %s", rule.full_name)
-                await context.abort_with_status(internal_status(domain=domain, trace_id=logs.current_trace_id()))
+                await context.abort_with_status(
+                    internal_status(domain=domain, trace_id=logs.current_trace_id())
+                )
                 raise
             finally:
                 if principal_token is not None:
                     unbind_principal(principal_token)
                 log.info(
                     "rpc",
-                    extra={"fields": {"code": outcome, "duration_ms": round((time.perf_counter() - started) * 1000, 2)}},
+                    extra={
+                        "fields": {
+                            "code": outcome,
+                            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        }
+                    },
                 )
                 logs.unbind(log_token)
 

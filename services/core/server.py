@@ -144,6 +144,7 @@ def run_service(config_type: type[C], build: Callable[[C, Database], GrpcServer]
     config = config_type()  # required fields come from the environment
     logs.configure(config.log_level, service=config.service_name)
     telemetry.setup(f"flowpilot-{config.service_name}")
+    telemetry.instrument_database()
 
     async def main() -> None:
         db = Database.connect(
@@ -152,7 +153,6 @@ def run_service(config_type: type[C], build: Callable[[C, Database], GrpcServer]
             pool_timeout=config.db_pool_timeout_seconds,
             application_name=f"flowpilot-{config.service_name}",
         )
-        telemetry.instrument_engine(db.engine)
         await build(config, db).serve_until_signalled()
 
     asyncio.run(main())

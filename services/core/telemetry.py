@@ -5,7 +5,8 @@
 are created (so logs still carry trace ids and context still propagates) but
 not exported. gRPC server/client spans come from the maintained
 ``opentelemetry-instrumentation-grpc`` interceptors, database spans from the
-SQLAlchemy instrumentation. W3C trace context is the propagator.
+asyncpg instrumentation (the SQLAlchemy one does not support SQLAlchemy 2.1
+yet). W3C trace context is the propagator.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 _provider: TracerProvider | None = None
 
@@ -42,8 +42,10 @@ def setup(service_name: str, *, processors: list[SpanProcessor] | None = None) -
     return _provider
 
 
-def instrument_engine(engine: AsyncEngine) -> None:
-    """Database spans for every statement of ``engine``."""
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+def instrument_database() -> None:
+    """Database spans for every asyncpg statement of the process (idempotent)."""
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
-    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, enable_commenter=False)
+    instrumentor = AsyncPGInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()

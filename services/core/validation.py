@@ -10,11 +10,13 @@ AIP-193 asks (``setting.value``, ``steps[2].text``).
 
 from __future__ import annotations
 
+from typing import Any
+
+from flowpilot.api.v1 import access_pb2
 from google.api import field_behavior_pb2
 from google.protobuf import descriptor
 from google.protobuf.message import Message
 
-from flowpilot.api.v1 import access_pb2
 from services.core.errors import FieldViolation
 
 _REQUIRED = field_behavior_pb2.REQUIRED
@@ -22,19 +24,22 @@ _IDENTIFIER = field_behavior_pb2.IDENTIFIER
 _TYPE_MESSAGE = descriptor.FieldDescriptor.TYPE_MESSAGE
 _TYPE_STRING = descriptor.FieldDescriptor.TYPE_STRING
 _TYPE_BYTES = descriptor.FieldDescriptor.TYPE_BYTES
+# Field descriptors come from the C (upb) implementation at run time, whose
+# stub type differs from the pure-Python one; both have the same interface.
+Field = Any
 # Well-known types are values, not resources: their insides are not checked.
 _OPAQUE = ("google.protobuf.",)
 
 
-def behaviors(field: descriptor.FieldDescriptor) -> list[int]:
+def behaviors(field: Field) -> list[int]:
     return list(field.GetOptions().Extensions[field_behavior_pb2.field_behavior])
 
 
-def max_size(field: descriptor.FieldDescriptor) -> int:
+def max_size(field: Field) -> int:
     return int(field.GetOptions().Extensions[access_pb2.max_size])
 
 
-def _is_set(message: Message, field: descriptor.FieldDescriptor) -> bool:
+def _is_set(message: Message, field: Field) -> bool:
     if field.is_repeated:
         return len(getattr(message, field.name)) > 0
     if field.type == _TYPE_MESSAGE or field.has_presence:
@@ -48,7 +53,7 @@ def violations(request: Message) -> list[FieldViolation]:
     mask_paths: set[str] | None = None
     fields = request.DESCRIPTOR.fields_by_name
     if "update_mask" in fields and request.HasField("update_mask"):
-        mask_paths = set(getattr(request, "update_mask").paths) or None
+        mask_paths = set(request.update_mask.paths) or None  # type: ignore[attr-defined]
     is_update = "update_mask" in fields
     _walk(request, "", found, mask_paths=mask_paths, is_update=is_update, depth=0)
     return found
@@ -82,19 +87,32 @@ def _walk(
                 continue
             if field.type == _TYPE_MESSAGE and not _opaque(field) and not _is_map(field):
                 for index, item in enumerate(value):
-                    _walk(item, f"{path}[{index}].", found, mask_paths=None, is_update=False, depth=depth + 1)
+                    _walk(
+                        item,
+                        f"{path}[{index}].",
+                        found,
+                        mask_paths=None,
+                        is_update=False,
+                        depth=depth + 1,
+                    )
             continue
         if field.type in (_TYPE_STRING, _TYPE_BYTES) and limit and len(value) > limit:
             unit = "characters" if field.type == _TYPE_STRING else "bytes"
             found.append(FieldViolation(path, f"must be at most {limit} {unit}"))
         elif field.type == _TYPE_MESSAGE and not _opaque(field) and message.HasField(field.name):
-            _walk(value, f"{path}.", found, mask_paths=mask_paths if depth == 0 else None,
-                  is_update=is_update, depth=depth + 1)
+            _walk(
+                value,
+                f"{path}.",
+                found,
+                mask_paths=mask_paths if depth == 0 else None,
+                is_update=is_update,
+                depth=depth + 1,
+            )
 
 
-def _opaque(field: descriptor.FieldDescriptor) -> bool:
-    return field.message_type.full_name.startswith(_OPAQUE)
+def _opaque(field: Field) -> bool:
+    return str(field.message_type.full_name).startswith(_OPAQUE)
 
 
-def _is_map(field: descriptor.FieldDescriptor) -> bool:
+def _is_map(field: Field) -> bool:
     return bool(field.message_type.GetOptions().map_entry)

@@ -93,8 +93,7 @@ CATALOGUE: dict[str, Entry] = {
             key="psa.post_as_internal_note",
             kind=Kind.BOOL,
             default=True,
-            description="Post notes to the PSA ticket as internal notes rather than "
-            "customer-visible ones.",
+            description="Post notes to the PSA ticket as internal notes rather than customer-visible ones.",
         ),
         Entry(
             key="walks.stale_after_hours",
@@ -102,8 +101,7 @@ CATALOGUE: dict[str, Entry] = {
             default=4,
             minimum=1,
             maximum=168,
-            description="An L1 walk with no step for this many hours is abandoned by the "
-            "stale-walk sweep.",
+            description="An L1 walk with no step for this many hours is abandoned by the stale-walk sweep.",
         ),
     )
 }

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from pydantic_settings import SettingsConfigDict
 
-from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from services.core.config import ServiceConfig
 from services.core.db import Database
 from services.core.server import GrpcServer, Registration

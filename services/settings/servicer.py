@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import grpc
+from flowpilot.api.v1 import access_pb2
+from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from services.core import names, pagination
 from services.core.auth import current_principal
 from services.core.db import Database
@@ -18,7 +19,7 @@ from services.settings.catalogue import CATALOGUE, KEYS, Entry, Kind, Value
 
 PATTERN = "settings/{setting}"
 
-Context = grpc.aio.ServicerContext[Any, Any]
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 _VALUE_TYPES = {
     Kind.BOOL: settings_pb2.VALUE_TYPE_BOOL,
@@ -73,7 +74,7 @@ def _setting(entry: Entry, stored: storage.StoredEntry) -> settings_pb2.Setting:
         minimum=entry.minimum,
         maximum=entry.maximum,
         description=entry.description,
-        update_role=int(entry.update_role),
+        update_role=cast(access_pb2.Role.ValueType, int(entry.update_role)),
         etag=str(stored.revision),
     )
     if stored.update_time is not None:

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import grpc
 import jwt
 import pytest
+from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from services.core.auth import Role, generate_keypair
 from services.core.db import Database
 from services.core.errors import FailedPrecondition
@@ -28,7 +28,15 @@ GET = settings_pb2.GetSettingRequest(name="settings/notes.format")
 def _bad_tokens(keys: Keys, account: uuid.UUID) -> dict[str, str]:
     other_private, _ = generate_keypair()
     now = int(time.time())
-    base = {"sub": str(uuid.uuid4()), "account_id": str(account), "role": "viewer", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 600}
+    base = {
+        "sub": str(uuid.uuid4()),
+        "account_id": str(account),
+        "role": "viewer",
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": now,
+        "exp": now + 600,
+    }
 
     def sign(claims: dict[str, object], key: str = keys.private_pem) -> str:
         return "Bearer " + jwt.encode(claims, key, algorithm="EdDSA")
@@ -50,7 +58,9 @@ def _bad_tokens(keys: Keys, account: uuid.UUID) -> dict[str, str]:
     }
 
 
-async def test_bad_tokens_are_unauthenticated(settings_channel: grpc.aio.Channel, keys: Keys, account: uuid.UUID) -> None:
+async def test_bad_tokens_are_unauthenticated(
+    settings_channel: grpc.aio.Channel, keys: Keys, account: uuid.UUID
+) -> None:
     stub = settings_pb2_grpc.SettingsServiceStub(settings_channel)
     for label, header in _bad_tokens(keys, account).items():
         metadata = (("authorization", header),) if header else ()
@@ -73,21 +83,30 @@ async def test_health_is_open_and_serving(settings_channel: grpc.aio.Channel) ->
 class _Exploding(SettingsServicer):
     """Fails the ways handlers can fail, to check what the caller sees."""
 
-    async def GetSetting(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetSetting(self, request, context):
         if request.name.endswith("crash"):
             raise RuntimeError("SELECT secret FROM sessions.ai_sessions WHERE password='hunter2'")
-        raise FailedPrecondition("session is resolved", reason="SESSION_NOT_ACTIVE", metadata={"status": "resolved"})
+        raise FailedPrecondition(
+            "session is resolved", reason="SESSION_NOT_ACTIVE", metadata={"status": "resolved"}
+        )
 
 
 @pytest.fixture
-async def exploding(database: RunDatabase, keys: Keys) -> AsyncIterator[tuple[settings_pb2_grpc.SettingsServiceStub, GrpcServer]]:
-    config = SettingsConfig(**service_config_kwargs(database, keys, "settings"))  # type: ignore[arg-type]
+async def exploding(
+    database: RunDatabase, keys: Keys
+) -> AsyncIterator[tuple[settings_pb2_grpc.SettingsServiceStub, GrpcServer]]:
+    config = SettingsConfig(**service_config_kwargs(database, keys, "settings"))
     db = Database.connect(config.database_url, pool_size=2)
     servicer = _Exploding(db)
     server = GrpcServer(
         config=config,
         domain=DOMAIN,
-        registrations=[Registration(SERVICE_NAME, lambda s: settings_pb2_grpc.add_SettingsServiceServicer_to_server(servicer, s))],
+        registrations=[
+            Registration(
+                SERVICE_NAME,
+                lambda s: settings_pb2_grpc.add_SettingsServiceServicer_to_server(servicer, s),
+            )
+        ],
         on_stop=[db.dispose],
     )
     port = await server.start()
@@ -96,10 +115,15 @@ async def exploding(database: RunDatabase, keys: Keys) -> AsyncIterator[tuple[se
     await server.stop()
 
 
-async def test_unexpected_errors_are_internal_without_detail(exploding, keys: Keys, account: uuid.UUID) -> None:
+async def test_unexpected_errors_are_internal_without_detail(
+    exploding, keys: Keys, account: uuid.UUID
+) -> None:
     stub, _ = exploding
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.GetSetting(settings_pb2.GetSettingRequest(name="settings/crash"), metadata=keys.metadata(account_id=account, role=Role.VIEWER))
+        await stub.GetSetting(
+            settings_pb2.GetSettingRequest(name="settings/crash"),
+            metadata=keys.metadata(account_id=account, role=Role.VIEWER),
+        )
     error = failure(caught.value)
     assert error.code is grpc.StatusCode.INTERNAL
     assert error.message.startswith("internal error")
@@ -107,7 +131,9 @@ async def test_unexpected_errors_are_internal_without_detail(exploding, keys: Ke
     assert "Traceback" not in (caught.value.debug_error_string() or "")
 
 
-async def test_domain_errors_carry_reason_domain_and_metadata(exploding, keys: Keys, account: uuid.UUID) -> None:
+async def test_domain_errors_carry_reason_domain_and_metadata(
+    exploding, keys: Keys, account: uuid.UUID
+) -> None:
     stub, _ = exploding
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetSetting(GET, metadata=keys.metadata(account_id=account, role=Role.VIEWER))
@@ -119,21 +145,28 @@ async def test_domain_errors_carry_reason_domain_and_metadata(exploding, keys: K
 class _Slow(SettingsServicer):
     started: asyncio.Event
 
-    async def GetSetting(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetSetting(self, request, context):
         self.started.set()
         await asyncio.sleep(1.5)
         return await super().GetSetting(request, context)
 
 
-async def test_graceful_shutdown_finishes_in_flight_rpcs(database: RunDatabase, keys: Keys, account: uuid.UUID) -> None:
-    config = SettingsConfig(**service_config_kwargs(database, keys, "settings"))  # type: ignore[arg-type]
+async def test_graceful_shutdown_finishes_in_flight_rpcs(
+    database: RunDatabase, keys: Keys, account: uuid.UUID
+) -> None:
+    config = SettingsConfig(**service_config_kwargs(database, keys, "settings"))
     db = Database.connect(config.database_url, pool_size=2)
     servicer = _Slow(db)
     servicer.started = asyncio.Event()
     server = GrpcServer(
         config=config,
         domain=DOMAIN,
-        registrations=[Registration(SERVICE_NAME, lambda s: settings_pb2_grpc.add_SettingsServiceServicer_to_server(servicer, s))],
+        registrations=[
+            Registration(
+                SERVICE_NAME,
+                lambda s: settings_pb2_grpc.add_SettingsServiceServicer_to_server(servicer, s),
+            )
+        ],
         on_stop=[db.dispose],
         drain_seconds=0.5,
     )
@@ -141,7 +174,9 @@ async def test_graceful_shutdown_finishes_in_flight_rpcs(database: RunDatabase, 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = settings_pb2_grpc.SettingsServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
-        in_flight = asyncio.ensure_future(stub.GetSetting(GET, metadata=keys.metadata(account_id=account, role=Role.VIEWER)))
+        in_flight = asyncio.ensure_future(
+            stub.GetSetting(GET, metadata=keys.metadata(account_id=account, role=Role.VIEWER))
+        )
         await servicer.started.wait()
         stopping = asyncio.ensure_future(server.stop())
         await asyncio.sleep(0.1)
@@ -151,5 +186,7 @@ async def test_graceful_shutdown_finishes_in_flight_rpcs(database: RunDatabase, 
         assert setting.value.string_value == "markdown"
         await stopping
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.GetSetting(GET, metadata=keys.metadata(account_id=account, role=Role.VIEWER), timeout=2)
+            await stub.GetSetting(
+                GET, metadata=keys.metadata(account_id=account, role=Role.VIEWER), timeout=2
+            )
         assert caught.value.code() is grpc.StatusCode.UNAVAILABLE

@@ -84,27 +84,34 @@ async def test_runtime_roles_are_unprivileged_and_own_nothing(database: RunDatab
                 role = database.roles.runtime(schema)
                 attrs = (
                     await conn.execute(
-                        text("SELECT rolsuper, rolbypassrls, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = :r"),
+                        text(
+                            "SELECT rolsuper, rolbypassrls, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = :r"
+                        ),
                         {"r": role},
                     )
                 ).one()
                 assert not any(attrs), f"{role}: {attrs}"
                 owned = (
-                    await conn.execute(
-                        text(
-                            """
+                    (
+                        await conn.execute(
+                            text(
+                                """
                             SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE r.rolname = :r
                             UNION ALL SELECT count(*) FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE r.rolname = :r
                             UNION ALL SELECT count(*) FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner WHERE r.rolname = :r
                             """
-                        ),
-                        {"r": role},
+                            ),
+                            {"r": role},
+                        )
                     )
-                ).scalars().all()
+                    .scalars()
+                    .all()
+                )
                 assert sum(owned) == 0, f"{role} owns objects"
                 member_of_owner = (
                     await conn.execute(
-                        text("SELECT pg_has_role(:r, :o, 'MEMBER')"), {"r": role, "o": database.roles.owner}
+                        text("SELECT pg_has_role(:r, :o, 'MEMBER')"),
+                        {"r": role, "o": database.roles.owner},
                     )
                 ).scalar_one()
                 assert member_of_owner is False
@@ -112,7 +119,8 @@ async def test_runtime_roles_are_unprivileged_and_own_nothing(database: RunDatab
                 for other in SCHEMAS:
                     usage = (
                         await conn.execute(
-                            text("SELECT has_schema_privilege(:r, :s, 'USAGE')"), {"r": role, "s": other}
+                            text("SELECT has_schema_privilege(:r, :s, 'USAGE')"),
+                            {"r": role, "s": other},
                         )
                     ).scalar_one()
                     assert usage is (other == schema), f"{role} usage on {other}: {usage}"

@@ -15,7 +15,9 @@ async def test_list_and_describe_through_reflection(settings_address: str) -> No
     assert listed.code == 0, listed.err
     services = set(listed.out.split())
     assert {"flowpilot.settings.v1.SettingsService", "grpc.health.v1.Health"} <= services
-    described = await grpcurl("-plaintext", settings_address, "describe", "flowpilot.settings.v1.SettingsService")
+    described = await grpcurl(
+        "-plaintext", settings_address, "describe", "flowpilot.settings.v1.SettingsService"
+    )
     assert described.code == 0, described.err
     for method in ("GetSetting", "ListSettings", "UpdateSetting", "ResetSetting"):
         assert f"rpc {method}" in described.out
@@ -26,15 +28,24 @@ async def test_list_and_describe_through_reflection(settings_address: str) -> No
 async def test_call_with_token_and_health(settings_address: str, keys: Keys, account: uuid.UUID) -> None:
     token = keys.token(account_id=account, role=Role.TEAM_ADMIN)
     updated = await grpcurl(
-        "-plaintext", "-H", f"authorization: Bearer {token}",
-        "-d", '{"setting": {"name": "settings/notes.format", "value": "plain"}}',
-        settings_address, "flowpilot.settings.v1.SettingsService/UpdateSetting",
+        "-plaintext",
+        "-H",
+        f"authorization: Bearer {token}",
+        "-d",
+        '{"setting": {"name": "settings/notes.format", "value": "plain"}}',
+        settings_address,
+        "flowpilot.settings.v1.SettingsService/UpdateSetting",
     )
     assert updated.code == 0, updated.err
     assert json.loads(updated.out)["value"] == "plain"
     got = await grpcurl(
-        "-plaintext", "-H", f"authorization: Bearer {token}", "-d", '{"name": "settings/notes.format"}',
-        settings_address, "flowpilot.settings.v1.SettingsService/GetSetting",
+        "-plaintext",
+        "-H",
+        f"authorization: Bearer {token}",
+        "-d",
+        '{"name": "settings/notes.format"}',
+        settings_address,
+        "flowpilot.settings.v1.SettingsService/GetSetting",
     )
     assert got.code == 0, got.err
     body = json.loads(got.out)
@@ -47,8 +58,11 @@ async def test_call_with_token_and_health(settings_address: str, keys: Keys, acc
 
 async def test_call_without_token_is_refused(settings_address: str) -> None:
     refused = await grpcurl(
-        "-plaintext", "-d", '{"name": "settings/notes.format"}',
-        settings_address, "flowpilot.settings.v1.SettingsService/GetSetting",
+        "-plaintext",
+        "-d",
+        '{"name": "settings/notes.format"}',
+        settings_address,
+        "flowpilot.settings.v1.SettingsService/GetSetting",
     )
     assert refused.code != 0
     assert "Unauthenticated" in refused.err

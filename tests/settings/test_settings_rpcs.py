@@ -7,9 +7,9 @@ import uuid
 
 import grpc
 import pytest
+from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from google.protobuf import field_mask_pb2, struct_pb2
 
-from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from services.core.auth import Role
 from services.settings.catalogue import CATALOGUE
 from tests.support import Keys, failure
@@ -21,9 +21,7 @@ def stub(settings_channel: grpc.aio.Channel) -> settings_pb2_grpc.SettingsServic
 
 
 def _update(name: str, value: struct_pb2.Value, etag: str = "") -> settings_pb2.UpdateSettingRequest:
-    return settings_pb2.UpdateSettingRequest(
-        setting=settings_pb2.Setting(name=name, value=value, etag=etag)
-    )
+    return settings_pb2.UpdateSettingRequest(setting=settings_pb2.Setting(name=name, value=value, etag=etag))
 
 
 async def test_get_returns_default_without_a_row(stub, keys: Keys, account: uuid.UUID) -> None:
@@ -42,7 +40,8 @@ async def test_get_returns_default_without_a_row(stub, keys: Keys, account: uuid
 async def test_update_creates_row_lazily_then_reads_back(stub, keys: Keys, account: uuid.UUID) -> None:
     admin = keys.metadata(account_id=account, role=Role.TEAM_ADMIN)
     updated = await stub.UpdateSetting(
-        _update("settings/walks.stale_after_hours", struct_pb2.Value(number_value=12)), metadata=admin
+        _update("settings/walks.stale_after_hours", struct_pb2.Value(number_value=12)),
+        metadata=admin,
     )
     assert updated.value.number_value == 12
     assert updated.default is False
@@ -65,14 +64,17 @@ async def test_update_creates_row_lazily_then_reads_back(stub, keys: Keys, accou
 async def test_update_with_explicit_value_mask(stub, keys: Keys, account: uuid.UUID) -> None:
     request = _update("settings/notes.format", struct_pb2.Value(string_value="html"))
     request.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=["value"]))
-    updated = await stub.UpdateSetting(request, metadata=keys.metadata(account_id=account, role=Role.TEAM_ADMIN))
+    updated = await stub.UpdateSetting(
+        request, metadata=keys.metadata(account_id=account, role=Role.TEAM_ADMIN)
+    )
     assert updated.value.string_value == "html"
 
 
 async def test_reset_returns_to_default(stub, keys: Keys, account: uuid.UUID) -> None:
     admin = keys.metadata(account_id=account, role=Role.TEAM_ADMIN)
     changed = await stub.UpdateSetting(
-        _update("settings/notes.redact_sensitive", struct_pb2.Value(bool_value=False)), metadata=admin
+        _update("settings/notes.redact_sensitive", struct_pb2.Value(bool_value=False)),
+        metadata=admin,
     )
     assert changed.value.bool_value is False
     reset = await stub.ResetSetting(
@@ -93,7 +95,9 @@ async def test_reset_returns_to_default(stub, keys: Keys, account: uuid.UUID) ->
 
 async def test_list_returns_every_key_with_effective_values(stub, keys: Keys, account: uuid.UUID) -> None:
     admin = keys.metadata(account_id=account, role=Role.TEAM_ADMIN)
-    await stub.UpdateSetting(_update("settings/ai.model_tier", struct_pb2.Value(string_value="deep")), metadata=admin)
+    await stub.UpdateSetting(
+        _update("settings/ai.model_tier", struct_pb2.Value(string_value="deep")), metadata=admin
+    )
     listed = await stub.ListSettings(settings_pb2.ListSettingsRequest(), metadata=admin)
     names = [s.name for s in listed.settings]
     assert names == sorted(f"settings/{k}" for k in CATALOGUE)
@@ -110,7 +114,9 @@ async def test_list_pages_with_tokens(stub, keys: Keys, account: uuid.UUID) -> N
     token = ""
     pages = 0
     while True:
-        page = await stub.ListSettings(settings_pb2.ListSettingsRequest(page_size=4, page_token=token), metadata=viewer)
+        page = await stub.ListSettings(
+            settings_pb2.ListSettingsRequest(page_size=4, page_token=token), metadata=viewer
+        )
         seen += [s.name for s in page.settings]
         pages += 1
         token = page.next_page_token
@@ -130,19 +136,25 @@ async def test_list_pages_with_tokens(stub, keys: Keys, account: uuid.UUID) -> N
 
 async def test_etag_conflict_is_aborted_and_changes_nothing(stub, keys: Keys, account: uuid.UUID) -> None:
     admin = keys.metadata(account_id=account, role=Role.TEAM_ADMIN)
-    first = await stub.UpdateSetting(_update("settings/notes.format", struct_pb2.Value(string_value="plain")), metadata=admin)
+    first = await stub.UpdateSetting(
+        _update("settings/notes.format", struct_pb2.Value(string_value="plain")), metadata=admin
+    )
     second = await stub.UpdateSetting(
-        _update("settings/notes.format", struct_pb2.Value(string_value="html"), first.etag), metadata=admin
+        _update("settings/notes.format", struct_pb2.Value(string_value="html"), first.etag),
+        metadata=admin,
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.UpdateSetting(
-            _update("settings/notes.format", struct_pb2.Value(string_value="markdown"), first.etag), metadata=admin
+            _update("settings/notes.format", struct_pb2.Value(string_value="markdown"), first.etag),
+            metadata=admin,
         )
     error = failure(caught.value)
     assert error.code is grpc.StatusCode.ABORTED
     assert error.reason == "ETAG_MISMATCH"
     assert error.domain == "settings.flowpilot.internal"
-    current = await stub.GetSetting(settings_pb2.GetSettingRequest(name="settings/notes.format"), metadata=admin)
+    current = await stub.GetSetting(
+        settings_pb2.GetSettingRequest(name="settings/notes.format"), metadata=admin
+    )
     assert current.value.string_value == "html"
     assert current.etag == second.etag
 
@@ -150,16 +162,27 @@ async def test_etag_conflict_is_aborted_and_changes_nothing(stub, keys: Keys, ac
 async def test_etag_for_a_never_set_key_guards_the_first_write(stub, keys: Keys, account: uuid.UUID) -> None:
     admin = keys.metadata(account_id=account, role=Role.TEAM_ADMIN)
     # Create the row through another key, then write this key with etag "0" twice.
-    await stub.UpdateSetting(_update("settings/notes.format", struct_pb2.Value(string_value="plain")), metadata=admin)
-    ok = await stub.UpdateSetting(_update("settings/ai.model_tier", struct_pb2.Value(string_value="fast"), "0"), metadata=admin)
+    await stub.UpdateSetting(
+        _update("settings/notes.format", struct_pb2.Value(string_value="plain")), metadata=admin
+    )
+    ok = await stub.UpdateSetting(
+        _update("settings/ai.model_tier", struct_pb2.Value(string_value="fast"), "0"),
+        metadata=admin,
+    )
     assert ok.value.string_value == "fast"
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.UpdateSetting(_update("settings/ai.model_tier", struct_pb2.Value(string_value="deep"), "0"), metadata=admin)
+        await stub.UpdateSetting(
+            _update("settings/ai.model_tier", struct_pb2.Value(string_value="deep"), "0"),
+            metadata=admin,
+        )
     assert caught.value.code() is grpc.StatusCode.ABORTED
     # A made-up etag on an account without a row is stale too, and creates nothing.
     fresh = keys.metadata(account_id=uuid.uuid4(), role=Role.TEAM_ADMIN)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.UpdateSetting(_update("settings/ai.model_tier", struct_pb2.Value(string_value="deep"), "7"), metadata=fresh)
+        await stub.UpdateSetting(
+            _update("settings/ai.model_tier", struct_pb2.Value(string_value="deep"), "7"),
+            metadata=fresh,
+        )
     assert caught.value.code() is grpc.StatusCode.ABORTED
 
 
@@ -169,9 +192,18 @@ async def test_concurrent_updates_of_two_keys_both_survive(stub, keys: Keys, acc
         hours = 10 + round_
         tier = ("fast", "deep")[round_ % 2]
         await asyncio.gather(
-            stub.UpdateSetting(_update("settings/walks.stale_after_hours", struct_pb2.Value(number_value=hours)), metadata=admin),
-            stub.UpdateSetting(_update("settings/ai.model_tier", struct_pb2.Value(string_value=tier)), metadata=admin),
-            stub.UpdateSetting(_update("settings/notes.format", struct_pb2.Value(string_value="plain")), metadata=admin),
+            stub.UpdateSetting(
+                _update("settings/walks.stale_after_hours", struct_pb2.Value(number_value=hours)),
+                metadata=admin,
+            ),
+            stub.UpdateSetting(
+                _update("settings/ai.model_tier", struct_pb2.Value(string_value=tier)),
+                metadata=admin,
+            ),
+            stub.UpdateSetting(
+                _update("settings/notes.format", struct_pb2.Value(string_value="plain")),
+                metadata=admin,
+            ),
         )
         listed = await stub.ListSettings(settings_pb2.ListSettingsRequest(), metadata=admin)
         values = {s.name: s.value for s in listed.settings}
@@ -182,22 +214,78 @@ async def test_concurrent_updates_of_two_keys_both_survive(stub, keys: Keys, acc
 
 BAD_UPDATES = [
     ("settings/no.such_key", struct_pb2.Value(bool_value=True), grpc.StatusCode.NOT_FOUND, None),
-    ("notes.format", struct_pb2.Value(string_value="plain"), grpc.StatusCode.INVALID_ARGUMENT, "setting.name"),
-    ("settings/notes.format", struct_pb2.Value(string_value="pdf"), grpc.StatusCode.INVALID_ARGUMENT, "setting.value"),
-    ("settings/notes.format", struct_pb2.Value(bool_value=True), grpc.StatusCode.INVALID_ARGUMENT, "setting.value"),
-    ("settings/notes.redact_sensitive", struct_pb2.Value(string_value="yes"), grpc.StatusCode.INVALID_ARGUMENT, "setting.value"),
-    ("settings/walks.stale_after_hours", struct_pb2.Value(number_value=0), grpc.StatusCode.INVALID_ARGUMENT, "setting.value"),
-    ("settings/walks.stale_after_hours", struct_pb2.Value(number_value=169), grpc.StatusCode.INVALID_ARGUMENT, "setting.value"),
-    ("settings/walks.stale_after_hours", struct_pb2.Value(number_value=4.5), grpc.StatusCode.INVALID_ARGUMENT, "setting.value"),
-    ("settings/walks.stale_after_hours", struct_pb2.Value(string_value="4"), grpc.StatusCode.INVALID_ARGUMENT, "setting.value"),
-    ("settings/walks.stale_after_hours", struct_pb2.Value(), grpc.StatusCode.INVALID_ARGUMENT, "setting.value"),
-    ("settings/" + "x" * 200, struct_pb2.Value(bool_value=True), grpc.StatusCode.INVALID_ARGUMENT, "setting.name"),
+    (
+        "notes.format",
+        struct_pb2.Value(string_value="plain"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "setting.name",
+    ),
+    (
+        "settings/notes.format",
+        struct_pb2.Value(string_value="pdf"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "setting.value",
+    ),
+    (
+        "settings/notes.format",
+        struct_pb2.Value(bool_value=True),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "setting.value",
+    ),
+    (
+        "settings/notes.redact_sensitive",
+        struct_pb2.Value(string_value="yes"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "setting.value",
+    ),
+    (
+        "settings/walks.stale_after_hours",
+        struct_pb2.Value(number_value=0),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "setting.value",
+    ),
+    (
+        "settings/walks.stale_after_hours",
+        struct_pb2.Value(number_value=169),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "setting.value",
+    ),
+    (
+        "settings/walks.stale_after_hours",
+        struct_pb2.Value(number_value=4.5),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "setting.value",
+    ),
+    (
+        "settings/walks.stale_after_hours",
+        struct_pb2.Value(string_value="4"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "setting.value",
+    ),
+    (
+        "settings/walks.stale_after_hours",
+        struct_pb2.Value(),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "setting.value",
+    ),
+    (
+        "settings/" + "x" * 200,
+        struct_pb2.Value(bool_value=True),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "setting.name",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("name", "value", "code", "field"), BAD_UPDATES)
 async def test_bad_updates_are_rejected_and_change_nothing(
-    stub, keys: Keys, account: uuid.UUID, name: str, value: struct_pb2.Value, code: grpc.StatusCode, field: str | None
+    stub,
+    keys: Keys,
+    account: uuid.UUID,
+    name: str,
+    value: struct_pb2.Value,
+    code: grpc.StatusCode,
+    field: str | None,
 ) -> None:
     admin = keys.metadata(account_id=account, role=Role.TEAM_ADMIN)
     before = await stub.ListSettings(settings_pb2.ListSettingsRequest(), metadata=admin)
@@ -219,7 +307,10 @@ async def test_bad_masks_and_etags_and_page_sizes(stub, keys: Keys, account: uui
         await stub.UpdateSetting(request, metadata=admin)
     assert "update_mask" in failure(caught.value).violations
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.UpdateSetting(_update("settings/notes.format", struct_pb2.Value(string_value="plain"), "W/abc"), metadata=admin)
+        await stub.UpdateSetting(
+            _update("settings/notes.format", struct_pb2.Value(string_value="plain"), "W/abc"),
+            metadata=admin,
+        )
     assert "setting.etag" in failure(caught.value).violations
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.ListSettings(settings_pb2.ListSettingsRequest(page_size=-1), metadata=admin)

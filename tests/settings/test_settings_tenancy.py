@@ -6,12 +6,12 @@ import uuid
 
 import grpc
 import pytest
+from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from google.protobuf import struct_pb2
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from services.core.auth import Role
 from tests.support import Keys, RunDatabase
 
@@ -23,11 +23,15 @@ async def test_account_b_never_sees_or_changes_a(settings_channel: grpc.aio.Chan
     b_admin = keys.metadata(account_id=b, role=Role.TEAM_ADMIN)
     a_set = await stub.UpdateSetting(
         settings_pb2.UpdateSettingRequest(
-            setting=settings_pb2.Setting(name="settings/notes.format", value=struct_pb2.Value(string_value="html"))
+            setting=settings_pb2.Setting(
+                name="settings/notes.format", value=struct_pb2.Value(string_value="html")
+            )
         ),
         metadata=a_admin,
     )
-    b_view = await stub.GetSetting(settings_pb2.GetSettingRequest(name="settings/notes.format"), metadata=b_admin)
+    b_view = await stub.GetSetting(
+        settings_pb2.GetSettingRequest(name="settings/notes.format"), metadata=b_admin
+    )
     assert b_view.value.string_value == "markdown"
     assert b_view.default is True
     # B's write with A's etag cannot touch A's row: it is stale for B.
@@ -35,14 +39,18 @@ async def test_account_b_never_sees_or_changes_a(settings_channel: grpc.aio.Chan
         await stub.UpdateSetting(
             settings_pb2.UpdateSettingRequest(
                 setting=settings_pb2.Setting(
-                    name="settings/notes.format", value=struct_pb2.Value(string_value="plain"), etag=a_set.etag
+                    name="settings/notes.format",
+                    value=struct_pb2.Value(string_value="plain"),
+                    etag=a_set.etag,
                 )
             ),
             metadata=b_admin,
         )
     assert caught.value.code() is grpc.StatusCode.ABORTED
     await stub.ResetSetting(settings_pb2.ResetSettingRequest(name="settings/notes.format"), metadata=b_admin)
-    a_view = await stub.GetSetting(settings_pb2.GetSettingRequest(name="settings/notes.format"), metadata=a_admin)
+    a_view = await stub.GetSetting(
+        settings_pb2.GetSettingRequest(name="settings/notes.format"), metadata=a_admin
+    )
     assert a_view.value.string_value == "html"
     assert a_view.etag == a_set.etag
 
@@ -58,7 +66,9 @@ async def _seed(database: RunDatabase, account: uuid.UUID) -> None:
     await engine.dispose()
 
 
-async def test_runtime_role_without_tenant_sees_nothing_and_cannot_write(database: RunDatabase) -> None:
+async def test_runtime_role_without_tenant_sees_nothing_and_cannot_write(
+    database: RunDatabase,
+) -> None:
     account = uuid.uuid4()
     await _seed(database, account)
     engine = create_async_engine(database.runtime_url("settings"))
@@ -68,7 +78,8 @@ async def test_runtime_role_without_tenant_sees_nothing_and_cannot_write(databas
             assert count == 0
             with pytest.raises(DBAPIError, match="row-level security"):
                 await conn.execute(
-                    text("INSERT INTO settings.account_settings (account_id) VALUES (:a)"), {"a": uuid.uuid4()}
+                    text("INSERT INTO settings.account_settings (account_id) VALUES (:a)"),
+                    {"a": uuid.uuid4()},
                 )
             await conn.rollback()
             # An empty setting is no tenant either.
@@ -77,13 +88,18 @@ async def test_runtime_role_without_tenant_sees_nothing_and_cannot_write(databas
             assert count == 0
             await conn.rollback()
         async with engine.begin() as conn:
-            await conn.execute(text("SELECT set_config('app.current_account_id', :a, true)"), {"a": str(account)})
-            seen = (await conn.execute(text("SELECT account_id FROM settings.account_settings"))).scalars().all()
+            await conn.execute(
+                text("SELECT set_config('app.current_account_id', :a, true)"), {"a": str(account)}
+            )
+            seen = (
+                (await conn.execute(text("SELECT account_id FROM settings.account_settings"))).scalars().all()
+            )
             assert seen == [account]
             # WITH CHECK: a row for another account cannot be written, nor moved there.
             with pytest.raises(DBAPIError, match="row-level security"):
                 await conn.execute(
-                    text("UPDATE settings.account_settings SET account_id = :b"), {"b": uuid.uuid4()}
+                    text("UPDATE settings.account_settings SET account_id = :b"),
+                    {"b": uuid.uuid4()},
                 )
     finally:
         await engine.dispose()
@@ -97,7 +113,9 @@ async def test_pooled_connection_carries_no_tenant_after_a_request(database: Run
     db = Database.connect(database.runtime_url("settings"), pool_size=1)
     try:
         async with db.transaction(account) as conn:
-            assert (await conn.execute(text("SELECT count(*) FROM settings.account_settings"))).scalar_one() == 1
+            assert (
+                await conn.execute(text("SELECT count(*) FROM settings.account_settings"))
+            ).scalar_one() == 1
             backend = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
         # A request that fails mid-transaction.
         with pytest.raises(DBAPIError):
@@ -110,6 +128,8 @@ async def test_pooled_connection_carries_no_tenant_after_a_request(database: Run
                 await conn.execute(text("SELECT current_setting('app.current_account_id', true)"))
             ).scalar_one()
             assert leftover in (None, "")
-            assert (await conn.execute(text("SELECT count(*) FROM settings.account_settings"))).scalar_one() == 0
+            assert (
+                await conn.execute(text("SELECT count(*) FROM settings.account_settings"))
+            ).scalar_one() == 0
     finally:
         await db.dispose()

@@ -25,8 +25,18 @@ def upgrade() -> None:
         sa.Column("account_id", postgresql.UUID(as_uuid=True), primary_key=True),
         sa.Column("preferences", postgresql.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")),
         sa.Column("revision", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
-        sa.Column("create_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
-        sa.Column("update_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
+        sa.Column(
+            "create_time",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            server_default=sa.text("now()"),
+        ),
+        sa.Column(
+            "update_time",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            server_default=sa.text("now()"),
+        ),
         sa.CheckConstraint("jsonb_typeof(preferences) = 'object'", name="preferences_is_object"),
         schema="settings",
     )

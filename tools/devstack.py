@@ -1,0 +1,199 @@
+"""``make run``: the whole suite on this machine, in the foreground.
+
+Uses ``DATABASE_URL`` (an administrator URL) when set, otherwise an embedded
+PostgreSQL (``pgserver``) whose data lives in ``$FLOWPILOT_DEV_DIR/pgdata``
+(default ``.dev/``) and survives restarts. Creates roles and schemas,
+migrates, starts every service that exists as its own process on its port,
+waits until each reports SERVING, then prints addresses, a dev token and a
+grpcurl command. Ctrl-C (or SIGTERM) stops every process gracefully, the
+embedded database last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from migrations.__main__ import migrate
+from migrations.roles import RoleNames
+from services.core.auth import Role
+from services.core.config import to_asyncpg_url
+from tools.token import DEV_AUDIENCE, DEV_ISSUER, dev_dir, dev_keys, dev_token
+
+DEV_DATABASE = "flowpilot"
+
+
+@dataclass(frozen=True)
+class Process:
+    name: str
+    module: str
+    port_env: str
+    default_port: int
+    schema: str | None  # None: not a database client (the gateway)
+
+    def port(self) -> int:
+        return int(os.environ.get(self.port_env, self.default_port))
+
+
+PROCESSES = [
+    Process("sessions", "services.sessions", "FLOWPILOT_SESSIONS_PORT", 50051, "sessions"),
+    Process("library", "services.library", "FLOWPILOT_LIBRARY_PORT", 50052, "library"),
+    Process("settings", "services.settings", "FLOWPILOT_SETTINGS_PORT", 50053, "settings"),
+    Process("walks", "services.walks", "FLOWPILOT_WALKS_PORT", 50054, "walks"),
+]
+
+
+def existing() -> list[Process]:
+    """The processes whose package is present (services are added one by one)."""
+    return [p for p in PROCESSES if importlib.util.find_spec(p.module) is not None]
+
+
+def start_database() -> tuple[str, Any]:
+    """(administrator URL of the dev database, embedded server or None)."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url, None
+    warnings.filterwarnings("ignore", module="platformdirs")
+    import pgserver
+
+    pgdata = dev_dir() / "pgdata"
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    admin = to_asyncpg_url(server.get_uri())
+
+    async def create() -> None:
+        engine = create_async_engine(admin, isolation_level="AUTOCOMMIT")
+        async with engine.connect() as conn:
+            found = await conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": DEV_DATABASE}
+            )
+            if found.first() is None:
+                await conn.execute(text(f'CREATE DATABASE "{DEV_DATABASE}"'))
+        await engine.dispose()
+
+    asyncio.run(create())
+    return make_url(admin).set(database=DEV_DATABASE).render_as_string(hide_password=False), server
+
+
+def runtime_url(admin_url: str, role: str, password: str | None) -> str:
+    url = make_url(to_asyncpg_url(admin_url)).set(username=role, password=password)
+    return url.render_as_string(hide_password=False)
+
+
+def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise SystemExit(f"{address}: process exited with {process.returncode}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise SystemExit(f"{address}: not SERVING after {timeout}s")
+
+
+def stop_all(children: list[subprocess.Popen[bytes]], grace: float = 15) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def main() -> None:
+    stop = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    admin_url, embedded = start_database()
+    roles = RoleNames(os.environ.get("FLOWPILOT_DB_ROLE_PREFIX", "flowpilot"))
+    password = os.environ.get("FLOWPILOT_DB_RUNTIME_PASSWORD")
+    asyncio.run(migrate(admin_url, roles, runtime_password=password))
+    _, public_key = dev_keys()
+    host = os.environ.get("FLOWPILOT_HOST", "127.0.0.1")
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        started: list[tuple[Process, str]] = []
+        for proc in existing():
+            env = {
+                **os.environ,
+                "FLOWPILOT_HOST": host,
+                "FLOWPILOT_PORT": str(proc.port()),
+                "FLOWPILOT_JWT_PUBLIC_KEY": str(public_key),
+                "FLOWPILOT_JWT_ISSUER": DEV_ISSUER,
+                "FLOWPILOT_JWT_AUDIENCE": DEV_AUDIENCE,
+            }
+            if proc.schema:
+                env["FLOWPILOT_DATABASE_URL"] = runtime_url(admin_url, roles.runtime(proc.schema), password)
+            children.append(subprocess.Popen([sys.executable, "-m", proc.module], env=env))
+            started.append((proc, f"{host}:{proc.port()}"))
+        for (_, address), child in zip(started, children, strict=True):
+            wait_serving(address, child)
+        banner(started, embedded is not None)
+        while not stop:
+            dead = [c for c in children if c.poll() is not None]
+            if dead:
+                print(f"a service exited ({dead[0].args!r}); stopping", file=sys.stderr)
+                break
+            time.sleep(0.3)
+    finally:
+        stop_all(children)
+        if embedded is not None:
+            embedded.cleanup()
+        print("stopped", flush=True)
+
+
+def banner(started: list[tuple[Process, str]], embedded: bool) -> None:
+    token = dev_token(role=Role.TEAM_ADMIN)
+    settings = next((a for p, a in started if p.name == "settings"), None)
+    lines = ["", "FlowPilot is running" + (" (embedded PostgreSQL)" if embedded else ""), ""]
+    lines += [f"  {p.name:<10} grpc://{a}" for p, a in started]
+    lines += [
+        "",
+        "Dev token (team_admin, 12 h; `make token ROLE=viewer` for others):",
+        "",
+        f"  export TOKEN={token}",
+        "",
+    ]
+    if settings:
+        lines += [
+            "Try:",
+            "",
+            f"  grpcurl -plaintext {settings} list",
+            '  grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d \'{"name": "settings/notes.format"}\' \\',
+            f"    {settings} flowpilot.settings.v1.SettingsService/GetSetting",
+            "",
+        ]
+    lines += ["Ctrl-C stops everything.", ""]
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    main()
