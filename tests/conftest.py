@@ -9,7 +9,11 @@ from typing import Any
 import grpc
 import pytest
 
+from services.core.ai import AI
+from services.core.ai.offline import OfflineBackend
 from services.core.db import Database
+from services.sessions.service import SessionsConfig
+from services.sessions.service import build as build_sessions
 from services.settings.service import SettingsConfig, build
 from tests.support import AUDIENCE, ISSUER, Keys, RunDatabase, private_database
 
@@ -56,4 +60,51 @@ async def settings_address(database: RunDatabase, keys: Keys) -> AsyncIterator[s
 @pytest.fixture
 async def settings_channel(settings_address: str) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(settings_address) as channel:
+        yield channel
+
+
+class CountingBackend(OfflineBackend):
+    """The offline backend, counting calls per ticket (to prove caching)."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+
+    def _count(self, ticket: str) -> None:
+        self.calls[ticket] = self.calls.get(ticket, 0) + 1
+
+    async def suggest_fix(self, ctx, *, tier):  # type: ignore[no-untyped-def]
+        self._count(ctx.ticket_ref)
+        return await super().suggest_fix(ctx, tier=tier)
+
+    async def write_resolution_note(self, ctx, *, fmt, tier):  # type: ignore[no-untyped-def]
+        self._count(ctx.ticket_ref)
+        return await super().write_resolution_note(ctx, fmt=fmt, tier=tier)
+
+    async def write_escalation_package(self, ctx, *, fmt, tier):  # type: ignore[no-untyped-def]
+        self._count(ctx.ticket_ref)
+        return await super().write_escalation_package(ctx, fmt=fmt, tier=tier)
+
+
+@pytest.fixture(scope="session")
+def ai_backend() -> CountingBackend:
+    return CountingBackend()
+
+
+@pytest.fixture(scope="session")
+async def sessions_address(
+    database: RunDatabase, keys: Keys, settings_address: str, ai_backend: CountingBackend
+) -> AsyncIterator[str]:
+    config = SessionsConfig(
+        **service_config_kwargs(database, keys, "sessions"), settings_address=settings_address, settings_cache_seconds=0
+    )
+    db = Database.connect(config.database_url, pool_size=10)
+    server = build_sessions(config, db, ai=AI(ai_backend))
+    port = await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop()
+
+
+@pytest.fixture
+async def sessions_channel(sessions_address: str) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(sessions_address) as channel:
         yield channel

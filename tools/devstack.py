@@ -141,9 +141,11 @@ def main() -> None:
     children: list[subprocess.Popen[bytes]] = []
     try:
         started: list[tuple[Process, str]] = []
+        addresses = {f"FLOWPILOT_{p.name.upper()}_ADDRESS": f"127.0.0.1:{p.port()}" for p in PROCESSES}
         for proc in existing():
             env = {
                 **os.environ,
+                **addresses,
                 "FLOWPILOT_HOST": host,
                 "FLOWPILOT_PORT": str(proc.port()),
                 "FLOWPILOT_JWT_PUBLIC_KEY": str(public_key),

@@ -3,13 +3,15 @@
 Two annotations drive it: ``google.api.field_behavior`` (REQUIRED fields must
 be set; IDENTIFIER fields must be set on updates) and ``flowpilot.api.v1
 .max_size`` (longest string, largest repeated field). In an update request
-(one with an ``update_mask``) the resource's REQUIRED fields are checked only
-where the mask names them. Violations name the field by its proto path, as
-AIP-193 asks (``setting.value``, ``steps[2].text``).
+(one with an ``update_mask``) the resource's REQUIRED fields are checked by
+:func:`update_paths` against the effective mask, which only the method knows.
+Violations name the field by its proto path, as AIP-193 asks
+(``setting.value``, ``steps[2].text``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from flowpilot.api.v1 import access_pb2
@@ -17,7 +19,7 @@ from google.api import field_behavior_pb2
 from google.protobuf import descriptor
 from google.protobuf.message import Message
 
-from services.core.errors import FieldViolation
+from services.core.errors import FieldViolation, InvalidArgument
 
 _REQUIRED = field_behavior_pb2.REQUIRED
 _IDENTIFIER = field_behavior_pb2.IDENTIFIER
@@ -50,13 +52,41 @@ def _is_set(message: Message, field: Field) -> bool:
 def violations(request: Message) -> list[FieldViolation]:
     """Every violation in ``request``, in field order."""
     found: list[FieldViolation] = []
-    mask_paths: set[str] | None = None
-    fields = request.DESCRIPTOR.fields_by_name
-    if "update_mask" in fields and request.HasField("update_mask"):
-        mask_paths = set(request.update_mask.paths) or None  # type: ignore[attr-defined]
-    is_update = "update_mask" in fields
-    _walk(request, "", found, mask_paths=mask_paths, is_update=is_update, depth=0)
+    is_update = "update_mask" in request.DESCRIPTOR.fields_by_name
+    _walk(request, "", found, is_update=is_update, depth=0)
     return found
+
+
+def update_paths(
+    resource: Message,
+    mask: Sequence[str],
+    *,
+    allowed: Collection[str],
+    default: Collection[str],
+    prefix: str,
+) -> set[str]:
+    """The fields an update changes: the mask, or ``default`` when it is empty.
+
+    Unknown paths are INVALID_ARGUMENT on ``update_mask``; a REQUIRED field the
+    update names must be set.
+    """
+    paths = set(mask) or set(default)
+    unknown = sorted(paths - set(allowed))
+    if unknown:
+        raise InvalidArgument(
+            FieldViolation(
+                "update_mask", f"cannot update {', '.join(unknown)}; updatable: {', '.join(sorted(allowed))}"
+            )
+        )
+    missing = [
+        FieldViolation(f"{prefix}.{path}", "is required")
+        for path in sorted(paths)
+        if _REQUIRED in behaviors(resource.DESCRIPTOR.fields_by_name[path])
+        and not _is_set(resource, resource.DESCRIPTOR.fields_by_name[path])
+    ]
+    if missing:
+        raise InvalidArgument(missing)
+    return paths
 
 
 def _walk(
@@ -64,7 +94,6 @@ def _walk(
     prefix: str,
     found: list[FieldViolation],
     *,
-    mask_paths: set[str] | None,
     is_update: bool,
     depth: int,
 ) -> None:
@@ -72,9 +101,7 @@ def _walk(
         path = f"{prefix}{field.name}"
         fb = behaviors(field)
         in_resource = is_update and depth == 1
-        # A partial update names what it changes; other required fields may be absent.
-        masked_out = in_resource and mask_paths is not None and field.name not in mask_paths
-        if _REQUIRED in fb and not masked_out and not _is_set(message, field):
+        if _REQUIRED in fb and not in_resource and not _is_set(message, field):
             found.append(FieldViolation(path, "is required"))
         if _IDENTIFIER in fb and in_resource and not _is_set(message, field):
             found.append(FieldViolation(path, "is required to name the resource to update"))
@@ -83,15 +110,12 @@ def _walk(
         if field.is_repeated:
             if limit and len(value) > limit:
                 found.append(FieldViolation(path, f"must have at most {limit} elements"))
-            if field.type in (_TYPE_STRING, _TYPE_BYTES) and not field.message_type:
-                continue
             if field.type == _TYPE_MESSAGE and not _opaque(field) and not _is_map(field):
                 for index, item in enumerate(value):
                     _walk(
                         item,
                         f"{path}[{index}].",
                         found,
-                        mask_paths=None,
                         is_update=False,
                         depth=depth + 1,
                     )
@@ -104,7 +128,6 @@ def _walk(
                 value,
                 f"{path}.",
                 found,
-                mask_paths=mask_paths if depth == 0 else None,
                 is_update=is_update,
                 depth=depth + 1,
             )

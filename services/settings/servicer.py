@@ -10,7 +10,7 @@ from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from services.core import names, pagination
+from services.core import names, pagination, validation
 from services.core.auth import current_principal
 from services.core.db import Database
 from services.core.errors import Aborted, FieldViolation, InvalidArgument, not_found
@@ -118,8 +118,9 @@ class SettingsServicer(settings_pb2_grpc.SettingsServiceServicer):
     async def UpdateSetting(
         self, request: settings_pb2.UpdateSettingRequest, context: Context
     ) -> settings_pb2.Setting:
-        if list(request.update_mask.paths) not in ([], ["value"]):
-            raise InvalidArgument(FieldViolation("update_mask", "only 'value' can be updated"))
+        validation.update_paths(
+            request.setting, request.update_mask.paths, allowed={"value"}, default={"value"}, prefix="setting"
+        )
         entry = _entry_for(request.setting.name, field="setting.name")
         expected = _expected_revision(request.setting.etag, field="setting.etag")
         value = entry.validate(_from_value(request.setting.value), field_path="setting.value")

@@ -1,0 +1,75 @@
+"""Context for a model, built within a token budget, newest first.
+
+The ticket, title and problem always go in (the problem truncated if it must
+be). Then facts and task-lane items are added newest first while they fit;
+what does not fit is counted, not silently dropped, so the model knows it
+sees a window. Tokens are estimated at four characters each, which errs on
+the generous side for English and code.
+"""
+
+from __future__ import annotations
+
+from services.core.ai.types import SessionContext
+
+CHARS_PER_TOKEN = 4
+HEADER_SHARE = 0.25  # at most a quarter of the budget for the problem statement
+
+
+def estimate_tokens(text: str) -> int:
+    return max(1, len(text) // CHARS_PER_TOKEN)
+
+
+def _clip(text: str, limit_chars: int) -> str:
+    return text if len(text) <= limit_chars else text[: max(0, limit_chars - 15)] + " …[truncated]"
+
+
+def session_context(ctx: SessionContext, *, budget_tokens: int) -> str:
+    budget = budget_tokens * CHARS_PER_TOKEN
+    parts = [
+        f"Ticket: {ctx.ticket_ref}",
+        f"Title: {ctx.title}",
+        f"Status: {ctx.status}",
+        "Problem:",
+        _clip(ctx.problem or "(not stated)", int(budget * HEADER_SHARE)),
+    ]
+    if ctx.resolution_summary:
+        parts.append(f"Resolution summary: {_clip(ctx.resolution_summary, 2000)}")
+    if ctx.escalation_reason:
+        parts.append(f"Escalation reason: {_clip(ctx.escalation_reason, 2000)}")
+    if ctx.fix_title:
+        steps = "; ".join(ctx.fix_steps)
+        parts.append(
+            f"Current suggested fix ({ctx.fix_status or 'proposed'}): {ctx.fix_title}. Steps: {_clip(steps, 2000)}"
+        )
+    if ctx.walked_path:
+        parts.append("Path walked by the L1 technician: " + " → ".join(ctx.walked_path))
+    used = sum(len(p) + 1 for p in parts)
+
+    def newest_first(items: list[str], heading: str) -> None:
+        nonlocal used
+        kept: list[str] = []
+        for item in reversed(items):
+            if used + len(item) + 1 > budget:
+                break
+            kept.append(item)
+            used += len(item) + 1
+        omitted = len(items) - len(kept)
+        if kept or omitted:
+            parts.append(
+                heading + (f" (newest first; {omitted} older omitted)" if omitted else " (newest first)")
+            )
+            parts.extend(kept)
+
+    lane = []
+    for item in ctx.lane:
+        line = f"- [{item.status}] {item.kind}: {item.title}"
+        if item.detail:
+            line += f" — {_clip(item.detail, 1000)}"
+        if item.script_body:
+            line += f"\n  script ({item.script_language}):\n  {_clip(item.script_body, 3000)}"
+        if item.output:
+            line += f"\n  output: {_clip(item.output, 2000)}"
+        lane.append(line)
+    newest_first([f"- {fact}" for fact in ctx.facts], "What we know:")
+    newest_first(lane, "Task lane:")
+    return "\n".join(parts)

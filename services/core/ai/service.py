@@ -1,0 +1,141 @@
+"""The AI facade the services call: redaction, tiers and backend selection."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.core.ai.prompt import estimate_tokens, session_context
+from services.core.ai.redaction import redact
+from services.core.ai.types import (
+    DecisionTree,
+    Document,
+    FixSuggestion,
+    ScriptDraft,
+    SessionContext,
+    Templatized,
+    Tier,
+)
+
+
+class Backend(Protocol):
+    name: str
+
+    async def suggest_fix(self, ctx: SessionContext, *, tier: Tier) -> FixSuggestion: ...
+    async def write_resolution_note(self, ctx: SessionContext, *, fmt: str, tier: Tier) -> Document: ...
+    async def write_escalation_package(self, ctx: SessionContext, *, fmt: str, tier: Tier) -> Document: ...
+    async def templatize_script(self, script: ScriptDraft, *, tier: Tier) -> Templatized: ...
+    async def build_decision_tree(self, problem: str, *, tier: Tier) -> DecisionTree: ...
+
+
+class AIConfig(BaseSettings):
+    """``ANTHROPIC_API_KEY`` selects the Anthropic backend; without it, offline."""
+
+    model_config = SettingsConfigDict(env_prefix="FLOWPILOT_AI_", extra="ignore")
+
+    fast_model: str = "claude-haiku-4-5"
+    deep_model: str = "claude-sonnet-4-5"
+    timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    # `auto` goes deep above this many context tokens.
+    deep_above_tokens: int = Field(default=6000, ge=0)
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """The account settings that shape an AI call."""
+
+    redact: bool = True
+    tier: str = "auto"  # auto | fast | deep
+    fmt: str = "markdown"
+
+
+# Work that needs reasoning more than speed goes deep under `auto`.
+_HARD = {"decision_tree"}
+
+
+class AI:
+    def __init__(self, backend: Backend, *, deep_above_tokens: int = 6000) -> None:
+        self.backend = backend
+        self._deep_above = deep_above_tokens
+
+    def _tier(self, prefs: Preferences, task: str, size_tokens: int) -> Tier:
+        if prefs.tier in ("fast", "deep"):
+            return Tier(prefs.tier)
+        return Tier.DEEP if task in _HARD or size_tokens > self._deep_above else Tier.FAST
+
+    def _prepare(self, ctx: SessionContext, prefs: Preferences) -> SessionContext:
+        return ctx.map_text(redact) if prefs.redact else ctx
+
+    def _size(self, ctx: SessionContext) -> int:
+        return estimate_tokens(session_context(ctx, budget_tokens=1_000_000))
+
+    async def suggest_fix(self, ctx: SessionContext, prefs: Preferences) -> FixSuggestion:
+        ctx = self._prepare(ctx, prefs)
+        fix = await self.backend.suggest_fix(ctx, tier=self._tier(prefs, "fix", self._size(ctx)))
+        if prefs.redact:
+            fix = fix.model_copy(
+                update={
+                    "title": redact(fix.title),
+                    "summary_markdown": redact(fix.summary_markdown),
+                    "steps": [redact(s) for s in fix.steps],
+                    "rationale": redact(fix.rationale),
+                }
+            )
+        return fix
+
+    async def write_resolution_note(self, ctx: SessionContext, prefs: Preferences) -> Document:
+        ctx = self._prepare(ctx, prefs)
+        doc = await self.backend.write_resolution_note(
+            ctx, fmt=prefs.fmt, tier=self._tier(prefs, "note", self._size(ctx))
+        )
+        return doc.model_copy(update={"text": redact(doc.text)}) if prefs.redact else doc
+
+    async def write_escalation_package(self, ctx: SessionContext, prefs: Preferences) -> Document:
+        ctx = self._prepare(ctx, prefs)
+        doc = await self.backend.write_escalation_package(
+            ctx, fmt=prefs.fmt, tier=self._tier(prefs, "package", self._size(ctx))
+        )
+        return doc.model_copy(update={"text": redact(doc.text)}) if prefs.redact else doc
+
+    async def templatize_script(self, script: ScriptDraft, prefs: Preferences) -> Templatized:
+        # Redacted first: a password in a script must never become a default.
+        if prefs.redact:
+            script = ScriptDraft(
+                body=redact(script.body), language=script.language, name_hint=script.name_hint
+            )
+        return await self.backend.templatize_script(
+            script, tier=self._tier(prefs, "templatize", estimate_tokens(script.body))
+        )
+
+    async def build_decision_tree(self, problem: str, prefs: Preferences) -> DecisionTree:
+        if prefs.redact:
+            problem = redact(problem)
+        return await self.backend.build_decision_tree(
+            problem, tier=self._tier(prefs, "decision_tree", estimate_tokens(problem))
+        )
+
+
+def make_ai(config: AIConfig | None = None) -> AI:
+    """Anthropic when ``ANTHROPIC_API_KEY`` is set, otherwise offline."""
+    config = config or AIConfig()
+    api_key = os.environ.get("ANTHROPIC_API_KEY")
+    if api_key:
+        from services.core.ai.anthropic_backend import AnthropicBackend
+
+        backend: Backend = AnthropicBackend(
+            api_key=api_key,
+            fast_model=config.fast_model,
+            deep_model=config.deep_model,
+            timeout_seconds=config.timeout_seconds,
+            max_retries=config.max_retries,
+        )
+    else:
+        from services.core.ai.offline import OfflineBackend
+
+        backend = OfflineBackend()
+    return AI(backend, deep_above_tokens=config.deep_above_tokens)

@@ -1,0 +1,92 @@
+"""Calls to other FlowPilot services: channels, forwarded identity, settings.
+
+Synchronous calls forward the caller's own bearer token (never a stored
+one); the OpenTelemetry client interceptor carries the W3C trace context, so
+one request is one trace across services.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
+from google.protobuf import json_format
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+from services.core.ai import Preferences
+from services.core.auth import current_principal
+from services.core.errors import Internal, Unavailable
+
+
+def channel(address: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        address,
+        interceptors=aio_client_interceptors(),
+        options=[("grpc.keepalive_time_ms", 60_000), ("grpc.enable_retries", 1)],
+    )
+
+
+def forwarded() -> tuple[tuple[str, str], ...]:
+    """Metadata that forwards the current caller's token."""
+    return (("authorization", f"Bearer {current_principal().token}"),)
+
+
+@dataclass
+class _Cached:
+    values: dict[str, Any]
+    expires: float
+
+
+class SettingsReader:
+    """Reads the caller's account settings from the settings service, with a
+    short per-account cache (settings change rarely; a stale read lasts at most
+    ``ttl_seconds``)."""
+
+    def __init__(
+        self,
+        stub: settings_pb2_grpc.SettingsServiceAsyncStub,
+        *,
+        ttl_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        timeout_seconds: float = 3.0,
+    ) -> None:
+        self._stub = stub
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._timeout = timeout_seconds
+        self._cache: dict[uuid.UUID, _Cached] = {}
+
+    async def values(self) -> dict[str, Any]:
+        principal = current_principal()
+        cached = self._cache.get(principal.account_id)
+        now = self._clock()
+        if cached and cached.expires > now:
+            return cached.values
+        try:
+            response = await self._stub.ListSettings(
+                settings_pb2.ListSettingsRequest(page_size=1000), metadata=forwarded(), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise Unavailable("the settings service is unavailable; retry later") from exc
+            raise Internal(f"reading settings failed: {exc.code().name}") from exc
+        values = {
+            s.name.removeprefix("settings/"): json_format.MessageToDict(s.value) for s in response.settings
+        }
+        self._cache[principal.account_id] = _Cached(values, now + self._ttl)
+        if len(self._cache) > 10_000:  # bound memory: drop expired entries
+            self._cache = {k: v for k, v in self._cache.items() if v.expires > now}
+        return values
+
+    async def preferences(self) -> Preferences:
+        values = await self.values()
+        return Preferences(
+            redact=bool(values.get("notes.redact_sensitive", True)),
+            tier=str(values.get("ai.model_tier", "auto")),
+            fmt=str(values.get("notes.format", "markdown")),
+        )

@@ -1,0 +1,1 @@
+"""The sessions service: FlowPilot sessions, facts, fixes, notes (``flowpilot.sessions.v1``)."""

@@ -1,0 +1,226 @@
+"""Rows and JSON lane items ↔ protobuf messages, names, and enum values."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from flowpilot.sessions.v1 import sessions_pb2 as pb
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.core import names
+from services.core.ai import LaneView
+from services.core.errors import FieldViolation, InvalidArgument
+
+SESSION = "sessions/{session}"
+FACT = "sessions/{session}/facts/{fact}"
+FIX = "sessions/{session}/fixes/{fix}"
+LANE_ITEM = "sessions/{session}/laneItems/{lane_item}"
+
+
+class Enum:
+    """A two-way map between stored strings and proto enum numbers."""
+
+    def __init__(self, field: str, mapping: dict[str, int]) -> None:
+        self.field = field
+        self.to_proto = mapping
+        self.to_db = {v: k for k, v in mapping.items()}
+
+    def db(self, value: int, *, field: str | None = None) -> str:
+        try:
+            return self.to_db[value]
+        except KeyError:
+            raise InvalidArgument(FieldViolation(field or self.field, "is not a valid value")) from None
+
+    def proto(self, value: str) -> Any:
+        return self.to_proto[value]
+
+
+TICKET_KIND = Enum("ticket_kind", {"psa": pb.TICKET_KIND_PSA, "internal": pb.TICKET_KIND_INTERNAL})
+SESSION_STATUS = Enum(
+    "status",
+    {
+        "active": pb.SESSION_STATUS_ACTIVE,
+        "resolved": pb.SESSION_STATUS_RESOLVED,
+        "escalated": pb.SESSION_STATUS_ESCALATED,
+        "abandoned": pb.SESSION_STATUS_ABANDONED,
+    },
+)
+LANE_KIND = Enum(
+    "kind",
+    {
+        "check": pb.LANE_ITEM_KIND_CHECK,
+        "script": pb.LANE_ITEM_KIND_SCRIPT,
+        "question": pb.LANE_ITEM_KIND_QUESTION,
+        "action": pb.LANE_ITEM_KIND_ACTION,
+    },
+)
+LANE_STATUS = Enum(
+    "status",
+    {
+        "pending": pb.LANE_ITEM_STATUS_PENDING,
+        "done": pb.LANE_ITEM_STATUS_DONE,
+        "skipped": pb.LANE_ITEM_STATUS_SKIPPED,
+        "failed": pb.LANE_ITEM_STATUS_FAILED,
+    },
+)
+LANGUAGE = Enum(
+    "script_language",
+    {
+        "": pb.SCRIPT_LANGUAGE_UNSPECIFIED,
+        "powershell": pb.SCRIPT_LANGUAGE_POWERSHELL,
+        "bash": pb.SCRIPT_LANGUAGE_BASH,
+        "python": pb.SCRIPT_LANGUAGE_PYTHON,
+        "cmd": pb.SCRIPT_LANGUAGE_CMD,
+    },
+)
+FACT_SOURCE = Enum(
+    "source", {"user": pb.FACT_SOURCE_USER, "ai": pb.FACT_SOURCE_AI, "task_lane": pb.FACT_SOURCE_TASK_LANE}
+)
+FIX_STATUS = Enum(
+    "status",
+    {
+        "proposed": pb.FIX_STATUS_PROPOSED,
+        "accepted": pb.FIX_STATUS_ACCEPTED,
+        "rejected": pb.FIX_STATUS_REJECTED,
+    },
+)
+
+
+def parse_id(value: str, *, field: str, kind: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument(FieldViolation(field, f"is not a valid {kind} name")) from None
+
+
+def session_id(name: str, *, field: str = "name") -> uuid.UUID:
+    return parse_id(names.parse(name, SESSION, field=field)["session"], field=field, kind="session")
+
+
+def child_ids(name: str, pattern: str, child: str, *, field: str = "name") -> tuple[uuid.UUID, str]:
+    parts = names.parse(name, pattern, field=field)
+    return parse_id(parts["session"], field=field, kind="session"), parts[child]
+
+
+def stamp(value: datetime | str | None) -> Timestamp | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _set_time(message: Any, field: str, value: datetime | str | None) -> None:
+    ts = stamp(value)
+    if ts is not None:
+        getattr(message, field).CopyFrom(ts)
+
+
+def lane_item(session: uuid.UUID, item: dict[str, Any]) -> pb.LaneItem:
+    message = pb.LaneItem(
+        name=names.format_name(LANE_ITEM, session=session, lane_item=item["id"]),
+        kind=LANE_KIND.proto(item["kind"]),
+        title=item["title"],
+        detail=item.get("detail", ""),
+        script_body=item.get("script_body", ""),
+        script_language=LANGUAGE.proto(item.get("script_language", "")),
+        status=LANE_STATUS.proto(item["status"]),
+        output=item.get("output", ""),
+    )
+    _set_time(message, "create_time", item.get("create_time"))
+    _set_time(message, "update_time", item.get("update_time"))
+    return message
+
+
+def lane_view(item: dict[str, Any]) -> LaneView:
+    return LaneView(
+        kind=item["kind"],
+        title=item["title"],
+        status=item["status"],
+        detail=item.get("detail", ""),
+        output=item.get("output", ""),
+        script_body=item.get("script_body", ""),
+        script_language=item.get("script_language", ""),
+    )
+
+
+def _document(row: Any, prefix: str) -> pb.PostedDocument | None:
+    posted = getattr(row, f"{prefix}_posted_at")
+    if posted is None:
+        return None
+    version = getattr(row, f"{prefix}_state_version") or 0
+    document = pb.PostedDocument(
+        markdown=getattr(row, f"{prefix}_markdown") or "",
+        external_id=getattr(row, f"{prefix}_external_id") or "",
+        state_version=version,
+        stale=row.state_version > version,
+    )
+    _set_time(document, "post_time", posted)
+    return document
+
+
+def session(row: Any) -> pb.Session:
+    message = pb.Session(
+        name=names.format_name(SESSION, session=row.id),
+        ticket_ref=row.ticket_ref,
+        ticket_kind=TICKET_KIND.proto(row.ticket_kind),
+        title=row.title,
+        problem=row.problem,
+        status=SESSION_STATUS.proto(row.status),
+        creator=str(row.created_by),
+        lane_items=[lane_item(row.id, item) for item in row.pending_task_lane],
+        resolution_summary=row.resolution_summary or "",
+        escalation_reason=row.escalation_reason or "",
+        state_version=row.state_version,
+        etag=str(row.state_version),
+    )
+    for prefix, field in (
+        ("resolution_note", "resolution_note"),
+        ("escalation_package", "escalation_package"),
+    ):
+        document = _document(row, prefix)
+        if document is not None:
+            getattr(message, field).CopyFrom(document)
+    _set_time(message, "create_time", row.create_time)
+    _set_time(message, "update_time", row.update_time)
+    _set_time(message, "end_time", row.end_time)
+    return message
+
+
+def fact(row: Any) -> pb.Fact:
+    message = pb.Fact(
+        name=names.format_name(FACT, session=row.session_id, fact=row.id),
+        text=row.text,
+        source=FACT_SOURCE.proto(row.source),
+        source_ref=names.format_name(LANE_ITEM, session=row.session_id, lane_item=row.source_ref)
+        if row.source_ref
+        else "",
+        creator=str(row.created_by),
+    )
+    _set_time(message, "create_time", row.create_time)
+    _set_time(message, "update_time", row.update_time)
+    _set_time(message, "delete_time", row.deleted_at)
+    return message
+
+
+def fix(row: Any) -> pb.SuggestedFix:
+    message = pb.SuggestedFix(
+        name=names.format_name(FIX, session=row.session_id, fix=row.id),
+        title=row.title,
+        summary_markdown=row.summary_markdown,
+        steps=list(row.steps),
+        confidence=row.confidence,
+        rationale=row.rationale,
+        model=row.model,
+        state_version=row.state_version,
+        status=FIX_STATUS.proto(row.status),
+        active=row.superseded_at is None,
+    )
+    _set_time(message, "supersede_time", row.superseded_at)
+    _set_time(message, "create_time", row.create_time)
+    _set_time(message, "decide_time", row.decide_time)
+    return message

@@ -1,0 +1,180 @@
+"""Tables of the ``sessions`` schema (declared once; migrations match them).
+
+Every key and foreign key includes ``account_id`` so that uniqueness and FK
+checks, which bypass row-level security, never reveal another tenant's rows.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = MetaData(schema="sessions")
+
+
+ai_sessions = Table(
+    "ai_sessions",
+    metadata,
+    Column("account_id", UUID(as_uuid=True), nullable=False),
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("ticket_ref", String(64), nullable=False),
+    Column("ticket_kind", String(10), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("problem", Text, nullable=False, server_default=text("''")),
+    Column("status", String(20), nullable=False, server_default=text("'active'")),
+    Column("created_by", UUID(as_uuid=True), nullable=False),
+    Column("request_id", UUID(as_uuid=True), nullable=True),
+    # Task-lane items: [{id, kind, title, detail, script_body, script_language,
+    # status, output, create_time, update_time}], in insertion order.
+    Column("pending_task_lane", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("resolution_summary", Text, nullable=True),
+    Column("escalation_reason", Text, nullable=True),
+    Column("resolution_note_markdown", Text, nullable=True),
+    Column("resolution_note_posted_at", DateTime(timezone=True), nullable=True),
+    Column("resolution_note_external_id", String(128), nullable=True),
+    Column("resolution_note_state_version", Integer, nullable=True),
+    Column("escalation_package_markdown", Text, nullable=True),
+    Column("escalation_package_posted_at", DateTime(timezone=True), nullable=True),
+    Column("escalation_package_external_id", String(128), nullable=True),
+    Column("escalation_package_state_version", Integer, nullable=True),
+    # Incremented by every write that changes what the note would say; the etag.
+    Column("state_version", Integer, nullable=False, server_default=text("0")),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("update_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("end_time", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("account_id", "id", name="ai_sessions_pkey"),
+    UniqueConstraint("account_id", "request_id", name="ai_sessions_request_id_key"),
+    CheckConstraint("ticket_kind IN ('psa', 'internal')", name="ai_sessions_ticket_kind"),
+    CheckConstraint("status IN ('active', 'resolved', 'escalated', 'abandoned')", name="ai_sessions_status"),
+    CheckConstraint("jsonb_typeof(pending_task_lane) = 'array'", name="ai_sessions_lane_is_array"),
+    CheckConstraint("state_version >= 0", name="ai_sessions_state_version_nonnegative"),
+    Index("ai_sessions_recent", "account_id", text("create_time DESC"), text("id DESC")),
+    Index("ai_sessions_by_ticket", "account_id", "ticket_ref", text("create_time DESC")),
+    Index(
+        "ai_sessions_active_by_user_ticket",
+        "account_id",
+        "created_by",
+        "ticket_ref",
+        postgresql_where=text("status = 'active'"),
+    ),
+)
+
+session_facts = Table(
+    "session_facts",
+    metadata,
+    Column("account_id", UUID(as_uuid=True), nullable=False),
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("session_id", UUID(as_uuid=True), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("source", String(20), nullable=False),
+    # A task-lane item id of the same session; checked by the service (the
+    # lane lives in JSONB, so no foreign key can point at it).
+    Column("source_ref", String(64), nullable=True),
+    Column("created_by", UUID(as_uuid=True), nullable=False),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("update_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("account_id", "id", name="session_facts_pkey"),
+    ForeignKeyConstraint(
+        ["account_id", "session_id"],
+        ["sessions.ai_sessions.account_id", "sessions.ai_sessions.id"],
+        name="session_facts_session_fkey",
+        ondelete="CASCADE",
+    ),
+    CheckConstraint("source IN ('user', 'ai', 'task_lane')", name="session_facts_source"),
+    CheckConstraint("length(text) BETWEEN 1 AND 4096", name="session_facts_text_length"),
+    Index(
+        "session_facts_active",
+        "account_id",
+        "session_id",
+        "create_time",
+        "id",
+        postgresql_where=text("deleted_at IS NULL"),
+    ),
+    Index("session_facts_all", "account_id", "session_id", "create_time", "id"),
+)
+
+session_suggested_fixes = Table(
+    "session_suggested_fixes",
+    metadata,
+    Column("account_id", UUID(as_uuid=True), nullable=False),
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("session_id", UUID(as_uuid=True), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("summary_markdown", Text, nullable=False),
+    Column("steps", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("confidence", Float, nullable=False),
+    Column("rationale", Text, nullable=False, server_default=text("''")),
+    Column("model", String(100), nullable=False),
+    Column("state_version", Integer, nullable=False),
+    Column("status", String(20), nullable=False, server_default=text("'proposed'")),
+    Column("superseded_at", DateTime(timezone=True), nullable=True),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("decide_time", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("account_id", "id", name="session_suggested_fixes_pkey"),
+    ForeignKeyConstraint(
+        ["account_id", "session_id"],
+        ["sessions.ai_sessions.account_id", "sessions.ai_sessions.id"],
+        name="session_suggested_fixes_session_fkey",
+        ondelete="CASCADE",
+    ),
+    CheckConstraint("status IN ('proposed', 'accepted', 'rejected')", name="session_suggested_fixes_status"),
+    CheckConstraint("confidence >= 0 AND confidence <= 1", name="session_suggested_fixes_confidence"),
+    # At most one active fix per session, even under concurrent proposals.
+    Index(
+        "session_suggested_fixes_one_active",
+        "account_id",
+        "session_id",
+        unique=True,
+        postgresql_where=text("superseded_at IS NULL"),
+    ),
+    Index(
+        "session_suggested_fixes_history",
+        "account_id",
+        "session_id",
+        text("create_time DESC"),
+        text("id DESC"),
+    ),
+)
+
+# Generated notes and packages, one per (session, kind, state version,
+# format): an unchanged session is never sent to the model twice, across
+# restarts and replicas.
+note_previews = Table(
+    "note_previews",
+    metadata,
+    Column("account_id", UUID(as_uuid=True), nullable=False),
+    Column("session_id", UUID(as_uuid=True), nullable=False),
+    Column("kind", String(30), nullable=False),
+    Column("state_version", Integer, nullable=False),
+    Column("format", String(10), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("model", String(100), nullable=False),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint(
+        "account_id", "session_id", "kind", "state_version", "format", name="note_previews_pkey"
+    ),
+    ForeignKeyConstraint(
+        ["account_id", "session_id"],
+        ["sessions.ai_sessions.account_id", "sessions.ai_sessions.id"],
+        name="note_previews_session_fkey",
+        ondelete="CASCADE",
+    ),
+    CheckConstraint("kind IN ('resolution_note', 'escalation_package')", name="note_previews_kind"),
+    CheckConstraint("format IN ('markdown', 'plain', 'html')", name="note_previews_format"),
+)

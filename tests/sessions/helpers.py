@@ -1,0 +1,67 @@
+"""A small client for the sessions tests: one account, one user, one role."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import field_mask_pb2
+
+from flowpilot.sessions.v1 import sessions_pb2 as pb
+from flowpilot.sessions.v1 import sessions_pb2_grpc
+from services.core.auth import Role
+from tests.support import Keys
+
+
+@dataclass
+class Caller:
+    channel: grpc.aio.Channel
+    keys: Keys
+    account: uuid.UUID = field(default_factory=uuid.uuid4)
+    user: uuid.UUID = field(default_factory=uuid.uuid4)
+    role: Role = Role.ENGINEER
+
+    @property
+    def stub(self) -> Any:
+        return sessions_pb2_grpc.SessionsServiceStub(self.channel)
+
+    @property
+    def md(self) -> tuple[tuple[str, str], ...]:
+        return self.keys.metadata(account_id=self.account, user_id=self.user, role=self.role)
+
+    def as_role(self, role: Role) -> Caller:
+        return Caller(self.channel, self.keys, self.account, self.user, role)
+
+    def other_user(self) -> Caller:
+        return Caller(self.channel, self.keys, self.account, uuid.uuid4(), self.role)
+
+    def call(self, method: str, request: Any) -> Any:
+        return getattr(self.stub, method)(request, metadata=self.md)
+
+    async def session(self, ticket: str | None = None, **kwargs: Any) -> pb.Session:
+        ticket = ticket or f"CW #{uuid.uuid4().int % 10**6}"
+        given = pb.Session(
+            ticket_ref=ticket,
+            ticket_kind=kwargs.pop("kind", pb.TICKET_KIND_PSA),
+            title=kwargs.pop("title", "Outlook keeps asking for a password"),
+            problem=kwargs.pop("problem", "User reports Outlook prompting for credentials since Monday."),
+        )
+        response = await self.call("CreateSession", pb.CreateSessionRequest(session=given, **kwargs))
+        return response.session
+
+    async def lane_item(self, session: pb.Session, **fields: Any) -> pb.LaneItem:
+        item = pb.LaneItem(kind=fields.pop("kind", pb.LANE_ITEM_KIND_CHECK), title=fields.pop("title", "Check"), **fields)
+        return await self.call("CreateLaneItem", pb.CreateLaneItemRequest(parent=session.name, lane_item=item))
+
+    async def fact(self, session: pb.Session, text: str = "MFA is enabled", **fields: Any) -> pb.Fact:
+        fact = pb.Fact(text=text, source=fields.pop("source", pb.FACT_SOURCE_USER), **fields)
+        return await self.call("CreateFact", pb.CreateFactRequest(parent=session.name, fact=fact))
+
+    async def get(self, session: pb.Session) -> pb.Session:
+        return await self.call("GetSession", pb.GetSessionRequest(name=session.name))
+
+
+def mask(*paths: str) -> field_mask_pb2.FieldMask:
+    return field_mask_pb2.FieldMask(paths=list(paths))
