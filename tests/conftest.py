@@ -72,15 +72,15 @@ class CountingBackend(OfflineBackend):
     def _count(self, ticket: str) -> None:
         self.calls[ticket] = self.calls.get(ticket, 0) + 1
 
-    async def suggest_fix(self, ctx, *, tier):  # type: ignore[no-untyped-def]
+    async def suggest_fix(self, ctx, *, tier):
         self._count(ctx.ticket_ref)
         return await super().suggest_fix(ctx, tier=tier)
 
-    async def write_resolution_note(self, ctx, *, fmt, tier):  # type: ignore[no-untyped-def]
+    async def write_resolution_note(self, ctx, *, fmt, tier):
         self._count(ctx.ticket_ref)
         return await super().write_resolution_note(ctx, fmt=fmt, tier=tier)
 
-    async def write_escalation_package(self, ctx, *, fmt, tier):  # type: ignore[no-untyped-def]
+    async def write_escalation_package(self, ctx, *, fmt, tier):
         self._count(ctx.ticket_ref)
         return await super().write_escalation_package(ctx, fmt=fmt, tier=tier)
 
@@ -95,7 +95,9 @@ async def sessions_address(
     database: RunDatabase, keys: Keys, settings_address: str, ai_backend: CountingBackend
 ) -> AsyncIterator[str]:
     config = SessionsConfig(
-        **service_config_kwargs(database, keys, "sessions"), settings_address=settings_address, settings_cache_seconds=0
+        **service_config_kwargs(database, keys, "sessions"),
+        settings_address=settings_address,
+        settings_cache_seconds=0,
     )
     db = Database.connect(config.database_url, pool_size=10)
     server = build_sessions(config, db, ai=AI(ai_backend))

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf import field_mask_pb2
-
 from flowpilot.sessions.v1 import sessions_pb2 as pb
 from flowpilot.sessions.v1 import sessions_pb2_grpc
+from google.protobuf import field_mask_pb2
+
 from services.core.auth import Role
 from tests.support import Keys
 
@@ -52,8 +52,12 @@ class Caller:
         return response.session
 
     async def lane_item(self, session: pb.Session, **fields: Any) -> pb.LaneItem:
-        item = pb.LaneItem(kind=fields.pop("kind", pb.LANE_ITEM_KIND_CHECK), title=fields.pop("title", "Check"), **fields)
-        return await self.call("CreateLaneItem", pb.CreateLaneItemRequest(parent=session.name, lane_item=item))
+        item = pb.LaneItem(
+            kind=fields.pop("kind", pb.LANE_ITEM_KIND_CHECK), title=fields.pop("title", "Check"), **fields
+        )
+        return await self.call(
+            "CreateLaneItem", pb.CreateLaneItemRequest(parent=session.name, lane_item=item)
+        )
 
     async def fact(self, session: pb.Session, text: str = "MFA is enabled", **fields: Any) -> pb.Fact:
         fact = pb.Fact(text=text, source=fields.pop("source", pb.FACT_SOURCE_USER), **fields)

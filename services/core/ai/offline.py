@@ -99,17 +99,18 @@ def _common_sections(ctx: SessionContext) -> list[Section]:
 
 # --- scripts ---------------------------------------------------------------
 
+# Order matters: paths before DOMAIN\user (a path looks like one), hosts last.
 _FINDERS: list[tuple[str, re.Pattern[str], str]] = [
     (
         "ip_address",
         re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b"),
         "IP address",
     ),
-    ("user_name", re.compile(r"\b[A-Za-z][\w-]{1,30}\\[A-Za-z][\w.-]{1,60}\b"), "Account (DOMAIN\\user)"),
-    ("email", re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"), "E-mail address"),
     ("unc_path", re.compile(r"\\\\[\w.-]+\\[^\s'\"]+"), "Network path"),
     ("windows_path", re.compile(r"\b[A-Za-z]:\\[^\s'\"]+"), "Path"),
     ("unix_path", re.compile(r"(?<![\w:/])/(?:etc|var|opt|home|srv|usr|tmp|mnt)/[^\s'\"]+"), "Path"),
+    ("email", re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"), "E-mail address"),
+    ("user_name", re.compile(r"\b[A-Za-z][\w-]{1,30}\\[A-Za-z][\w.-]{1,60}\b"), "Account (DOMAIN\\user)"),
     (
         "host_name",
         re.compile(

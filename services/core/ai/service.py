@@ -37,8 +37,8 @@ class AIConfig(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FLOWPILOT_AI_", extra="ignore")
 
-    fast_model: str = "claude-haiku-4-5"
-    deep_model: str = "claude-sonnet-4-5"
+    fast_model: str = "claude-haiku-5-5"
+    deep_model: str = "claude-sonnet-5-5"
     timeout_seconds: float = Field(default=60.0, gt=0, le=600)
     max_retries: int = Field(default=2, ge=0, le=10)
     # `auto` goes deep above this many context tokens.

@@ -1,0 +1,114 @@
+"""The Anthropic path through the real SDK, with recorded API responses."""
+
+from __future__ import annotations
+
+import httpx2
+import pytest
+
+from services.core.ai import AI, Preferences, SessionContext, Tier
+from services.core.ai.anthropic_backend import AnthropicBackend
+from services.core.errors import FailedPrecondition, Internal, Unavailable
+from tests.core.ai.transport import Replay
+
+CTX = SessionContext(
+    ticket_ref="CW #48213",
+    title="Outlook keeps prompting",
+    problem="Outlook asks for credentials every few minutes.",
+    facts=("User replaced phone on Monday", "MFA registration lists old phone"),
+)
+
+
+def _ai(replay: Replay, *, max_retries: int = 2, timeout: float = 5.0) -> AI:
+    backend = AnthropicBackend(
+        api_key="test-key",
+        fast_model="claude-haiku-5-5",
+        deep_model="claude-sonnet-5-5",
+        max_retries=max_retries,
+        timeout_seconds=timeout,
+        http_client=replay.client(),
+    )
+    return AI(backend, deep_above_tokens=6000)
+
+
+async def test_tool_use_output_becomes_a_validated_fix() -> None:
+    replay = Replay([(200, "fix_tool_use.json")])
+    fix = await _ai(replay).suggest_fix(CTX, Preferences())
+    assert fix.title == "Re-register the user's MFA method"
+    assert fix.steps[0].startswith("Remove the old phone")
+    assert fix.confidence == 0.82
+    assert fix.model == "claude-haiku-5-5-20260901"
+    sent = replay.requests[0]
+    assert sent["model"] == "claude-haiku-5-5"  # auto tier, small context: fast
+    assert sent["tool_choice"] == {"type": "tool", "name": "propose_fix"}
+    schema = sent["tools"][0]["input_schema"]
+    assert set(schema["required"]) >= {"title", "summary_markdown", "steps", "confidence"}
+    assert "model" not in schema["properties"]
+    prompt = sent["messages"][0]["content"]
+    assert "MFA registration lists old phone" in prompt and "CW #48213" in prompt
+
+
+async def test_tiers_follow_the_setting_and_the_task() -> None:
+    replay = Replay([(200, "fix_tool_use.json"), (200, "tree_tool_use.json"), (200, "fix_tool_use.json")])
+    ai = _ai(replay)
+    await ai.suggest_fix(CTX, Preferences(tier="deep"))
+    tree = await ai.build_decision_tree("VPN drive mapping fails", Preferences(tier="auto"))
+    await ai.suggest_fix(CTX.map_text(lambda t: t * 2000), Preferences(tier="auto"))
+    assert [r["model"] for r in replay.requests] == [
+        "claude-sonnet-5-5",
+        "claude-sonnet-5-5",
+        "claude-sonnet-5-5",
+    ]
+    assert tree.root == "q1" and len(tree.nodes) == 5
+
+
+async def test_large_context_is_cut_to_the_budget_newest_first() -> None:
+    facts = tuple(f"fact number {i} " + "x" * 400 for i in range(1000))
+    replay = Replay([(200, "fix_tool_use.json")])
+    await _ai(replay).suggest_fix(
+        SessionContext(ticket_ref="CW #1", title="t", problem="p", facts=facts), Preferences(tier="fast")
+    )
+    prompt = replay.requests[0]["messages"][0]["content"]
+    assert len(prompt) <= 12_000 * 4 + 2000
+    assert "fact number 999 " in prompt and "fact number 0 " not in prompt
+    assert "older omitted" in prompt
+
+
+async def test_malformed_output_is_a_clear_failed_precondition() -> None:
+    with pytest.raises(FailedPrecondition) as caught:
+        await _ai(Replay([(200, "fix_malformed.json")])).suggest_fix(CTX, Preferences())
+    assert caught.value.reason == "MODEL_OUTPUT_INVALID"
+    with pytest.raises(FailedPrecondition) as caught:
+        await _ai(Replay([(200, "text_only.json")])).suggest_fix(CTX, Preferences())
+    assert caught.value.reason == "MODEL_OUTPUT_INVALID"
+
+
+async def test_rate_limit_and_overload_are_retried() -> None:
+    replay = Replay([(429, "rate_limited.json"), (529, "overloaded.json"), (200, "fix_tool_use.json")])
+    fix = await _ai(replay, max_retries=2).suggest_fix(CTX, Preferences())
+    assert fix.title.startswith("Re-register")
+    assert len(replay.requests) == 3
+
+
+async def test_still_overloaded_after_retries_is_unavailable() -> None:
+    replay = Replay([(529, "overloaded.json")] * 3)
+    with pytest.raises(Unavailable) as caught:
+        await _ai(replay, max_retries=2).suggest_fix(CTX, Preferences())
+    assert caught.value.reason == "MODEL_UNAVAILABLE"
+    assert len(replay.requests) == 3
+
+
+async def test_timeout_is_unavailable() -> None:
+    replay = Replay([httpx2.ReadTimeout("timed out"), httpx2.ReadTimeout("timed out")])
+    with pytest.raises(Unavailable):
+        await _ai(replay, max_retries=1).suggest_fix(CTX, Preferences())
+    assert len(replay.requests) == 2
+
+
+async def test_rejected_request_is_internal_with_a_reason() -> None:
+    with pytest.raises(Internal) as caught:
+        await _ai(Replay([(400, "invalid_request.json")])).suggest_fix(CTX, Preferences())
+    assert caught.value.reason == "MODEL_REQUEST_REJECTED"
+
+
+def test_tier_enum_values() -> None:
+    assert {t.value for t in Tier} == {"fast", "deep"}

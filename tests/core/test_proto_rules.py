@@ -1,0 +1,64 @@
+"""Rules every FlowPilot API follows, checked on the compiled descriptors, so
+that each new service is held to them without a test of its own."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from google.api import annotations_pb2, field_behavior_pb2
+from google.protobuf import descriptor
+
+import flowpilot
+from flowpilot.api.v1 import access_pb2
+from services.core.validation import behaviors, max_size
+
+
+def _services() -> list[descriptor.ServiceDescriptor]:
+    found = []
+    for module in pkgutil.walk_packages(flowpilot.__path__, "flowpilot."):
+        if module.name.endswith("_pb2"):
+            file = importlib.import_module(module.name).DESCRIPTOR
+            found += list(file.services_by_name.values())
+    return found
+
+
+def _input_fields(message: descriptor.Descriptor, seen: set[str]) -> list[tuple[str, descriptor.FieldDescriptor]]:
+    """Fields a caller can set, following nested FlowPilot messages."""
+    if message.full_name in seen:
+        return []
+    seen.add(message.full_name)
+    fields = []
+    for field in message.fields:
+        if field_behavior_pb2.OUTPUT_ONLY in behaviors(field):
+            continue
+        fields.append((f"{message.full_name}.{field.name}", field))
+        if field.message_type is not None and field.message_type.full_name.startswith("flowpilot."):
+            fields += _input_fields(field.message_type, seen)
+    return fields
+
+
+def test_there_are_services() -> None:
+    assert {s.full_name for s in _services()} >= {
+        "flowpilot.settings.v1.SettingsService",
+        "flowpilot.sessions.v1.SessionsService",
+    }
+
+
+def test_every_rpc_has_a_role_and_an_http_binding() -> None:
+    for service in _services():
+        for method in service.methods:
+            options = method.GetOptions()
+            assert options.Extensions[access_pb2.minimum_role] != access_pb2.ROLE_UNSPECIFIED, method.full_name
+            assert options.HasExtension(annotations_pb2.http), method.full_name
+
+
+def test_every_text_and_list_a_caller_sends_is_bounded() -> None:
+    unbounded = []
+    for service in _services():
+        for method in service.methods:
+            for path, field in _input_fields(method.input_type, set()):
+                is_text = field.type in (descriptor.FieldDescriptor.TYPE_STRING, descriptor.FieldDescriptor.TYPE_BYTES)
+                if (is_text or field.is_repeated) and not max_size(field):
+                    unbounded.append(path)
+    assert sorted(set(unbounded)) == []
