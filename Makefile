@@ -8,7 +8,7 @@ PY := $(BIN)/python
 BUF := tools/node/node_modules/.bin/buf
 STAMP := $(VENV)/.installed-stamp
 GEN_STAMP := gen/.stamp
-PROTOS := $(shell find protos -name '*.proto')
+PROTOS := $(shell find protos tests/protos -name '*.proto')
 
 .PHONY: run test lint check-compose pytest token migrate gen clean bench
 

@@ -17,6 +17,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
+# Protos only the tests use (the gateway's conformance service); compiled
+# into the same package tree when present (not in deployment images).
+TEST_PROTOS = ROOT / "tests" / "protos"
 OUT = ROOT / "gen"
 GOOGLEAPIS_DIRS = ("google/api", "google/rpc", "google/type")
 
@@ -38,10 +41,11 @@ def generate(out: Path = OUT) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     bindir = Path(sys.executable).parent  # mypy-protobuf's plugins live beside python
-    sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    roots = [PROTOS, *([TEST_PROTOS] if TEST_PROTOS.is_dir() else [])]
+    sources = sorted(str(p.relative_to(root)) for root in roots for p in root.rglob("*.proto"))
     args = [
         "grpc_tools.protoc",
-        f"-I{PROTOS}",
+        *(f"-I{root}" for root in roots),
         f"-I{_googleapis_root()}",
         f"-I{_wkt_root()}",
         f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",

@@ -1,0 +1,245 @@
+"""The gateway application: route matching, auth check, transcoding, the
+backend call, and the HTTP answer; plus /healthz, /readyz and /openapi.json.
+
+Built on Starlette (served by uvicorn); gRPC channels are opened once per
+backend and reused. The W3C trace context of the HTTP request is continued
+(OpenTelemetry ASGI middleware) and passed on to the services (gRPC client
+interceptor), so a request is one trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qsl
+
+import grpc
+from google.protobuf import descriptor
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route as HttpRoute
+from starlette.types import ASGIApp
+
+from gateway import errors, openapi, transcode
+from gateway.config import GatewayConfig
+from gateway.errors import HttpError
+from gateway.routes import Route, compile_routes, discover_services
+
+log = logging.getLogger("flowpilot.gateway")
+
+_TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
+_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+def _json(status: int, body: bytes, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        services: Sequence[descriptor.ServiceDescriptor],
+        backends: dict[str, str],
+    ) -> None:
+        self.config = config
+        self.routes = compile_routes(services)
+        self.backends = backends
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._calls: dict[tuple[str, str], Any] = {}
+        missing = {r.service.rsplit(".", 1)[0] for r in self.routes} - set(backends)
+        if missing:
+            raise ValueError(f"no backend address for {', '.join(sorted(missing))}")
+        self.openapi = openapi.document(self.routes)
+        self._forward = {h.lower() for h in config.forward_headers}
+        self._reply_metadata = {h.lower() for h in config.response_metadata}
+
+    def _address(self, route: Route) -> str:
+        return self.backends[route.service.rsplit(".", 1)[0]]
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(
+                address, interceptors=aio_client_interceptors(), options=[("grpc.keepalive_time_ms", 60_000)]
+            )
+            self._channels[address] = channel
+        return channel
+
+    def _call(self, route: Route) -> Any:
+        key = (self._address(route), route.rpc_path)
+        call = self._calls.get(key)
+        if call is None:
+            call = self._channel(key[0]).unary_unary(
+                route.rpc_path,
+                request_serializer=lambda m: m.SerializeToString(),
+                response_deserializer=route.output_class.FromString,
+            )
+            self._calls[key] = call
+        return call
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+
+    def _match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        allowed: set[str] = set()
+        for route in self.routes:
+            values = route.template.match(path)
+            if values is None:
+                continue
+            if route.http_method == method:
+                return route, values
+            allowed.add(route.http_method)
+        if not allowed:
+            raise HttpError(404, grpc.StatusCode.NOT_FOUND, f"no API at {path}", reason="NO_ROUTE")
+        listed = ", ".join(sorted(allowed))
+        raise HttpError(
+            405, grpc.StatusCode.UNIMPLEMENTED, f"{method} is not allowed here; use {listed}", reason="METHOD_NOT_ALLOWED",
+            headers={"Allow": listed},
+        )
+
+    def _timeout(self, request: Request) -> float:
+        value = request.headers.get("grpc-timeout")
+        if value is None:
+            return self.config.default_timeout_seconds
+        match = _TIMEOUT.match(value.strip())
+        if match is None:
+            raise errors.bad_request("Grpc-Timeout must be digits and a unit (H, M, S, m, u, n), e.g. 5S", field="Grpc-Timeout")
+        return min(int(match.group(1)) * _UNITS[match.group(2)], self.config.max_timeout_seconds)
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length")
+        too_large = HttpError(
+            413, grpc.StatusCode.RESOURCE_EXHAUSTED, f"body larger than {limit} bytes", reason="BODY_TOO_LARGE"
+        )
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise too_large
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def handle(self, request: Request) -> Response:
+        request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
+        reply_headers = {"X-Request-Id": request_id}
+        try:
+            raw_path = request.scope.get("raw_path") or request.url.path.encode()
+            path = raw_path.decode("utf-8", "replace")
+            route, values = self._match(request.method, path)
+            authorization = request.headers.get("authorization")
+            if not authorization:
+                raise HttpError(
+                    401, grpc.StatusCode.UNAUTHENTICATED, "missing bearer token", reason="UNAUTHENTICATED",
+                    headers={"WWW-Authenticate": 'Bearer realm="flowpilot"'},
+                )
+            timeout = self._timeout(request)
+            query = parse_qsl(request.url.query, keep_blank_values=True)
+            message = transcode.build_request(route, values, query, await self._body(request))
+            metadata = [("authorization", authorization), ("x-request-id", request_id)]
+            metadata += [(k, v) for k, v in request.headers.items() if k in self._forward]
+            call = self._call(route)(message, metadata=metadata, timeout=timeout)
+            response = await call
+            if self._reply_metadata:
+                for key, value in await call.initial_metadata() or ():
+                    if key in self._reply_metadata and isinstance(value, str):
+                        reply_headers[key] = value
+        except HttpError as error:
+            return _json(error.http, errors.status_json(error.status), {**reply_headers, **error.headers})
+        except grpc.aio.AioRpcError as error:
+            status, body = errors.from_rpc_error(error)
+            headers = dict(reply_headers)
+            if status == 401:
+                headers["WWW-Authenticate"] = 'Bearer realm="flowpilot", error="invalid_token"'
+            return _json(status, errors.status_json(body), headers)
+        code = route.success_status
+        if code == 204:
+            return Response(status_code=204, headers=reply_headers)
+        return _json(code, transcode.render(route, response), reply_headers)
+
+    async def ready(self) -> tuple[bool, dict[str, str]]:
+        async def check(package: str, address: str) -> tuple[str, str]:
+            try:
+                reply = await health_pb2_grpc.HealthStub(self._channel(address)).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1.5
+                )
+                return package, health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.aio.AioRpcError as error:
+                return package, error.code().name
+
+        used = sorted({r.service.rsplit(".", 1)[0] for r in self.routes})
+        results = dict(await asyncio.gather(*(check(p, self.backends[p]) for p in used)))
+        return all(v == "SERVING" for v in results.values()), results
+
+
+def create_app(
+    config: GatewayConfig,
+    *,
+    services: Sequence[descriptor.ServiceDescriptor] | None = None,
+    backends: dict[str, str] | None = None,
+) -> ASGIApp:
+    gateway = Gateway(config, services if services is not None else discover_services(), backends or config.backends())
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        ok, detail = await gateway.ready()
+        return JSONResponse({"status": "ok" if ok else "unavailable", "backends": detail}, status_code=200 if ok else 503)
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(json.dumps(gateway.openapi).encode(), media_type="application/json")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await gateway.close()
+
+    app = Starlette(
+        routes=[
+            HttpRoute("/healthz", healthz, methods=["GET"]),
+            HttpRoute("/readyz", readyz, methods=["GET"]),
+            HttpRoute("/openapi.json", openapi_json, methods=["GET"]),
+            HttpRoute("/{path:path}", gateway.handle, methods=METHODS),
+        ],
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_origins=config.cors_origins,
+                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                allow_headers=["authorization", "content-type", "x-request-id", "grpc-timeout", "traceparent", "tracestate"],
+                expose_headers=["x-request-id"],
+                max_age=600,
+            )
+        ],
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return OpenTelemetryMiddleware(app)
+
+
+def factory() -> ASGIApp:
+    """uvicorn entry point (``gateway.app:factory``), configured from the environment."""
+    from services.core import logs, telemetry
+
+    config = GatewayConfig()
+    logs.configure(config.log_level, service="gateway")
+    telemetry.setup("flowpilot-gateway")
+    return create_app(config)

@@ -1,0 +1,98 @@
+"""HTTP errors of the gateway: gRPC status → HTTP status, and the JSON body
+(``google.rpc.Status`` with its typed details decoded), for backend errors
+and for the gateway's own."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, json_format
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+DOMAIN = "gateway.flowpilot.internal"
+
+HTTP_STATUS = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+def http_status(code: grpc.StatusCode) -> int:
+    return HTTP_STATUS.get(code, 500)
+
+
+class HttpError(Exception):
+    """An error the gateway answers itself, before or instead of a backend call."""
+
+    def __init__(
+        self,
+        http: int,
+        code: grpc.StatusCode,
+        message: str,
+        *,
+        reason: str,
+        violations: list[tuple[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.http = http
+        self.status = _status(code, message, reason=reason, violations=violations)
+        self.headers = headers or {}
+
+
+def bad_request(message: str, *, field: str | None = None, reason: str = "INVALID_REQUEST") -> HttpError:
+    violations = [(field, message)] if field else None
+    return HttpError(400, grpc.StatusCode.INVALID_ARGUMENT, message, reason=reason, violations=violations)
+
+
+def _status(
+    code: grpc.StatusCode, message: str, *, reason: str, violations: list[tuple[str, str]] | None = None
+) -> status_pb2.Status:
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))
+    details = [info]
+    if violations:
+        bad = any_pb2.Any()
+        bad.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in violations
+                ]
+            )
+        )
+        details.append(bad)
+    return status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError) -> tuple[int, status_pb2.Status]:
+    """HTTP status and the rich status a backend sent (or one made from its code)."""
+    try:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    except ValueError:
+        status = None
+    if status is None:
+        status = status_pb2.Status(code=error.code().value[0], message=error.details() or error.code().name)
+    return http_status(error.code()), status
+
+
+def status_json(status: status_pb2.Status) -> bytes:
+    body: dict[str, Any] = json_format.MessageToDict(status, preserving_proto_field_name=False)
+    body.setdefault("code", 0)
+    body.setdefault("message", "")
+    body.setdefault("details", [])
+    return json.dumps(body).encode()

@@ -1,0 +1,175 @@
+"""HttpRule path templates: parsing and matching, per ``google/api/http.proto``.
+
+    Template = "/" Segments [ Verb ] ;
+    Segments = Segment { "/" Segment } ;
+    Segment  = "*" | "**" | LITERAL | Variable ;
+    Variable = "{" FieldPath [ "=" Segments ] "}" ;
+    FieldPath = IDENT { "." IDENT } ;
+    Verb     = ":" LITERAL ;
+
+Percent-decoding follows the spec: a variable of one segment is fully
+decoded (``%2F`` becomes ``/``); a variable spanning several segments keeps
+``%2F`` (and only it) encoded, so that the segments stay recoverable.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_LITERAL = re.compile(r"^[A-Za-z0-9\-._~%!$&'()+,;=@]+$")
+
+
+class TemplateError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Part:
+    """One template segment: a literal, ``*`` or ``**``, maybe inside a variable."""
+
+    kind: str  # "literal" | "*" | "**"
+    text: str = ""
+    variable: str | None = None  # the field path it belongs to
+
+
+@dataclass(frozen=True)
+class Template:
+    source: str
+    parts: tuple[Part, ...]
+    verb: str | None
+    variables: tuple[str, ...]
+
+    def shape(self) -> tuple[tuple[str, str], ...]:
+        """What two templates must share to be ambiguous (variables named away)."""
+        return tuple((p.kind, p.text) for p in self.parts) + (("verb", self.verb or ""),)
+
+    def match(self, path: str) -> dict[str, str] | None:
+        """Field path → value for a request path, or None when it does not match."""
+        if not path.startswith("/"):
+            return None
+        raw = path[1:]
+        verb = None
+        if self.verb is not None:
+            last_slash = raw.rfind("/")
+            colon = raw.rfind(":")
+            if colon <= last_slash:
+                return None
+            raw, verb = raw[:colon], raw[colon + 1 :]
+            if unquote(verb) != self.verb:
+                return None
+        segments = raw.split("/")
+        captured: dict[str, list[str]] = {}
+        multi: set[str] = set()
+        i = 0
+        for index, part in enumerate(self.parts):
+            if part.kind == "**":
+                remaining = len(self.parts) - index - 1
+                take = len(segments) - i - remaining
+                if take < 0:
+                    return None
+                chunk = segments[i : i + take]
+                i += take
+                if part.variable:
+                    captured.setdefault(part.variable, []).extend(chunk)
+                    multi.add(part.variable)
+                continue
+            if i >= len(segments):
+                return None
+            segment = segments[i]
+            i += 1
+            if part.kind == "literal":
+                if unquote(segment) != part.text:
+                    return None
+            elif segment == "":
+                return None
+            if part.variable:
+                captured.setdefault(part.variable, []).append(segment)
+        if i != len(segments):
+            return None
+        values: dict[str, str] = {}
+        for variable, pieces in captured.items():
+            if len(pieces) == 1 and variable not in multi and not _spans(self, variable):
+                values[variable] = unquote(pieces[0])
+            else:
+                values[variable] = "/".join(_decode_keep_slash(p) for p in pieces)
+        return values
+
+
+def _spans(template: Template, variable: str) -> bool:
+    return sum(1 for p in template.parts if p.variable == variable) > 1
+
+
+def _decode_keep_slash(segment: str) -> str:
+    return "%2F".join(unquote(piece) for piece in re.split("%2[fF]", segment))
+
+
+def parse(source: str) -> Template:
+    if not source.startswith("/"):
+        raise TemplateError(f"{source!r}: must start with '/'")
+    body = source[1:]
+    verb = None
+    # The verb is a ':' outside braces after the last '/'.
+    depth, colon = 0, -1
+    for index, char in enumerate(body):
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+        elif char == ":" and depth == 0 and "/" not in body[index:]:
+            colon = index
+    if colon >= 0:
+        body, verb = body[:colon], body[colon + 1 :]
+        if not _LITERAL.match(verb):
+            raise TemplateError(f"{source!r}: bad verb {verb!r}")
+    parts: list[Part] = []
+    variables: list[str] = []
+    for token in _split_top(body, source):
+        if token.startswith("{"):
+            if not token.endswith("}"):
+                raise TemplateError(f"{source!r}: unclosed variable")
+            inner = token[1:-1]
+            field, _, sub = inner.partition("=")
+            if not _IDENT.match(field):
+                raise TemplateError(f"{source!r}: bad field path {field!r}")
+            if field in variables:
+                raise TemplateError(f"{source!r}: {field} bound twice")
+            variables.append(field)
+            for piece in (sub or "*").split("/"):
+                parts.append(_segment(piece, source, variable=field))
+        else:
+            parts.append(_segment(token, source, variable=None))
+    for index, part in enumerate(parts):
+        if part.kind == "**" and index != len(parts) - 1:
+            raise TemplateError(f"{source!r}: '**' must be the last segment")
+    return Template(source, tuple(parts), verb, tuple(variables))
+
+
+def _segment(token: str, source: str, *, variable: str | None) -> Part:
+    if token in ("*", "**"):
+        return Part(token, variable=variable)
+    if not token or not _LITERAL.match(token) or "{" in token:
+        raise TemplateError(f"{source!r}: bad segment {token!r}")
+    return Part("literal", token, variable)
+
+
+def _split_top(body: str, source: str) -> list[str]:
+    tokens, depth, current = [], 0, ""
+    for char in body:
+        if char == "{":
+            depth += 1
+            if depth > 1:
+                raise TemplateError(f"{source!r}: nested variables")
+        elif char == "}":
+            depth -= 1
+        if char == "/" and depth == 0:
+            tokens.append(current)
+            current = ""
+        else:
+            current += char
+    tokens.append(current)
+    if depth != 0:
+        raise TemplateError(f"{source!r}: unbalanced braces")
+    return tokens

@@ -1,0 +1,250 @@
+"""HTTP request → gRPC request message, gRPC response → HTTP JSON.
+
+JSON follows the proto3 JSON mapping (``google.protobuf.json_format``):
+lowerCamelCase out, both spellings in, 64-bit integers as strings, enums by
+name, Timestamp as RFC 3339, FieldMask as ``"a,b.c"``. Fields not bound by
+the path or the body come from the query string: dotted paths, repeated keys
+for repeated fields, enums by name or number, well-known types in their JSON
+string form. Anything the request cannot mean is a 400 naming the problem.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf import descriptor, json_format
+from google.protobuf.message import Message
+
+from gateway.errors import bad_request
+from gateway.routes import Route
+
+FD = descriptor.FieldDescriptor
+_INTS = {
+    FD.TYPE_INT32, FD.TYPE_INT64, FD.TYPE_UINT32, FD.TYPE_UINT64, FD.TYPE_SINT32,
+    FD.TYPE_SINT64, FD.TYPE_FIXED32, FD.TYPE_FIXED64, FD.TYPE_SFIXED32, FD.TYPE_SFIXED64,
+}  # fmt: skip
+_FLOATS = {FD.TYPE_FLOAT, FD.TYPE_DOUBLE}
+# Well-known types that have a JSON string (or scalar) form.
+_WKT_SCALAR = {
+    "google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask",
+    "google.protobuf.StringValue", "google.protobuf.BytesValue", "google.protobuf.BoolValue",
+    "google.protobuf.Int32Value", "google.protobuf.Int64Value", "google.protobuf.UInt32Value",
+    "google.protobuf.UInt64Value", "google.protobuf.FloatValue", "google.protobuf.DoubleValue",
+}  # fmt: skip
+
+
+def resolve(message: descriptor.Descriptor, dotted: str) -> list[descriptor.FieldDescriptor] | None:
+    """Fields along a dotted path, accepting proto and lowerCamelCase names."""
+    fields: list[descriptor.FieldDescriptor] = []
+    current: descriptor.Descriptor | None = message
+    for step in dotted.split("."):
+        if current is None:
+            return None
+        found = current.fields_by_name.get(step) or current.fields_by_camelcase_name.get(step)
+        if found is None:
+            return None
+        fields.append(found)
+        current = (
+            found.message_type
+            if found.message_type and found.message_type.full_name not in _WKT_SCALAR
+            else None
+        )
+    return fields
+
+
+def _scalar(field: descriptor.FieldDescriptor, text: str, where: str) -> Any:
+    try:
+        if field.type == FD.TYPE_STRING:
+            return text
+        if field.type == FD.TYPE_BYTES:
+            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        if field.type in _INTS:
+            return int(text)
+        if field.type in _FLOATS:
+            return float(text)
+        if field.type == FD.TYPE_BOOL:
+            if text.lower() in ("true", "1"):
+                return True
+            if text.lower() in ("false", "0"):
+                return False
+            raise ValueError("expected true or false")
+        if field.type == FD.TYPE_ENUM:
+            value = field.enum_type.values_by_name.get(text)
+            if value is not None:
+                return value.number
+            number = int(text)
+            if number not in field.enum_type.values_by_number:
+                raise ValueError("unknown enum number")
+            return number
+    except ValueError as exc:
+        raise bad_request(f"{where}: invalid value {text!r} ({exc})", field=where) from None
+    raise bad_request(f"{where}: cannot be set from text", field=where)
+
+
+def _set(message: Message, fields: Sequence[descriptor.FieldDescriptor], text: str, where: str) -> None:
+    target = message
+    for step in fields[:-1]:
+        target = getattr(target, step.name)
+    last = fields[-1]
+    if last.message_type is not None:
+        if last.message_type.full_name not in _WKT_SCALAR:
+            raise bad_request(f"{where}: a message cannot be set from the query string", field=where)
+        sub = getattr(target, last.name).add() if last.is_repeated else getattr(target, last.name)
+        try:
+            value: Any = text
+            if last.message_type.full_name.endswith(
+                ("Int32Value", "Int64Value", "UInt32Value", "UInt64Value")
+            ):
+                value = int(text)
+            elif last.message_type.full_name.endswith(("FloatValue", "DoubleValue")):
+                value = float(text)
+            elif last.message_type.full_name.endswith("BoolValue"):
+                value = text.lower() in ("true", "1")
+            json_format.Parse(json.dumps(value), sub)
+        except (json_format.ParseError, ValueError) as exc:
+            raise bad_request(f"{where}: invalid value {text!r} ({exc})", field=where) from None
+        return
+    value = _scalar(last, text, where)
+    if last.is_repeated:
+        getattr(target, last.name).append(value)
+    else:
+        setattr(target, last.name, value)
+
+
+def _present(obj: Any, fields: Sequence[descriptor.FieldDescriptor]) -> Any:
+    """The JSON value at a field path of a parsed body, or None."""
+    for field in fields:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(field.name, obj.get(field.json_name))
+    return obj
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise bad_request("body is not UTF-8", reason="MALFORMED_JSON") from None
+    except json.JSONDecodeError as exc:
+        raise bad_request(
+            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", reason="MALFORMED_JSON"
+        ) from None
+
+
+def build_request(
+    route: Route, path_values: dict[str, str], query: Sequence[tuple[str, str]], raw_body: bytes
+) -> Message:
+    request: Message = route.input_class()
+    body_json: Any = None
+    if route.body:
+        body_json = parse_json(raw_body) if raw_body.strip() else {}
+        try:
+            if route.body == "*":
+                if not isinstance(body_json, dict):
+                    raise bad_request("body must be a JSON object", reason="MALFORMED_JSON")
+                json_format.ParseDict(body_json, request)
+            else:
+                field = route.input_class.DESCRIPTOR.fields_by_name[route.body]
+                json_format.ParseDict({field.json_name: body_json}, request)
+        except json_format.ParseError as exc:
+            raise bad_request(
+                f"body does not match {route.method.input_type.full_name}: {exc}", reason="INVALID_BODY"
+            ) from None
+    elif raw_body.strip():
+        raise bad_request(f"{route.http_method} {route.template.source} takes no body")
+
+    bound: set[str] = set()
+    for variable, value in path_values.items():
+        fields = resolve(route.method.input_type, variable)
+        assert fields is not None  # checked when the routes were compiled
+        if route.body:
+            in_body = body_json if route.body == "*" else {route.body: body_json}
+            given = _present(in_body, fields)
+            if given is not None and given != value:
+                raise bad_request(
+                    f"{variable} is {value!r} in the path but {given!r} in the body",
+                    field=variable,
+                    reason="PATH_BODY_CONFLICT",
+                )
+        _set(request, fields, value, variable)
+        bound.add(".".join(f.name for f in fields))
+
+    if query and route.body == "*":
+        raise bad_request(
+            f"query parameters are not accepted: the body carries the whole request ({query[0][0]})",
+            field=query[0][0],
+            reason="UNKNOWN_PARAMETER",
+        )
+    for key, value in query:
+        fields = resolve(route.method.input_type, key)
+        if fields is None:
+            raise bad_request(f"unknown query parameter {key!r}", field=key, reason="UNKNOWN_PARAMETER")
+        path = ".".join(f.name for f in fields)
+        if path in bound or (route.body and (path == route.body or path.startswith(route.body + "."))):
+            raise bad_request(
+                f"{key} is already bound by the path or body", field=key, reason="UNKNOWN_PARAMETER"
+            )
+        _set(request, fields, value, key)
+
+    if (
+        route.http_method == "PATCH"
+        and route.body
+        and "update_mask" in route.input_class.DESCRIPTOR.fields_by_name
+    ):
+        if not request.HasField("update_mask") and isinstance(body_json, dict):  # type: ignore[arg-type]
+            paths = _mask_paths(route, body_json, bound)
+            request.update_mask.paths.extend(paths)  # type: ignore[attr-defined]
+    return request
+
+
+def _mask_paths(route: Route, body: dict[str, Any], bound: set[str]) -> list[str]:
+    """The fields a PATCH body names, as update_mask paths (AIP-134)."""
+    if route.body == "*":
+        message = route.method.input_type
+        prefix = ""
+    else:
+        message = route.method.input_type.fields_by_name[route.body].message_type
+        prefix = route.body + "."
+        if message is None:
+            return []
+
+    def walk(obj: dict[str, Any], desc: descriptor.Descriptor, path: str) -> list[str]:
+        out: list[str] = []
+        for key, value in obj.items():
+            field = desc.fields_by_name.get(key) or desc.fields_by_camelcase_name.get(key)
+            if field is None or field.name == "update_mask":
+                continue
+            full = f"{path}{field.name}"
+            if prefix + full in bound:
+                continue
+            nested = field.message_type
+            if (
+                isinstance(value, dict)
+                and nested is not None
+                and not field.is_repeated
+                and not nested.GetOptions().map_entry
+                and not nested.full_name.startswith("google.protobuf.")
+            ):
+                out += walk(value, nested, full + ".")
+            else:
+                out.append(full)
+        return out
+
+    paths = walk(body, message, "")
+    # The resource's name (or etag) names what to update; they are not updated.
+    return [p for p in paths if p not in ("name", "etag")]
+
+
+def render(route: Route, response: Message) -> bytes:
+    target: Message = getattr(response, route.response_body) if route.response_body else response
+    if route.response_body:
+        field = response.DESCRIPTOR.fields_by_name[route.response_body]
+        if field.message_type is None or field.is_repeated:
+            value = json_format.MessageToDict(response, always_print_fields_with_no_presence=True).get(
+                field.json_name
+            )
+            return json.dumps(value).encode()
+    return json.dumps(json_format.MessageToDict(target, always_print_fields_with_no_presence=True)).encode()
