@@ -5,6 +5,7 @@ WORKDIR /app
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONPATH=/app:/app/gen
 COPY pyproject.toml ./
 COPY services ./services
+COPY gateway ./gateway
 COPY migrations ./migrations
 COPY tools ./tools
 COPY protos ./protos

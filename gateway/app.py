@@ -108,7 +108,10 @@ class Gateway:
             raise HttpError(404, grpc.StatusCode.NOT_FOUND, f"no API at {path}", reason="NO_ROUTE")
         listed = ", ".join(sorted(allowed))
         raise HttpError(
-            405, grpc.StatusCode.UNIMPLEMENTED, f"{method} is not allowed here; use {listed}", reason="METHOD_NOT_ALLOWED",
+            405,
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"{method} is not allowed here; use {listed}",
+            reason="METHOD_NOT_ALLOWED",
             headers={"Allow": listed},
         )
 
@@ -118,14 +121,19 @@ class Gateway:
             return self.config.default_timeout_seconds
         match = _TIMEOUT.match(value.strip())
         if match is None:
-            raise errors.bad_request("Grpc-Timeout must be digits and a unit (H, M, S, m, u, n), e.g. 5S", field="Grpc-Timeout")
+            raise errors.bad_request(
+                "Grpc-Timeout must be digits and a unit (H, M, S, m, u, n), e.g. 5S", field="Grpc-Timeout"
+            )
         return min(int(match.group(1)) * _UNITS[match.group(2)], self.config.max_timeout_seconds)
 
     async def _body(self, request: Request) -> bytes:
         limit = self.config.max_body_bytes
         declared = request.headers.get("content-length")
         too_large = HttpError(
-            413, grpc.StatusCode.RESOURCE_EXHAUSTED, f"body larger than {limit} bytes", reason="BODY_TOO_LARGE"
+            413,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"body larger than {limit} bytes",
+            reason="BODY_TOO_LARGE",
         )
         if declared and declared.isdigit() and int(declared) > limit:
             raise too_large
@@ -147,7 +155,10 @@ class Gateway:
             authorization = request.headers.get("authorization")
             if not authorization:
                 raise HttpError(
-                    401, grpc.StatusCode.UNAUTHENTICATED, "missing bearer token", reason="UNAUTHENTICATED",
+                    401,
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "missing bearer token",
+                    reason="UNAUTHENTICATED",
                     headers={"WWW-Authenticate": 'Bearer realm="flowpilot"'},
                 )
             timeout = self._timeout(request)
@@ -195,14 +206,18 @@ def create_app(
     services: Sequence[descriptor.ServiceDescriptor] | None = None,
     backends: dict[str, str] | None = None,
 ) -> ASGIApp:
-    gateway = Gateway(config, services if services is not None else discover_services(), backends or config.backends())
+    gateway = Gateway(
+        config, services if services is not None else discover_services(), backends or config.backends()
+    )
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
         ok, detail = await gateway.ready()
-        return JSONResponse({"status": "ok" if ok else "unavailable", "backends": detail}, status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "backends": detail}, status_code=200 if ok else 503
+        )
 
     async def openapi_json(request: Request) -> Response:
         return Response(json.dumps(gateway.openapi).encode(), media_type="application/json")
@@ -224,7 +239,14 @@ def create_app(
                 CORSMiddleware,
                 allow_origins=config.cors_origins,
                 allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                allow_headers=["authorization", "content-type", "x-request-id", "grpc-timeout", "traceparent", "tracestate"],
+                allow_headers=[
+                    "authorization",
+                    "content-type",
+                    "x-request-id",
+                    "grpc-timeout",
+                    "traceparent",
+                    "tracestate",
+                ],
                 expose_headers=["x-request-id"],
                 max_age=600,
             )
@@ -232,7 +254,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.gateway = gateway
-    return OpenTelemetryMiddleware(app)
+    traced: ASGIApp = OpenTelemetryMiddleware(app)
+    return traced
 
 
 def factory() -> ASGIApp:

@@ -82,7 +82,7 @@ def _status(
 def from_rpc_error(error: grpc.aio.AioRpcError) -> tuple[int, status_pb2.Status]:
     """HTTP status and the rich status a backend sent (or one made from its code)."""
     try:
-        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        status = rpc_status.from_call(error)
     except ValueError:
         status = None
     if status is None:

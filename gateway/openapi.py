@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from flowpilot.api.v1 import access_pb2
 from google.api import field_behavior_pb2
 from google.protobuf import descriptor
 
-from flowpilot.api.v1 import access_pb2
 from gateway.routes import Route
 from services.core.validation import behaviors, max_size
 
@@ -39,7 +39,10 @@ STATUS_SCHEMA = {
     "properties": {
         "code": {"type": "integer", "description": "google.rpc.Code"},
         "message": {"type": "string"},
-        "details": {"type": "array", "items": {"type": "object", "properties": {"@type": {"type": "string"}}}},
+        "details": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"@type": {"type": "string"}}},
+        },
     },
     "required": ["code", "message", "details"],
 }
@@ -81,7 +84,7 @@ class _Schemas:
             return {"type": "number"}
         if field.type == FD.TYPE_BOOL:
             return {"type": "boolean"}
-        if field.type == FD.TYPE_ENUM:
+        if field.type == FD.TYPE_ENUM and field.enum_type is not None:
             return {"type": "string", "enum": [v.name for v in field.enum_type.values]}
         return {}
 
@@ -111,13 +114,27 @@ def _path_and_params(route: Route) -> tuple[str, list[dict[str, Any]], set[str]]
         if part.variable and sum(1 for p in route.template.parts if p.variable == part.variable) == 1:
             name = part.variable
         else:
-            base = previous[:-2] if previous.endswith("xes") else previous[:-1] if previous.endswith("s") else previous
+            base = (
+                previous[:-2]
+                if previous.endswith("xes")
+                else previous[:-1]
+                if previous.endswith("s")
+                else previous
+            )
             name = base or (part.variable or "segment")
         while name in names:
             name += "_"
         names.add(name)
         description = f"Part of `{part.variable}`." if part.variable and name != part.variable else ""
-        params.append({"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[^/]+$"}, "description": description})
+        params.append(
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[^/]+$"},
+                "description": description,
+            }
+        )
         out.append("{" + name + "}")
     path = "/" + "/".join(out) + (f":{route.template.verb}" if route.template.verb else "")
     return path, params, set(route.template.variables)
@@ -138,7 +155,12 @@ def _query_params(route: Route, schemas: _Schemas, bound: set[str]) -> list[dict
                 if depth < 2 and not field.is_repeated:
                     add(nested, path + ".", depth + 1)
                 continue
-            if nested is not None and nested.full_name in ("google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue", "google.protobuf.Any"):
+            if nested is not None and nested.full_name in (
+                "google.protobuf.Struct",
+                "google.protobuf.Value",
+                "google.protobuf.ListValue",
+                "google.protobuf.Any",
+            ):
                 continue
             params.append({"name": path, "in": "query", "required": False, "schema": schemas.field(field)})
 
@@ -163,14 +185,24 @@ def document(routes: list[Route]) -> dict[str, Any]:
             "summary": route.method.name,
             "description": f"gRPC `{route.method.full_name}`. Minimum role: `{access_pb2.Role.Name(role)}`.",
             "parameters": params + _query_params(route, schemas, bound),
-            "responses": {"default": {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/google.rpc.Status"}}}}},
+            "responses": {
+                "default": {
+                    "description": "Error",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/google.rpc.Status"}}
+                    },
+                }
+            },
         }
         if route.body:
             if route.body == "*":
                 body_schema = schemas.message(route.method.input_type)
             else:
                 body_schema = schemas.field(route.method.input_type.fields_by_name[route.body])
-            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body_schema}}}
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": body_schema}},
+            }
         status = route.success_status
         if status == 204:
             operation["responses"]["204"] = {"description": "Done"}
@@ -179,7 +211,10 @@ def document(routes: list[Route]) -> dict[str, Any]:
                 response_schema = schemas.field(route.method.output_type.fields_by_name[route.response_body])
             else:
                 response_schema = schemas.message(route.method.output_type)
-            operation["responses"][str(status)] = {"description": "OK", "content": {"application/json": {"schema": response_schema}}}
+            operation["responses"][str(status)] = {
+                "description": "OK",
+                "content": {"application/json": {"schema": response_schema}},
+            }
         paths.setdefault(path, {})[route.http_method.lower()] = operation
     return {
         "openapi": "3.1.0",

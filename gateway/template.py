@@ -44,7 +44,7 @@ class Template:
 
     def shape(self) -> tuple[tuple[str, str], ...]:
         """What two templates must share to be ambiguous (variables named away)."""
-        return tuple((p.kind, p.text) for p in self.parts) + (("verb", self.verb or ""),)
+        return (*tuple((p.kind, p.text) for p in self.parts), ("verb", self.verb or ""))
 
     def match(self, path: str) -> dict[str, str] | None:
         """Field path → value for a request path, or None when it does not match."""

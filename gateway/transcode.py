@@ -72,6 +72,7 @@ def _scalar(field: descriptor.FieldDescriptor, text: str, where: str) -> Any:
                 return False
             raise ValueError("expected true or false")
         if field.type == FD.TYPE_ENUM:
+            assert field.enum_type is not None
             value = field.enum_type.values_by_name.get(text)
             if value is not None:
                 return value.number
@@ -190,26 +191,30 @@ def build_request(
         _set(request, fields, value, key)
 
     if (
-        route.http_method == "PATCH"
-        and route.body
-        and "update_mask" in route.input_class.DESCRIPTOR.fields_by_name
+        (
+            route.http_method == "PATCH"
+            and route.body
+            and "update_mask" in route.input_class.DESCRIPTOR.fields_by_name
+        )
+        and not request.HasField("update_mask")
+        and isinstance(body_json, dict)
     ):
-        if not request.HasField("update_mask") and isinstance(body_json, dict):  # type: ignore[arg-type]
-            paths = _mask_paths(route, body_json, bound)
-            request.update_mask.paths.extend(paths)  # type: ignore[attr-defined]
+        paths = _mask_paths(route, body_json, bound)
+        request.update_mask.paths.extend(paths)  # type: ignore[attr-defined]
     return request
 
 
 def _mask_paths(route: Route, body: dict[str, Any], bound: set[str]) -> list[str]:
     """The fields a PATCH body names, as update_mask paths (AIP-134)."""
-    if route.body == "*":
-        message = route.method.input_type
-        prefix = ""
-    else:
-        message = route.method.input_type.fields_by_name[route.body].message_type
-        prefix = route.body + "."
-        if message is None:
-            return []
+    prefix = "" if route.body == "*" else route.body + "."
+    target = (
+        route.method.input_type
+        if route.body == "*"
+        else route.method.input_type.fields_by_name[route.body].message_type
+    )
+    if target is None:
+        return []
+    message: descriptor.Descriptor = target
 
     def walk(obj: dict[str, Any], desc: descriptor.Descriptor, path: str) -> list[str]:
         out: list[str] = []

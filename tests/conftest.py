@@ -8,7 +8,10 @@ from typing import Any
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from services.core import telemetry
 from services.core.ai import AI
 from services.core.ai.offline import OfflineBackend
 from services.core.db import Database
@@ -16,6 +19,15 @@ from services.sessions.service import SessionsConfig
 from services.sessions.service import build as build_sessions
 from services.settings.service import SettingsConfig, build
 from tests.support import AUDIENCE, ISSUER, Keys, RunDatabase, private_database
+
+
+@pytest.fixture(scope="session", autouse=True)
+def spans() -> InMemorySpanExporter:
+    """Every span of the run, kept in memory (the process's one tracer provider)."""
+    exporter = InMemorySpanExporter()
+    telemetry.setup("flowpilot-tests", processors=[SimpleSpanProcessor(exporter)])
+    telemetry.instrument_database()
+    return exporter
 
 
 @pytest.fixture(scope="session")
@@ -110,3 +122,14 @@ async def sessions_address(
 async def sessions_channel(sessions_address: str) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(sessions_address) as channel:
         yield channel
+
+
+@pytest.fixture(scope="session")
+async def gateway_url(settings_address: str, sessions_address: str) -> AsyncIterator[str]:
+    from tests.gateway.harness import serve_gateway
+
+    backends = {"flowpilot.settings.v1": settings_address, "flowpilot.sessions.v1": sessions_address}
+    for name in ("library", "walks"):
+        backends[f"flowpilot.{name}.v1"] = "127.0.0.1:1"  # not part of these tests
+    async with serve_gateway(backends=backends) as url:
+        yield url

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -83,6 +84,13 @@ def test_make_run_from_scratch(tmp_path: Path) -> None:
         )
         assert called.returncode == 0, called.stderr
         assert json.loads(called.stdout)["value"] == "auto"
+        # The gateway serves the same through HTTP.
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{ports['gateway']}/v1/settings/ai.model_tier",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (localhost)
+            assert json.loads(response.read())["value"] == "auto"
     finally:
         os.killpg(make.pid, signal.SIGINT)
         code = make.wait(60)

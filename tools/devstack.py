@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,7 @@ PROCESSES = [
     Process("library", "services.library", "FLOWPILOT_LIBRARY_PORT", 50052, "library"),
     Process("settings", "services.settings", "FLOWPILOT_SETTINGS_PORT", 50053, "settings"),
     Process("walks", "services.walks", "FLOWPILOT_WALKS_PORT", 50054, "walks"),
+    Process("gateway", "gateway", "FLOWPILOT_GATEWAY_PORT", 8080, None),
 ]
 
 
@@ -93,7 +95,10 @@ def runtime_url(admin_url: str, role: str, password: str | None) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def wait_serving(proc: Process, address: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    if proc.schema is None:
+        wait_http(f"http://{address}/healthz", process, timeout)
+        return
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -108,6 +113,21 @@ def wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float 
                 pass
             time.sleep(0.2)
     raise SystemExit(f"{address}: not SERVING after {timeout}s")
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{url}: process exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (our own localhost URL)
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url}: not healthy after {timeout}s")
 
 
 def stop_all(children: list[subprocess.Popen[bytes]], grace: float = 15) -> None:
@@ -156,8 +176,8 @@ def main() -> None:
                 env["FLOWPILOT_DATABASE_URL"] = runtime_url(admin_url, roles.runtime(proc.schema), password)
             children.append(subprocess.Popen([sys.executable, "-m", proc.module], env=env))
             started.append((proc, f"{host}:{proc.port()}"))
-        for (_, address), child in zip(started, children, strict=True):
-            wait_serving(address, child)
+        for (proc, address), child in zip(started, children, strict=True):
+            wait_serving(proc, address, child)
         banner(started, embedded is not None)
         while not stop:
             dead = [c for c in children if c.poll() is not None]
@@ -176,7 +196,7 @@ def banner(started: list[tuple[Process, str]], embedded: bool) -> None:
     token = dev_token(role=Role.TEAM_ADMIN)
     settings = next((a for p, a in started if p.name == "settings"), None)
     lines = ["", "FlowPilot is running" + (" (embedded PostgreSQL)" if embedded else ""), ""]
-    lines += [f"  {p.name:<10} grpc://{a}" for p, a in started]
+    lines += [f"  {p.name:<10} {'http' if p.schema is None else 'grpc'}://{a}" for p, a in started]
     lines += [
         "",
         "Dev token (team_admin, 12 h; `make token ROLE=viewer` for others):",
@@ -191,6 +211,13 @@ def banner(started: list[tuple[Process, str]], embedded: bool) -> None:
             f"  grpcurl -plaintext {settings} list",
             '  grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d \'{"name": "settings/notes.format"}\' \\',
             f"    {settings} flowpilot.settings.v1.SettingsService/GetSetting",
+            "",
+        ]
+    gateway = next((a for p, a in started if p.schema is None), None)
+    if gateway:
+        lines += [
+            f'  curl -H "Authorization: Bearer $TOKEN" http://{gateway}/v1/settings',
+            f"  curl http://{gateway}/openapi.json",
             "",
         ]
     lines += ["Ctrl-C stops everything.", ""]

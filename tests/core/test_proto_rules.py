@@ -6,11 +6,11 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+import flowpilot
+from flowpilot.api.v1 import access_pb2
 from google.api import annotations_pb2, field_behavior_pb2
 from google.protobuf import descriptor
 
-import flowpilot
-from flowpilot.api.v1 import access_pb2
 from services.core.validation import behaviors, max_size
 
 
@@ -23,7 +23,9 @@ def _services() -> list[descriptor.ServiceDescriptor]:
     return found
 
 
-def _input_fields(message: descriptor.Descriptor, seen: set[str]) -> list[tuple[str, descriptor.FieldDescriptor]]:
+def _input_fields(
+    message: descriptor.Descriptor, seen: set[str]
+) -> list[tuple[str, descriptor.FieldDescriptor]]:
     """Fields a caller can set, following nested FlowPilot messages."""
     if message.full_name in seen:
         return []
@@ -49,7 +51,9 @@ def test_every_rpc_has_a_role_and_an_http_binding() -> None:
     for service in _services():
         for method in service.methods:
             options = method.GetOptions()
-            assert options.Extensions[access_pb2.minimum_role] != access_pb2.ROLE_UNSPECIFIED, method.full_name
+            assert options.Extensions[access_pb2.minimum_role] != access_pb2.ROLE_UNSPECIFIED, (
+                method.full_name
+            )
             assert options.HasExtension(annotations_pb2.http), method.full_name
 
 
@@ -58,7 +62,10 @@ def test_every_text_and_list_a_caller_sends_is_bounded() -> None:
     for service in _services():
         for method in service.methods:
             for path, field in _input_fields(method.input_type, set()):
-                is_text = field.type in (descriptor.FieldDescriptor.TYPE_STRING, descriptor.FieldDescriptor.TYPE_BYTES)
+                is_text = field.type in (
+                    descriptor.FieldDescriptor.TYPE_STRING,
+                    descriptor.FieldDescriptor.TYPE_BYTES,
+                )
                 if (is_text or field.is_repeated) and not max_size(field):
                     unbounded.append(path)
     assert sorted(set(unbounded)) == []

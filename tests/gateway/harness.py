@@ -11,10 +11,10 @@ from typing import Any
 
 import grpc
 import uvicorn
+from conformance.v1 import messaging_pb2
 from google.protobuf import descriptor, json_format, struct_pb2
 from google.protobuf.empty_pb2 import Empty
 
-from conformance.v1 import messaging_pb2
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 
@@ -31,10 +31,12 @@ async def serve_gateway(
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = create_app(GatewayConfig(host="127.0.0.1", port=port, **config), services=services, backends=backends)
+    app = create_app(
+        GatewayConfig(host="127.0.0.1", port=port, **config), services=services, backends=backends
+    )
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for this)
         await asyncio.sleep(0.01)
     try:
         yield f"http://127.0.0.1:{port}"
@@ -44,9 +46,9 @@ async def serve_gateway(
         sock.close()
 
 
-def _echo_handler(method: descriptor.MethodDescriptor) -> grpc.RpcMethodHandler:
+def _echo_handler(method: descriptor.MethodDescriptor) -> grpc.RpcMethodHandler[Any, Any]:
 
-    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         name = getattr(request, "name", "")
         if name == "messages/slow":
             await asyncio.sleep(2)
@@ -65,7 +67,9 @@ def _echo_handler(method: descriptor.MethodDescriptor) -> grpc.RpcMethodHandler:
     request_class = message_factory.GetMessageClass(method.input_type)
     response_class = message_factory.GetMessageClass(method.output_type)
     return grpc.unary_unary_rpc_method_handler(
-        handle, request_deserializer=request_class.FromString, response_serializer=response_class.SerializeToString
+        handle,
+        request_deserializer=request_class.FromString,
+        response_serializer=response_class.SerializeToString,
     )
 
 

@@ -23,7 +23,10 @@ async def echo() -> AsyncIterator[str]:
 @pytest.fixture(scope="module")
 async def base(echo: str) -> AsyncIterator[str]:
     async with serve_gateway(
-        backends={"conformance.v1": echo}, services=[MESSAGING], max_body_bytes=2048, cors_origins=["https://app.example"]
+        backends={"conformance.v1": echo},
+        services=[MESSAGING],
+        max_body_bytes=2048,
+        cors_origins=["https://app.example"],
     ) as url:
         yield url
 
@@ -70,7 +73,9 @@ async def test_body_star(http: httpx.AsyncClient) -> None:
 
 
 async def test_nested_path_variable_inside_the_body_resource(http: httpx.AsyncClient) -> None:
-    method, request = _echo(await http.patch("/v1/shelves/s1/books/b1", json={"title": "New", "sub": {"subfield": "y"}}))
+    method, request = _echo(
+        await http.patch("/v1/shelves/s1/books/b1", json={"title": "New", "sub": {"subfield": "y"}})
+    )
     assert method == "UpdateResource"
     assert request["resource"] == {"name": "shelves/s1/books/b1", "title": "New", "sub": {"subfield": "y"}}
     assert request["update_mask"] == "title,sub.subfield"
@@ -161,7 +166,9 @@ async def test_custom_method_kind(http: httpx.AsyncClient) -> None:
         ("GET", "/v1/messages/1", {"headers": {"Grpc-Timeout": "soon"}}, 400, "INVALID_REQUEST"),
     ],
 )
-async def test_strictness(http: httpx.AsyncClient, method: str, path: str, kwargs: dict[str, Any], status: int, reason: str) -> None:
+async def test_strictness(
+    http: httpx.AsyncClient, method: str, path: str, kwargs: dict[str, Any], status: int, reason: str
+) -> None:
     response = await http.request(method, path, **kwargs)
     assert response.status_code == status, response.text
     body = response.json()
@@ -211,7 +218,10 @@ async def test_backend_down_is_503_not_a_hang() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{s.getsockname()[1]}"
-    async with serve_gateway(backends={"conformance.v1": dead}, services=[MESSAGING]) as url, httpx.AsyncClient(base_url=url, headers=AUTH, timeout=10) as client:
+    async with (
+        serve_gateway(backends={"conformance.v1": dead}, services=[MESSAGING]) as url,
+        httpx.AsyncClient(base_url=url, headers=AUTH, timeout=10) as client,
+    ):
         response = await client.get("/v1/messages/1")
         assert response.status_code == 503
         assert response.json()["code"] == 14
@@ -223,12 +233,17 @@ async def test_cors_preflight_is_answered_before_routing(base: str) -> None:
     async with httpx.AsyncClient(base_url=base) as client:
         allowed = await client.options(
             "/v1/messages/1",
-            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "PATCH", "Access-Control-Request-Headers": "authorization"},
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "PATCH",
+                "Access-Control-Request-Headers": "authorization",
+            },
         )
         assert allowed.status_code == 200
         assert allowed.headers["access-control-allow-origin"] == "https://app.example"
         refused = await client.options(
-            "/v1/messages/1", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
+            "/v1/messages/1",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
         )
         assert "access-control-allow-origin" not in refused.headers
         simple = await client.get("/v1/messages/1", headers={"Origin": "https://app.example", **AUTH})
