@@ -41,14 +41,27 @@ def keys() -> Keys:
     return Keys.generate()
 
 
+@pytest.fixture(scope="session")
+def service_keys() -> dict[str, Keys]:
+    """Each service's own signing key pair (for its service tokens)."""
+    return {name: Keys.generate() for name in ("sessions", "library", "settings", "walks")}
+
+
 @pytest.fixture
 def account() -> uuid.UUID:
     """A fresh account per test: tests never see each other's rows."""
     return uuid.uuid4()
 
 
-def service_config_kwargs(database: RunDatabase, keys: Keys, schema: str) -> dict[str, Any]:
+def service_config_kwargs(
+    database: RunDatabase, keys: Keys, schema: str, service_keys: dict[str, Keys] | None = None
+) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if service_keys:
+        extra["service_public_keys"] = {name: k.public_pem for name, k in service_keys.items()}
+        extra["service_private_key"] = service_keys[schema].private_pem
     return {
+        **extra,
         "database_url": database.runtime_url(schema),
         "jwt_public_key": keys.public_pem,
         "jwt_issuer": ISSUER,
@@ -60,8 +73,8 @@ def service_config_kwargs(database: RunDatabase, keys: Keys, schema: str) -> dic
 
 
 @pytest.fixture(scope="session")
-async def settings_address(database: RunDatabase, keys: Keys) -> AsyncIterator[str]:
-    config = SettingsConfig(**service_config_kwargs(database, keys, "settings"))
+async def settings_address(database: RunDatabase, keys: Keys, service_keys: dict[str, Keys]) -> AsyncIterator[str]:
+    config = SettingsConfig(**service_config_kwargs(database, keys, "settings", service_keys))
     db = Database.connect(config.database_url, pool_size=8)
     server = build(config, db)
     port = await server.start()

@@ -88,8 +88,25 @@ def unbind_principal(token: contextvars.Token[Principal]) -> None:
     _principal.reset(token)
 
 
+SERVICE_ISSUER_PREFIX = "flowpilot-service:"
+
+
+def service_issuer(service: str) -> str:
+    return f"{SERVICE_ISSUER_PREFIX}{service}"
+
+
+def service_user_id(service: str) -> uuid.UUID:
+    """The stable ``sub`` of a service's own tokens."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"flowpilot://services/{service}")
+
+
 class TokenVerifier:
-    """Verifies bearer tokens against one issuer's public key."""
+    """Verifies bearer tokens: user tokens against the identity issuer's public
+    key, service tokens against the public key of the service that signed them.
+
+    Only a service issuer may grant the ``service`` role, and a service issuer
+    may grant nothing else, so neither kind of key can forge the other kind.
+    """
 
     def __init__(
         self,
@@ -99,21 +116,29 @@ class TokenVerifier:
         audience: str,
         algorithm: str = "EdDSA",
         leeway_seconds: float = 30.0,
+        service_keys: dict[str, str] | None = None,
     ) -> None:
-        self._key = public_key
-        self._issuer = issuer
+        self._user_issuer = issuer
+        self._keys = {issuer: public_key}
+        for service, key in (service_keys or {}).items():
+            self._keys[service_issuer(service)] = key
         self._audience = audience
         self._algorithms = [algorithm]
         self._leeway = leeway_seconds
 
     def verify(self, token: str) -> Principal:
         try:
+            unverified = jwt.decode(token, options={"verify_signature": False})
+            issuer = unverified.get("iss")
+            key = self._keys.get(issuer) if isinstance(issuer, str) else None
+            if key is None:
+                raise Unauthenticated("token issuer is not trusted")
             claims = jwt.decode(
                 token,
-                self._key,
+                key,
                 algorithms=self._algorithms,
                 audience=self._audience,
-                issuer=self._issuer,
+                issuer=issuer,
                 leeway=self._leeway,
                 options={"require": ["exp", "iss", "aud", "sub"]},
             )
@@ -126,12 +151,10 @@ class TokenVerifier:
             account_id = uuid.UUID(str(claims["account_id"]))
         except (KeyError, ValueError) as exc:
             raise Unauthenticated("token sub and account_id must be UUIDs") from exc
-        return Principal(
-            user_id=user_id,
-            account_id=account_id,
-            role=Role.from_claim(claims.get("role")),
-            token=token,
-        )
+        role = Role.from_claim(claims.get("role"))
+        if (role is Role.SERVICE) != (issuer != self._user_issuer):
+            raise Unauthenticated("token role does not match its issuer")
+        return Principal(user_id=user_id, account_id=account_id, role=role, token=token)
 
     def verify_header(self, value: str | None) -> Principal:
         if not value:
@@ -185,3 +208,33 @@ def generate_keypair() -> tuple[str, str]:
         .decode()
     )
     return private, public
+
+
+class ServiceCredential:
+    """A service's own signing key: short-lived tokens for one account, for
+    work done without a caller (outbox delivery, sweeps). Never a user's token."""
+
+    def __init__(self, *, service: str, private_key: str, audience: str, ttl_seconds: int = 60) -> None:
+        self.service = service
+        self._key = private_key
+        self._audience = audience
+        self._ttl = ttl_seconds
+
+    def token_for(self, account_id: uuid.UUID) -> str:
+        return mint_token(
+            private_key=self._key,
+            user_id=service_user_id(self.service),
+            account_id=account_id,
+            role=Role.SERVICE,
+            issuer=service_issuer(self.service),
+            audience=self._audience,
+            ttl_seconds=self._ttl,
+        )
+
+    def principal_for(self, account_id: uuid.UUID) -> Principal:
+        return Principal(
+            user_id=service_user_id(self.service),
+            account_id=account_id,
+            role=Role.SERVICE,
+            token=self.token_for(account_id),
+        )

@@ -8,9 +8,10 @@ default port. Invalid values stop the process at start with a clear message.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class AuthConfig(BaseSettings):
@@ -25,11 +26,26 @@ class AuthConfig(BaseSettings):
     jwt_algorithm: str = "EdDSA"
     # Allowed clock skew when checking exp/nbf/iat.
     jwt_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    # Public keys of the services whose own tokens are trusted, as
+    # "sessions=<PEM or path>;walks=<PEM or path>".
+    service_public_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
 
     @field_validator("jwt_public_key")
     @classmethod
     def _load_key(cls, value: str) -> str:
         return _pem_or_path(value)
+
+    @field_validator("service_public_keys", mode="before")
+    @classmethod
+    def _load_service_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = [item.split("=", 1) for item in value.split(";") if item.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError("must be name=key pairs separated by ';'")
+            value = {name.strip(): key.strip() for name, key in pairs}
+        if isinstance(value, dict):
+            return {name: _pem_or_path(key) for name, key in value.items()}
+        return value
 
 
 class ServiceConfig(AuthConfig):
@@ -48,6 +64,13 @@ class ServiceConfig(AuthConfig):
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
     keepalive_time_seconds: int = Field(default=60, ge=10)
     log_level: str = "INFO"
+    # This service's own signing key (PEM or path), for its service tokens.
+    service_private_key: str | None = None
+
+    @field_validator("service_private_key")
+    @classmethod
+    def _load_private(cls, value: str | None) -> str | None:
+        return None if value is None else _pem_or_path(value)
 
     @field_validator("database_url")
     @classmethod

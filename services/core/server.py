@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from services.core import logs, telemetry
-from services.core.auth import TokenVerifier
+from services.core.auth import ServiceCredential, TokenVerifier
 from services.core.config import ServiceConfig
 from services.core.db import Database
 from services.core.rpc import RuntimeInterceptor, method_rules
@@ -46,6 +46,16 @@ def verifier_from(config: ServiceConfig) -> TokenVerifier:
         audience=config.jwt_audience,
         algorithm=config.jwt_algorithm,
         leeway_seconds=config.jwt_leeway_seconds,
+        service_keys=config.service_public_keys,
+    )
+
+
+def credential_from(config: ServiceConfig) -> ServiceCredential | None:
+    """The service's own credential, when it has a signing key."""
+    if config.service_private_key is None:
+        return None
+    return ServiceCredential(
+        service=config.service_name, private_key=config.service_private_key, audience=config.jwt_audience
     )
 
 

@@ -35,8 +35,10 @@ def _input_fields(
         if field_behavior_pb2.OUTPUT_ONLY in behaviors(field):
             continue
         fields.append((f"{message.full_name}.{field.name}", field))
-        if field.message_type is not None and field.message_type.full_name.startswith("flowpilot."):
-            fields += _input_fields(field.message_type, seen)
+        nested = field.message_type
+        # Map entries are bounded by their map field; the service bounds their values.
+        if nested is not None and nested.full_name.startswith("flowpilot.") and not nested.GetOptions().map_entry:
+            fields += _input_fields(nested, seen)
     return fields
 
 

@@ -55,6 +55,8 @@ def _bad_tokens(keys: Keys, account: uuid.UUID) -> dict[str, str]:
         "no account": sign({k: v for k, v in base.items() if k != "account_id"}),
         "unknown role": sign({**base, "role": "root"}),
         "hs256 with public key": "Bearer " + jwt.encode(base, "x" * 32, algorithm="HS256"),
+        "user issuer claiming service": sign({**base, "role": "service"}),
+        "service issuer unknown": sign({**base, "iss": "flowpilot-service:nobody", "role": "service"}),
     }
 
 

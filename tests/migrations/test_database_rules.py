@@ -46,7 +46,8 @@ async def test_every_service_table_has_forced_rls_and_a_full_policy(database: Ru
                 for clause in (policy.qual, policy.with_check):
                     assert clause is not None
                     assert "account_id" in clause and "current_account_id()" in clause and "SELECT" in clause
-                # account_id is NOT NULL and leads every index of the table.
+                # account_id is NOT NULL and leads every composite and every unique
+                # index (uniqueness checks bypass RLS).
                 nullable = (
                     await conn.execute(
                         text(
@@ -65,6 +66,7 @@ async def test_every_service_table_has_forced_rls_and_a_full_policy(database: Ru
                             FROM pg_index i JOIN pg_attribute a
                               ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
                             WHERE i.indrelid = CAST(:q AS regclass)
+                              AND (i.indisunique OR i.indnatts > 1)
                             """
                         ),
                         {"q": f"{table.schema}.{table.name}"},

@@ -10,9 +10,9 @@ import pytest
 from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from google.protobuf import field_mask_pb2, struct_pb2
 
-from services.core.auth import Role
+from services.core.auth import Role, ServiceCredential
 from services.settings.catalogue import CATALOGUE
-from tests.support import Keys, failure
+from tests.support import AUDIENCE, Keys, failure
 
 
 @pytest.fixture
@@ -326,17 +326,18 @@ async def test_bad_masks_and_etags_and_page_sizes(stub, keys: Keys, account: uui
     assert len(huge.settings) == len(CATALOGUE)
 
 
-async def test_roles(stub, keys: Keys, account: uuid.UUID) -> None:
+async def test_roles(stub, keys: Keys, service_keys: dict[str, Keys], account: uuid.UUID) -> None:
     request = _update("settings/notes.format", struct_pb2.Value(string_value="plain"))
-    for role in (Role.VIEWER, Role.ENGINEER, Role.SERVICE):
+    for role in (Role.VIEWER, Role.ENGINEER):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.UpdateSetting(request, metadata=keys.metadata(account_id=account, role=role))
         assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.GetSetting(
-            settings_pb2.GetSettingRequest(name="settings/notes.format"),
-            metadata=keys.metadata(account_id=account, role=Role.SERVICE),
-        )
-    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    # A genuine service token is accepted only by internal methods.
+    service = ServiceCredential(service="walks", private_key=service_keys["walks"].private_pem, audience=AUDIENCE)
+    service_md = (("authorization", f"Bearer {service.token_for(account)}"),)
+    for call in (stub.UpdateSetting(request, metadata=service_md), stub.GetSetting(settings_pb2.GetSettingRequest(name="settings/notes.format"), metadata=service_md)):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
     for role in (Role.TEAM_ADMIN, Role.SUPER_ADMIN):
         await stub.UpdateSetting(request, metadata=keys.metadata(account_id=account, role=role))

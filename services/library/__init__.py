@@ -1,0 +1,1 @@
+"""The library service: script templates and draft templates (``flowpilot.library.v1``)."""

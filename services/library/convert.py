@@ -1,0 +1,147 @@
+"""Rows ↔ protobuf messages for the library, names, enums, and the provenance chip."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from flowpilot.library.v1 import library_pb2 as pb
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.core import names
+from services.core.errors import FieldViolation, InvalidArgument
+
+TEMPLATE = "scriptTemplates/{script_template}"
+DRAFT = "draftTemplates/{draft_template}"
+SESSION = "sessions/{session}"
+LANE_ITEM = "sessions/{session}/laneItems/{lane_item}"
+
+LANGUAGES = {
+    "powershell": pb.LANGUAGE_POWERSHELL,
+    "bash": pb.LANGUAGE_BASH,
+    "python": pb.LANGUAGE_PYTHON,
+    "cmd": pb.LANGUAGE_CMD,
+}
+LANGUAGE_NAMES: dict[int, str] = {int(v): k for k, v in LANGUAGES.items()}
+DRAFT_STATUS = {
+    "pending": pb.DRAFT_STATUS_PENDING,
+    "approved": pb.DRAFT_STATUS_APPROVED,
+    "rejected": pb.DRAFT_STATUS_REJECTED,
+}
+DRAFT_STATUS_NAMES: dict[int, str] = {int(v): k for k, v in DRAFT_STATUS.items()}
+
+
+def language(value: int, field: str) -> str:
+    if value not in LANGUAGE_NAMES:
+        raise InvalidArgument(FieldViolation(field, "must be one of " + ", ".join(pb.Language.keys()[1:])))
+    return LANGUAGE_NAMES[value]
+
+
+def parse_uuid(value: str, *, field: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument(FieldViolation(field, f"is not a valid {what}")) from None
+
+
+def template_id(name: str, field: str = "name") -> uuid.UUID:
+    return parse_uuid(
+        names.parse(name, TEMPLATE, field=field)["script_template"], field=field, what="template name"
+    )
+
+
+def draft_id(name: str, field: str = "name") -> uuid.UUID:
+    return parse_uuid(names.parse(name, DRAFT, field=field)["draft_template"], field=field, what="draft name")
+
+
+def _stamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _set_time(message: Any, field: str, value: datetime | None) -> None:
+    ts = _stamp(value)
+    if ts is not None:
+        getattr(message, field).CopyFrom(ts)
+
+
+def parameters(raw: list[dict[str, Any]] | None) -> list[pb.Parameter]:
+    return [
+        pb.Parameter(
+            name=p["name"],
+            description=p.get("description", ""),
+            required=p.get("required", True),
+            default=p.get("default", ""),
+        )
+        for p in raw or []
+    ]
+
+
+def provenance(row: Any, *, lane_item: bool = False) -> pb.Provenance:
+    session = row.source_session_id
+    message = pb.Provenance(
+        session=names.format_name(SESSION, session=session) if session else "",
+        user=str(row.source_user_id) if row.source_user_id else "",
+        ticket_ref=row.source_ticket_ref or "",
+    )
+    if lane_item and session and row.source_lane_item_id:
+        message.lane_item = names.format_name(LANE_ITEM, session=session, lane_item=row.source_lane_item_id)
+    return message
+
+
+def provenance_summary(row: Any) -> str:
+    """The chip: "generated from CW #X · resolved by Y · used N times"."""
+    parts = []
+    if row.source_ticket_ref:
+        parts.append(f"generated from {row.source_ticket_ref}")
+    if row.source_user_id:
+        parts.append(f"resolved by {row.source_user_id}")
+    uses = row.usage_count
+    parts.append(f"used {uses} time{'s' if uses != 1 else ''}")
+    return " · ".join(parts)
+
+
+def template(row: Any) -> pb.ScriptTemplate:
+    message = pb.ScriptTemplate(
+        name=names.format_name(TEMPLATE, script_template=row.id),
+        display_name=row.name,
+        description=row.description,
+        language=LANGUAGES[row.language],
+        body=row.body,
+        parameters=parameters(row.parameters),
+        tags=list(row.tags),
+        usage_count=row.usage_count,
+        provenance=provenance(row),
+        provenance_summary=provenance_summary(row),
+        creator=str(row.created_by),
+        etag=str(row.revision),
+    )
+    _set_time(message, "last_use_time", row.last_used_at)
+    _set_time(message, "create_time", row.create_time)
+    _set_time(message, "update_time", row.update_time)
+    return message
+
+
+def draft(row: Any) -> pb.DraftTemplate:
+    message = pb.DraftTemplate(
+        name=names.format_name(DRAFT, draft_template=row.id),
+        script_body=row.script_body,
+        language=LANGUAGES[row.language],
+        suggested_name=row.suggested_name,
+        templatized_body=row.templatized_body or "",
+        parameters=parameters(row.parameters),
+        status=DRAFT_STATUS[row.status],
+        reviewer=str(row.reviewer_id) if row.reviewer_id else "",
+        review_note=row.review_note or "",
+        script_template=names.format_name(TEMPLATE, script_template=row.template_id)
+        if row.template_id
+        else "",
+        provenance=provenance(row, lane_item=True),
+    )
+    _set_time(message, "review_time", row.review_time)
+    _set_time(message, "create_time", row.create_time)
+    return message

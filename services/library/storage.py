@@ -1,0 +1,144 @@
+"""SQL for script templates and draft templates. Functions take the RPC's
+connection (tenant already set) and never commit."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Float, Row, and_, cast, func, literal, literal_column, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
+
+from services.library.tables import draft_templates, script_templates
+
+T, D = script_templates, draft_templates
+
+
+# --- templates ------------------------------------------------------------------
+
+
+async def insert_template(conn: AsyncConnection, **values: Any) -> Row[Any]:
+    return (await conn.execute(insert(T).values(**values).returning(T))).one()
+
+
+async def get_template(
+    conn: AsyncConnection, template_id: uuid.UUID, *, lock: bool = False
+) -> Row[Any] | None:
+    query = select(T).where(T.c.id == template_id)
+    return (await conn.execute(query.with_for_update() if lock else query)).first()
+
+
+async def update_template(conn: AsyncConnection, template_id: uuid.UUID, **values: Any) -> Row[Any]:
+    values.update(revision=T.c.revision + 1, update_time=func.now())
+    return (await conn.execute(update(T).where(T.c.id == template_id).values(**values).returning(T))).one()
+
+
+async def delete_template(conn: AsyncConnection, template_id: uuid.UUID) -> bool:
+    result = await conn.execute(T.delete().where(T.c.id == template_id).returning(T.c.id))
+    return result.first() is not None
+
+
+async def record_use(conn: AsyncConnection, template_id: uuid.UUID) -> int | None:
+    query = (
+        update(T)
+        .where(T.c.id == template_id)
+        .values(usage_count=T.c.usage_count + 1, last_used_at=func.now())
+        .returning(T.c.usage_count)
+    )
+    return (await conn.execute(query)).scalar()
+
+
+async def list_templates(
+    conn: AsyncConnection,
+    *,
+    query: str | None,
+    tag: str | None,
+    language: str | None,
+    order: str,
+    after: list[Any] | None,
+    limit: int,
+) -> Sequence[Row[Any]]:
+    """``order`` is relevance (needs ``query``), usage or recency; ``after`` the
+    keyset position of the last row of the previous page."""
+    ts_query = func.websearch_to_tsquery(literal_column("'english'::regconfig"), query) if query else None
+    rank_expr = (
+        cast(func.ts_rank(T.c.search, ts_query), Float) if ts_query is not None else literal(0.0, Float)
+    )
+    rank = rank_expr.label("rank")
+    statement = select(T, rank)
+    if ts_query is not None:
+        statement = statement.where(T.c.search.op("@@")(ts_query))
+    if tag:
+        statement = statement.where(T.c.tags.any(tag))
+    if language:
+        statement = statement.where(T.c.language == language)
+    keys: tuple[ColumnElement[Any], ColumnElement[Any]]
+    if order == "relevance":
+        keys = (rank_expr, T.c.id)
+        statement = statement.order_by(rank.desc(), T.c.id.desc())
+    elif order == "usage":
+        keys = (T.c.usage_count, T.c.id)
+        statement = statement.order_by(T.c.usage_count.desc(), T.c.id.desc())
+    else:
+        keys = (T.c.create_time, T.c.id)
+        statement = statement.order_by(T.c.create_time.desc(), T.c.id.desc())
+    if after is not None:
+        first, last_id = after
+        statement = statement.where(
+            or_(keys[0] < literal(first), and_(keys[0] == literal(first), T.c.id < literal(last_id)))
+        )
+    return (await conn.execute(statement.limit(limit))).all()
+
+
+# --- drafts ---------------------------------------------------------------------
+
+
+async def insert_draft(conn: AsyncConnection, **values: Any) -> Row[Any] | None:
+    """Inserts unless the same (session, lane item) or request id exists: None then."""
+    statement = insert(D).values(**values).on_conflict_do_nothing().returning(D)
+    return (await conn.execute(statement)).first()
+
+
+async def draft_by_source(conn: AsyncConnection, session_id: uuid.UUID, lane_item_id: str) -> Row[Any] | None:
+    query = select(D).where(D.c.source_session_id == session_id, D.c.source_lane_item_id == lane_item_id)
+    return (await conn.execute(query)).first()
+
+
+async def draft_by_request(conn: AsyncConnection, request_id: uuid.UUID) -> Row[Any] | None:
+    return (await conn.execute(select(D).where(D.c.request_id == request_id))).first()
+
+
+async def drafts_of_session(conn: AsyncConnection, session_id: uuid.UUID) -> Sequence[Row[Any]]:
+    query = select(D).where(D.c.source_session_id == session_id).order_by(D.c.create_time, D.c.id)
+    return (await conn.execute(query)).all()
+
+
+async def get_draft(conn: AsyncConnection, draft_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
+    query = select(D).where(D.c.id == draft_id)
+    return (await conn.execute(query.with_for_update() if lock else query)).first()
+
+
+async def update_draft(conn: AsyncConnection, draft_id: uuid.UUID, **values: Any) -> Row[Any]:
+    return (await conn.execute(update(D).where(D.c.id == draft_id).values(**values).returning(D))).one()
+
+
+async def list_drafts(
+    conn: AsyncConnection, *, status: str | None, after: tuple[Any, uuid.UUID] | None, limit: int
+) -> Sequence[Row[Any]]:
+    query = select(D).order_by(D.c.create_time.desc(), D.c.id.desc()).limit(limit)
+    if status:
+        query = query.where(D.c.status == status)
+    if after:
+        query = query.where(tuple_(D.c.create_time, D.c.id) < tuple_(literal(after[0]), literal(after[1])))
+    return (await conn.execute(query)).all()
+
+
+# The badge: one scan of the partial index on pending drafts.
+COUNT_PENDING = select(func.count()).select_from(D).where(D.c.status == "pending")
+
+
+async def count_pending(conn: AsyncConnection) -> int:
+    return int((await conn.execute(COUNT_PENDING)).scalar_one())
