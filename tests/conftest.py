@@ -15,6 +15,8 @@ from services.core import telemetry
 from services.core.ai import AI
 from services.core.ai.offline import OfflineBackend
 from services.core.db import Database
+from services.library.service import LibraryConfig
+from services.library.service import build as build_library
 from services.sessions.service import SessionsConfig
 from services.sessions.service import build as build_sessions
 from services.settings.service import SettingsConfig, build
@@ -73,7 +75,9 @@ def service_config_kwargs(
 
 
 @pytest.fixture(scope="session")
-async def settings_address(database: RunDatabase, keys: Keys, service_keys: dict[str, Keys]) -> AsyncIterator[str]:
+async def settings_address(
+    database: RunDatabase, keys: Keys, service_keys: dict[str, Keys]
+) -> AsyncIterator[str]:
     config = SettingsConfig(**service_config_kwargs(database, keys, "settings", service_keys))
     db = Database.connect(config.database_url, pool_size=8)
     server = build(config, db)
@@ -146,3 +150,25 @@ async def gateway_url(settings_address: str, sessions_address: str) -> AsyncIter
         backends[f"flowpilot.{name}.v1"] = "127.0.0.1:1"  # not part of these tests
     async with serve_gateway(backends=backends) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+async def library_address(
+    database: RunDatabase, keys: Keys, settings_address: str, service_keys: dict[str, Keys]
+) -> AsyncIterator[str]:
+    config = LibraryConfig(
+        **service_config_kwargs(database, keys, "library", service_keys),
+        settings_address=settings_address,
+        settings_cache_seconds=0,
+    )
+    db = Database.connect(config.database_url, pool_size=10)
+    server = build_library(config, db, ai=AI(OfflineBackend()))
+    port = await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop()
+
+
+@pytest.fixture
+async def library_channel(library_address: str) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(library_address) as channel:
+        yield channel

@@ -72,7 +72,7 @@ async def list_templates(
     if ts_query is not None:
         statement = statement.where(T.c.search.op("@@")(ts_query))
     if tag:
-        statement = statement.where(T.c.tags.any(tag))
+        statement = statement.where(T.c.tags.contains([tag]))
     if language:
         statement = statement.where(T.c.language == language)
     keys: tuple[ColumnElement[Any], ColumnElement[Any]]

@@ -37,7 +37,11 @@ def _input_fields(
         fields.append((f"{message.full_name}.{field.name}", field))
         nested = field.message_type
         # Map entries are bounded by their map field; the service bounds their values.
-        if nested is not None and nested.full_name.startswith("flowpilot.") and not nested.GetOptions().map_entry:
+        if (
+            nested is not None
+            and nested.full_name.startswith("flowpilot.")
+            and not nested.GetOptions().map_entry
+        ):
             fields += _input_fields(nested, seen)
     return fields
 

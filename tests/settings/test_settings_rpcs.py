@@ -333,9 +333,14 @@ async def test_roles(stub, keys: Keys, service_keys: dict[str, Keys], account: u
             await stub.UpdateSetting(request, metadata=keys.metadata(account_id=account, role=role))
         assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
     # A genuine service token is accepted only by internal methods.
-    service = ServiceCredential(service="walks", private_key=service_keys["walks"].private_pem, audience=AUDIENCE)
+    service = ServiceCredential(
+        service="walks", private_key=service_keys["walks"].private_pem, audience=AUDIENCE
+    )
     service_md = (("authorization", f"Bearer {service.token_for(account)}"),)
-    for call in (stub.UpdateSetting(request, metadata=service_md), stub.GetSetting(settings_pb2.GetSettingRequest(name="settings/notes.format"), metadata=service_md)):
+    for call in (
+        stub.UpdateSetting(request, metadata=service_md),
+        stub.GetSetting(settings_pb2.GetSettingRequest(name="settings/notes.format"), metadata=service_md),
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call
         assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
