@@ -32,6 +32,15 @@ HTTP_STATUS = {
 }
 
 
+_TRANSPORT_MESSAGES = {
+    grpc.StatusCode.UNAVAILABLE: "the service is unavailable; retry later",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "the service did not answer in time",
+    grpc.StatusCode.CANCELLED: "the request was cancelled",
+    grpc.StatusCode.UNIMPLEMENTED: "the service does not implement this method",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "the service is overloaded or the message too large",
+}
+
+
 def http_status(code: grpc.StatusCode) -> int:
     return HTTP_STATUS.get(code, 500)
 
@@ -86,7 +95,10 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> tuple[int, status_pb2.Status]
     except ValueError:
         status = None
     if status is None:
-        status = status_pb2.Status(code=error.code().value[0], message=error.details() or error.code().name)
+        # Not from a FlowPilot service (a transport failure): say what it means,
+        # not the transport's own text, which names internal addresses.
+        message = _TRANSPORT_MESSAGES.get(error.code()) or error.details() or error.code().name
+        status = _status(error.code(), message, reason=error.code().name)
     return http_status(error.code()), status
 
 

@@ -109,10 +109,13 @@ def _set(message: Message, fields: Sequence[descriptor.FieldDescriptor], text: s
             raise bad_request(f"{where}: invalid value {text!r} ({exc})", field=where) from None
         return
     value = _scalar(last, text, where)
-    if last.is_repeated:
-        getattr(target, last.name).append(value)
-    else:
-        setattr(target, last.name, value)
+    try:
+        if last.is_repeated:
+            getattr(target, last.name).append(value)
+        else:
+            setattr(target, last.name, value)
+    except (ValueError, TypeError) as exc:  # e.g. out of the field's integer range
+        raise bad_request(f"{where}: invalid value {text!r} ({exc})", field=where) from None
 
 
 def _present(obj: Any, fields: Sequence[descriptor.FieldDescriptor]) -> Any:

@@ -39,6 +39,8 @@ def _run(connection: Connection) -> None:
         include_name=_include_name,
         compare_server_default=True,
         flowpilot_runtime_role=roles.runtime(schema),
+        flowpilot_owner_role=roles.owner,
+        flowpilot_maintenance_role=roles.maintenance,
     )
     with context.begin_transaction():
         context.run_migrations()

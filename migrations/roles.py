@@ -7,8 +7,10 @@ Runs as an administrator before the migrations, and is idempotent.
 - ``<prefix>_<service>`` is each service's runtime login: NOSUPERUSER,
   NOBYPASSRLS, NOINHERIT, owns nothing, USAGE on its own schema only; table
   privileges are granted by each table's migration.
-- ``<prefix>_maintenance`` (NOLOGIN, non-superuser) will own the narrow
-  SECURITY DEFINER functions that cross tenants (the stale-walk sweep).
+- ``<prefix>_maintenance`` (NOLOGIN, non-superuser, BYPASSRLS) owns the narrow
+  SECURITY DEFINER functions that must see several tenants (the outbox and
+  stale-walk sweeps). It cannot log in and no login is a member of it: the
+  only way to use it is to call those functions, which return account ids.
 - ``tenancy.current_account_id()`` is the fail-closed current account: the
   transaction's ``app.current_account_id`` as a uuid, NULL when unset or
   empty, so a policy comparing against it matches nothing.
@@ -63,7 +65,9 @@ async def bootstrap(conn: AsyncConnection, roles: RoleNames, *, runtime_password
     """Creates or repairs roles, schemas and grants. ``conn`` is an admin's."""
     restricted = "NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION"
     await _ensure_role(conn, roles.owner, f"NOLOGIN {restricted}", None)
-    await _ensure_role(conn, roles.maintenance, f"NOLOGIN {restricted}", None)
+    await _ensure_role(
+        conn, roles.maintenance, "NOLOGIN NOSUPERUSER BYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION", None
+    )
     for schema in SCHEMAS:
         await _ensure_role(conn, roles.runtime(schema), f"LOGIN NOINHERIT {restricted}", runtime_password)
     database = (await conn.execute(text("SELECT current_database()"))).scalar_one()

@@ -18,3 +18,41 @@ def tenant_table(qualified: str, *, privileges: str = "SELECT, INSERT, UPDATE, D
     op.execute(f"ALTER TABLE {qualified} FORCE ROW LEVEL SECURITY")
     op.execute(f"CREATE POLICY tenant_isolation ON {qualified} USING ({policy}) WITH CHECK ({policy})")
     op.execute(f'GRANT {privileges} ON {qualified} TO "{runtime_role()}"')
+
+
+def _opt(name: str) -> str:
+    return str(op.get_context().opts[name])
+
+
+def definer_function(signature: str, definition: str, *, reads: dict[str, str]) -> None:
+    """A SECURITY DEFINER function owned by the maintenance role, callable by
+    the schema's runtime role only. ``reads`` maps each table it reads to the
+    columns it needs; the maintenance role gets exactly those privileges.
+
+    Ownership can only be given to the maintenance role by an administrator,
+    so this steps out of the owner role for the duration.
+    """
+    maintenance, runtime, owner = (
+        _opt("flowpilot_maintenance_role"),
+        runtime_role(),
+        _opt("flowpilot_owner_role"),
+    )
+    schema = signature.split(".", 1)[0]
+    op.execute(f'GRANT USAGE ON SCHEMA {schema} TO "{maintenance}"')
+    for table, columns in reads.items():
+        op.execute(f'GRANT SELECT ({columns}) ON {table} TO "{maintenance}"')
+    op.execute("RESET ROLE")
+    op.execute(f"CREATE FUNCTION {signature} {definition}")
+    op.execute(f'ALTER FUNCTION {signature} OWNER TO "{maintenance}"')
+    op.execute(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
+    op.execute(f'GRANT EXECUTE ON FUNCTION {signature} TO "{runtime}"')
+    op.execute(f'SET ROLE "{owner}"')
+
+
+def drop_definer_function(signature: str, *, reads: dict[str, str]) -> None:
+    maintenance, owner = _opt("flowpilot_maintenance_role"), _opt("flowpilot_owner_role")
+    op.execute("RESET ROLE")
+    op.execute(f"DROP FUNCTION IF EXISTS {signature}")
+    op.execute(f'SET ROLE "{owner}"')
+    for table in reads:
+        op.execute(f'REVOKE ALL ON {table} FROM "{maintenance}"')

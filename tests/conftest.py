@@ -121,12 +121,21 @@ def ai_backend() -> CountingBackend:
 
 @pytest.fixture(scope="session")
 async def sessions_address(
-    database: RunDatabase, keys: Keys, settings_address: str, ai_backend: CountingBackend
+    database: RunDatabase,
+    keys: Keys,
+    settings_address: str,
+    library_address: str,
+    ai_backend: CountingBackend,
+    service_keys: dict[str, Keys],
 ) -> AsyncIterator[str]:
     config = SessionsConfig(
-        **service_config_kwargs(database, keys, "sessions"),
+        **service_config_kwargs(database, keys, "sessions", service_keys),
         settings_address=settings_address,
         settings_cache_seconds=0,
+        library_address=library_address,
+        outbox_poll_seconds=0.2,
+        outbox_base_backoff_seconds=0.05,
+        outbox_max_backoff_seconds=0.3,
     )
     db = Database.connect(config.database_url, pool_size=10)
     server = build_sessions(config, db, ai=AI(ai_backend))
@@ -142,11 +151,17 @@ async def sessions_channel(sessions_address: str) -> AsyncIterator[grpc.aio.Chan
 
 
 @pytest.fixture(scope="session")
-async def gateway_url(settings_address: str, sessions_address: str) -> AsyncIterator[str]:
+async def gateway_url(
+    settings_address: str, sessions_address: str, library_address: str
+) -> AsyncIterator[str]:
     from tests.gateway.harness import serve_gateway
 
-    backends = {"flowpilot.settings.v1": settings_address, "flowpilot.sessions.v1": sessions_address}
-    for name in ("library", "walks"):
+    backends = {
+        "flowpilot.settings.v1": settings_address,
+        "flowpilot.sessions.v1": sessions_address,
+        "flowpilot.library.v1": library_address,
+    }
+    for name in ("walks",):
         backends[f"flowpilot.{name}.v1"] = "127.0.0.1:1"  # not part of these tests
     async with serve_gateway(backends=backends) as url:
         yield url

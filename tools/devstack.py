@@ -32,7 +32,7 @@ from migrations.__main__ import migrate
 from migrations.roles import RoleNames
 from services.core.auth import Role
 from services.core.config import to_asyncpg_url
-from tools.token import DEV_AUDIENCE, DEV_ISSUER, dev_dir, dev_keys, dev_token
+from tools.token import DEV_AUDIENCE, DEV_ISSUER, dev_dir, dev_keys, dev_service_keys, dev_token
 
 DEV_DATABASE = "flowpilot"
 
@@ -157,6 +157,8 @@ def main() -> None:
     password = os.environ.get("FLOWPILOT_DB_RUNTIME_PASSWORD")
     asyncio.run(migrate(admin_url, roles, runtime_password=password))
     _, public_key = dev_keys()
+    service_keys = dev_service_keys([p.name for p in PROCESSES if p.schema])
+    trusted = ";".join(f"{name}={public}" for name, (_, public) in service_keys.items())
     host = os.environ.get("FLOWPILOT_HOST", "127.0.0.1")
     children: list[subprocess.Popen[bytes]] = []
     try:
@@ -174,6 +176,8 @@ def main() -> None:
             }
             if proc.schema:
                 env["FLOWPILOT_DATABASE_URL"] = runtime_url(admin_url, roles.runtime(proc.schema), password)
+                env["FLOWPILOT_SERVICE_PRIVATE_KEY"] = str(service_keys[proc.name][0])
+                env["FLOWPILOT_SERVICE_PUBLIC_KEYS"] = trusted
             children.append(subprocess.Popen([sys.executable, "-m", proc.module], env=env))
             started.append((proc, f"{host}:{proc.port()}"))
         for (proc, address), child in zip(started, children, strict=True):

@@ -39,6 +39,22 @@ def dev_keys() -> tuple[Path, Path]:
     return private, public
 
 
+def dev_service_keys(services: list[str]) -> dict[str, tuple[Path, Path]]:
+    """Each service's own dev signing key pair (private, public), created when missing."""
+    folder = dev_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = {}
+    for service in services:
+        private, public = folder / f"service-{service}-private.pem", folder / f"service-{service}-public.pem"
+        if not private.exists() or not public.exists():
+            private_pem, public_pem = generate_keypair()
+            private.write_text(private_pem)
+            private.chmod(0o600)
+            public.write_text(public_pem)
+        keys[service] = (private, public)
+    return keys
+
+
 def dev_token(
     *,
     role: Role = Role.TEAM_ADMIN,

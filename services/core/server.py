@@ -67,11 +67,13 @@ class GrpcServer:
         domain: str,
         registrations: Sequence[Registration],
         on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+        on_start: Sequence[Callable[[], None]] = (),
         drain_seconds: float = 0.5,
     ) -> None:
         self.config = config
         self._registrations = list(registrations)
         self._on_stop = list(on_stop)
+        self._on_start = list(on_start)
         self._drain_seconds = drain_seconds
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -116,6 +118,8 @@ class GrpcServer:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         for registration in self._registrations:
             await self.health.set(registration.service_name, health_pb2.HealthCheckResponse.SERVING)
+        for begin in self._on_start:
+            begin()  # background work (e.g. outbox delivery) runs beside the server
         log.info("serving", extra={"fields": {"address": f"{self.config.host}:{self.port}"}})
         return self.port
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flowpilot.library.v1 import library_pb2_grpc
 from flowpilot.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from flowpilot.settings.v1 import settings_pb2_grpc
 from pydantic_settings import SettingsConfigDict
@@ -10,7 +11,8 @@ from services.core import clients
 from services.core.ai import AI, make_ai
 from services.core.config import ServiceConfig
 from services.core.db import Database
-from services.core.server import GrpcServer, Registration
+from services.core.server import GrpcServer, Registration, credential_from
+from services.sessions.outbox import OutboxDelivery
 from services.sessions.servicer import SessionsServicer
 
 DOMAIN = "sessions.flowpilot.internal"
@@ -24,18 +26,32 @@ class SessionsConfig(ServiceConfig):
     port: int = 50051
     settings_address: str = "127.0.0.1:50053"
     settings_cache_seconds: float = 10.0
+    library_address: str = "127.0.0.1:50052"
+    outbox_poll_seconds: float = 2.0
+    outbox_base_backoff_seconds: float = 1.0
+    outbox_max_backoff_seconds: float = 300.0
 
 
 def build(config: SessionsConfig, db: Database, *, ai: AI | None = None) -> GrpcServer:
     settings_channel = clients.channel(config.settings_address)
     settings = clients.SettingsReader(
-        settings_pb2_grpc.SettingsServiceStub(settings_channel),
-        ttl_seconds=config.settings_cache_seconds,
+        settings_pb2_grpc.SettingsServiceStub(settings_channel), ttl_seconds=config.settings_cache_seconds
     )
-    servicer = SessionsServicer(db, ai or make_ai(), settings)
+    library_channel = clients.channel(config.library_address)
+    delivery = OutboxDelivery(
+        db,
+        library_pb2_grpc.LibraryServiceStub(library_channel),
+        credential_from(config),
+        poll_seconds=config.outbox_poll_seconds,
+        base_backoff_seconds=config.outbox_base_backoff_seconds,
+        max_backoff_seconds=config.outbox_max_backoff_seconds,
+    )
+    servicer = SessionsServicer(db, ai or make_ai(), settings, outbox=delivery)
 
-    async def close_channel() -> None:
+    async def close() -> None:
+        await delivery.stop()
         await settings_channel.close()
+        await library_channel.close()
 
     return GrpcServer(
         config=config,
@@ -45,5 +61,6 @@ def build(config: SessionsConfig, db: Database, *, ai: AI | None = None) -> Grpc
                 SERVICE_NAME, lambda s: sessions_pb2_grpc.add_SessionsServiceServicer_to_server(servicer, s)
             )
         ],
-        on_stop=[close_channel, db.dispose],
+        on_start=[delivery.start],
+        on_stop=[close, db.dispose],
     )

@@ -19,7 +19,7 @@ from flowpilot.sessions.v1 import sessions_pb2 as pb
 from flowpilot.sessions.v1 import sessions_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core import pagination, validation
+from services.core import names, pagination, validation
 from services.core.ai import AI
 from services.core.auth import current_principal
 from services.core.clients import SettingsReader
@@ -28,6 +28,7 @@ from services.core.errors import Aborted, FailedPrecondition, FieldViolation, In
 from services.sessions import convert, storage
 from services.sessions.convert import FACT, FIX, LANE_ITEM
 from services.sessions.notes import NoteKind, Notes
+from services.sessions.outbox import TOPIC_LIBRARY_DRAFTS, OutboxDelivery, trace_carrier
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -80,11 +81,13 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         ai: AI,
         settings: SettingsReader,
         *,
+        outbox: OutboxDelivery | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._db = db
         self._ai = ai
         self._settings = settings
+        self._outbox = outbox
         self._clock = clock
         self._notes = Notes(db, ai, settings)
 
@@ -468,8 +471,11 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
 
     # --- lifecycle -------------------------------------------------------------------
 
-    async def _transition(self, name: str, status: str, **values: Any) -> pb.Session:
+    async def _transition(
+        self, name: str, status: str, *, draft_scripts: bool = False, **values: Any
+    ) -> pb.Session:
         session_id = convert.session_id(name)
+        queued = False
         async with self._db.transaction() as conn:
             row = await self._session(conn, session_id, lock=True)
             if row.status != "active":
@@ -481,11 +487,52 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
             row = await storage.update_session(
                 conn, session_id, status=status, end_time=self._clock(), **values
             )
+            if draft_scripts:
+                queued = await self._queue_drafts(conn, row)
+        if queued and self._outbox is not None:
+            self._outbox.kick()
         return convert.session(row)
+
+    async def _queue_drafts(self, conn: AsyncConnection, row: Any) -> bool:
+        """Records, in the resolve's transaction, the successful scripts for the library."""
+        scripts = [
+            {
+                "lane_item": names.format_name(LANE_ITEM, session=row.id, lane_item=item["id"]),
+                "script_body": item["script_body"],
+                "language": item["script_language"],
+                "title": item["title"],
+            }
+            for item in row.pending_task_lane
+            if item["kind"] == "script"
+            and item["status"] == "done"
+            and item.get("script_body")
+            and item.get("script_language")
+        ]
+        if not scripts:
+            return False
+        principal = current_principal()
+        await storage.insert_outbox(
+            conn,
+            account_id=principal.account_id,
+            id=uuid.uuid4(),
+            topic=TOPIC_LIBRARY_DRAFTS,
+            dedupe_key=str(row.id),
+            payload={
+                "session": names.format_name(convert.SESSION, session=row.id),
+                "resolved_by": str(principal.user_id),
+                "ticket_ref": row.ticket_ref,
+                "scripts": scripts,
+            },
+            trace=trace_carrier(),
+        )
+        return True
 
     async def ResolveSession(self, request: pb.ResolveSessionRequest, context: Context) -> pb.Session:
         summary = _nonblank(request.summary, "summary")
-        return await self._transition(request.name, "resolved", resolution_summary=summary)
+        auto_draft = bool((await self._settings.values()).get("library.auto_draft_scripts", True))
+        return await self._transition(
+            request.name, "resolved", draft_scripts=auto_draft, resolution_summary=summary
+        )
 
     async def EscalateSession(self, request: pb.EscalateSessionRequest, context: Context) -> pb.Session:
         reason = _nonblank(request.reason, "reason")

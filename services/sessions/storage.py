@@ -16,7 +16,13 @@ from sqlalchemy import Row, and_, func, literal, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.sessions.tables import ai_sessions, note_previews, session_facts, session_suggested_fixes
+from services.sessions.tables import (
+    ai_sessions,
+    note_previews,
+    outbox,
+    session_facts,
+    session_suggested_fixes,
+)
 
 S, F, X, P = ai_sessions, session_facts, session_suggested_fixes, note_previews
 
@@ -206,3 +212,11 @@ async def put_preview(conn: AsyncConnection, **values: Any) -> Row[Any]:
     )
     assert existing is not None
     return existing
+
+
+# --- outbox ---------------------------------------------------------------------
+
+
+async def insert_outbox(conn: AsyncConnection, **values: Any) -> None:
+    """Records work for another service; a repeat (same topic and key) is ignored."""
+    await conn.execute(insert(outbox).values(**values).on_conflict_do_nothing())

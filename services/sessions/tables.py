@@ -178,3 +178,25 @@ note_previews = Table(
     CheckConstraint("kind IN ('resolution_note', 'escalation_package')", name="note_previews_kind"),
     CheckConstraint("format IN ('markdown', 'plain', 'html')", name="note_previews_format"),
 )
+
+# A transactional outbox: work for other services recorded in the same
+# transaction as the change that causes it, delivered later with retries.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("account_id", UUID(as_uuid=True), nullable=False),
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("topic", String(60), nullable=False),
+    Column("dedupe_key", String(200), nullable=False),
+    Column("payload", JSONB, nullable=False),
+    # W3C trace context of the request that recorded it.
+    Column("trace", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("account_id", "id", name="outbox_pkey"),
+    UniqueConstraint("account_id", "topic", "dedupe_key", name="outbox_dedupe_key"),
+    Index("outbox_due", "account_id", "next_attempt_at", postgresql_where=text("delivered_at IS NULL")),
+)

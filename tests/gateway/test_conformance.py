@@ -160,6 +160,7 @@ async def test_custom_method_kind(http: httpx.AsyncClient) -> None:
         ("PUT", "/v1/messages/1", {"json": {"text": "x" * 4000}}, 413, "BODY_TOO_LARGE"),
         ("GET", "/v1/search?color=PURPLE", {}, 400, "INVALID_REQUEST"),
         ("GET", "/v1/search?big=12x", {}, 400, "INVALID_REQUEST"),
+        ("GET", "/v1/search?pageSize=99999999999", {}, 400, "INVALID_REQUEST"),
         ("GET", "/v1/search?exact=maybe", {}, 400, "INVALID_REQUEST"),
         ("GET", "/v1/search?after=yesterday", {}, 400, "INVALID_REQUEST"),
         ("GET", "/v1/messages/1", {"content": b'{"x": 1}'}, 400, "INVALID_REQUEST"),
