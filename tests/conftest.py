@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -20,6 +21,8 @@ from services.library.service import build as build_library
 from services.sessions.service import SessionsConfig
 from services.sessions.service import build as build_sessions
 from services.settings.service import SettingsConfig, build
+from services.walks.service import WalksConfig
+from services.walks.service import build as build_walks
 from tests.support import AUDIENCE, ISSUER, Keys, RunDatabase, private_database
 
 
@@ -152,7 +155,7 @@ async def sessions_channel(sessions_address: str) -> AsyncIterator[grpc.aio.Chan
 
 @pytest.fixture(scope="session")
 async def gateway_url(
-    settings_address: str, sessions_address: str, library_address: str
+    settings_address: str, sessions_address: str, library_address: str, walks_address: str
 ) -> AsyncIterator[str]:
     from tests.gateway.harness import serve_gateway
 
@@ -160,9 +163,8 @@ async def gateway_url(
         "flowpilot.settings.v1": settings_address,
         "flowpilot.sessions.v1": sessions_address,
         "flowpilot.library.v1": library_address,
+        "flowpilot.walks.v1": walks_address,
     }
-    for name in ("walks",):
-        backends[f"flowpilot.{name}.v1"] = "127.0.0.1:1"  # not part of these tests
     async with serve_gateway(backends=backends) as url:
         yield url
 
@@ -186,4 +188,69 @@ async def library_address(
 @pytest.fixture
 async def library_channel(library_address: str) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(library_address) as channel:
+        yield channel
+
+
+class FakeClock:
+    """The clock at the edge: tests move time instead of waiting."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+class SwitchableBackend(OfflineBackend):
+    """Offline, except that a test may put another backend in front."""
+
+    def __init__(self) -> None:
+        self.override: Any = None
+
+    async def build_decision_tree(self, problem, *, tier):  # type: ignore[no-untyped-def]
+        if self.override is not None:
+            return await self.override.build_decision_tree(problem, tier=tier)
+        return await super().build_decision_tree(problem, tier=tier)
+
+
+@pytest.fixture(scope="session")
+def walks_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def walks_backend() -> SwitchableBackend:
+    return SwitchableBackend()
+
+
+@pytest.fixture(scope="session")
+async def walks_address(
+    database: RunDatabase,
+    keys: Keys,
+    settings_address: str,
+    sessions_address: str,
+    service_keys: dict[str, Keys],
+    walks_clock: FakeClock,
+    walks_backend: SwitchableBackend,
+) -> AsyncIterator[str]:
+    config = WalksConfig(
+        **service_config_kwargs(database, keys, "walks", service_keys),
+        settings_address=settings_address,
+        sessions_address=sessions_address,
+        settings_cache_seconds=0,
+        sweep_interval_seconds=3600,
+    )
+    db = Database.connect(config.database_url, pool_size=10)
+    server = build_walks(config, db, ai=AI(walks_backend), clock=walks_clock)
+    port = await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop()
+
+
+@pytest.fixture
+async def walks_channel(walks_address: str) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(walks_address) as channel:
         yield channel

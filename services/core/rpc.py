@@ -41,6 +41,7 @@ Handler = Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Mess
 class MethodRule:
     full_name: str
     minimum_role: Role
+    service_allowed: bool = False
 
 
 def method_rules(service_names: Iterable[str]) -> dict[str, MethodRule]:
@@ -55,7 +56,8 @@ def method_rules(service_names: Iterable[str]) -> dict[str, MethodRule]:
             role = method.GetOptions().Extensions[access_pb2.minimum_role]
             if role == access_pb2.ROLE_UNSPECIFIED:
                 raise RuntimeError(f"{method.full_name} declares no flowpilot.api.v1.minimum_role")
-            rules[f"/{service.full_name}/{method.name}"] = MethodRule(method.full_name, Role(role))
+            allowed = bool(method.GetOptions().Extensions[access_pb2.service_allowed])
+            rules[f"/{service.full_name}/{method.name}"] = MethodRule(method.full_name, Role(role), allowed)
     return rules
 
 
@@ -96,7 +98,8 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
                 header = metadata.get("authorization")
                 principal = verifier.verify_header(header if isinstance(header, str) else None)
                 logs.bind(account_id=str(principal.account_id))  # undone with log_token
-                principal.require(rule.minimum_role)
+                if not (rule.service_allowed and principal.role is Role.SERVICE):
+                    principal.require(rule.minimum_role)
                 found = violations(request)
                 if found:
                     raise InvalidArgument(found)

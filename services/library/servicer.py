@@ -433,5 +433,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
                     created_by=resolved_by,
                     **values,
                 )
-            rows = await storage.drafts_of_session(conn, session_id)
-        return pb.ImportSessionScriptsResponse(draft_templates=[convert.draft(r) for r in rows])
+            rows = {r.source_lane_item_id: r for r in await storage.drafts_of_session(conn, session_id)}
+        # In the order the scripts were given.
+        ordered = [rows[v["source_lane_item_id"]] for v in rows_in if v["source_lane_item_id"] in rows]
+        return pb.ImportSessionScriptsResponse(draft_templates=[convert.draft(r) for r in ordered])

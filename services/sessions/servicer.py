@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 import grpc
 from flowpilot.sessions.v1 import sessions_pb2 as pb
 from flowpilot.sessions.v1 import sessions_pb2_grpc
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core import names, pagination, validation
@@ -24,7 +25,14 @@ from services.core.ai import AI
 from services.core.auth import current_principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
-from services.core.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, not_found
+from services.core.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    not_found,
+)
 from services.sessions import convert, storage
 from services.sessions.convert import FACT, FIX, LANE_ITEM
 from services.sessions.notes import NoteKind, Notes
@@ -119,28 +127,35 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         if request.request_id:
             request_id = convert.parse_id(request.request_id, field="request_id", kind="request id (UUID)")
         async with self._db.transaction() as conn:
+            # Serialise creation per (user, ticket); a retry's request id is
+            # checked under the same lock, so concurrent retries create one.
+            await storage.lock_ticket(conn, user_id=principal.user_id, ticket_ref=ticket_ref)
             if request_id is not None:
                 earlier = await storage.session_by_request_id(conn, request_id)
                 if earlier is not None:
                     return pb.CreateSessionResponse(session=convert.session(earlier))
-            await storage.lock_ticket(conn, user_id=principal.user_id, ticket_ref=ticket_ref)
             if not request.force_new:
                 active = await storage.active_session_for(
                     conn, user_id=principal.user_id, ticket_ref=ticket_ref
                 )
                 if active is not None:
                     return pb.CreateSessionResponse(session=convert.session(active), resumed=True)
-            row = await storage.insert_session(
-                conn,
-                account_id=principal.account_id,
-                id=uuid.uuid4(),
-                ticket_ref=ticket_ref,
-                ticket_kind=kind,
-                title=title,
-                problem=given.problem,
-                created_by=principal.user_id,
-                request_id=request_id,
-            )
+            try:
+                row = await storage.insert_session(
+                    conn,
+                    account_id=principal.account_id,
+                    id=uuid.uuid4(),
+                    ticket_ref=ticket_ref,
+                    ticket_kind=kind,
+                    title=title,
+                    problem=given.problem,
+                    created_by=principal.user_id,
+                    request_id=request_id,
+                )
+            except IntegrityError as exc:  # the request id of another ticket's request
+                raise AlreadyExists(
+                    "request_id was already used for another request", reason="REQUEST_ID_REUSED"
+                ) from exc
         return pb.CreateSessionResponse(session=convert.session(row))
 
     async def GetSession(self, request: pb.GetSessionRequest, context: Context) -> pb.Session:

@@ -50,6 +50,8 @@ def test_there_are_services() -> None:
     assert {s.full_name for s in _services()} >= {
         "flowpilot.settings.v1.SettingsService",
         "flowpilot.sessions.v1.SessionsService",
+        "flowpilot.library.v1.LibraryService",
+        "flowpilot.walks.v1.WalksService",
     }
 
 

@@ -1,0 +1,145 @@
+"""Rows ↔ protobuf messages for walks, names and enum values."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from flowpilot.walks.v1 import walks_pb2 as pb
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.core import names
+from services.core.errors import FieldViolation, InvalidArgument
+from services.walks import trees
+
+FLOW = "flows/{flow}"
+PROPOSAL = "flowProposals/{flow_proposal}"
+WALK = "walks/{walk}"
+
+FLOW_STATUS = {
+    "draft": pb.FLOW_STATUS_DRAFT,
+    "published": pb.FLOW_STATUS_PUBLISHED,
+    "archived": pb.FLOW_STATUS_ARCHIVED,
+}
+PROPOSAL_STATUS = {
+    "pending": pb.PROPOSAL_STATUS_PENDING,
+    "approved": pb.PROPOSAL_STATUS_APPROVED,
+    "rejected": pb.PROPOSAL_STATUS_REJECTED,
+}
+PROPOSAL_SOURCE = {"user": pb.PROPOSAL_SOURCE_USER, "ai_analysis": pb.PROPOSAL_SOURCE_AI_ANALYSIS}
+TICKET_KIND = {"psa": pb.TICKET_KIND_PSA, "internal": pb.TICKET_KIND_INTERNAL}
+WALK_KIND = {
+    "flow": pb.WALK_KIND_FLOW,
+    "proposal": pb.WALK_KIND_PROPOSAL,
+    "adhoc": pb.WALK_KIND_ADHOC,
+    "ai_build": pb.WALK_KIND_AI_BUILD,
+}
+WALK_STATUS = {
+    "active": pb.WALK_STATUS_ACTIVE,
+    "resolved": pb.WALK_STATUS_RESOLVED,
+    "escalated": pb.WALK_STATUS_ESCALATED,
+    "abandoned": pb.WALK_STATUS_ABANDONED,
+}
+CATEGORY = {
+    "flow_exhausted": pb.ESCALATION_CATEGORY_FLOW_EXHAUSTED,
+    "needs_access": pb.ESCALATION_CATEGORY_NEEDS_ACCESS,
+    "needs_expertise": pb.ESCALATION_CATEGORY_NEEDS_EXPERTISE,
+    "customer_request": pb.ESCALATION_CATEGORY_CUSTOMER_REQUEST,
+    "other": pb.ESCALATION_CATEGORY_OTHER,
+}
+
+
+def db(mapping: dict[str, Any], value: int, field: str) -> str:
+    for key, number in mapping.items():
+        if number == value:
+            return key
+    raise InvalidArgument(FieldViolation(field, "is not a valid value"))
+
+
+def parse_id(name: str, pattern: str, field: str) -> uuid.UUID:
+    value = next(iter(names.parse(name, pattern, field=field).values()))
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument(FieldViolation(field, f"is not a valid name of the form {pattern}")) from None
+
+
+def _set_time(message: Any, field: str, value: datetime | str | None) -> None:
+    if value is None:
+        return
+    ts = Timestamp()
+    ts.FromDatetime(datetime.fromisoformat(value) if isinstance(value, str) else value)
+    getattr(message, field).CopyFrom(ts)
+
+
+def flow(row: Any) -> pb.Flow:
+    message = pb.Flow(
+        name=names.format_name(FLOW, flow=row.id),
+        display_name=row.name,
+        description=row.description,
+        tree=trees.to_proto(row.tree),
+        version=row.version,
+        status=FLOW_STATUS[row.status],
+        creator=str(row.created_by),
+        etag=str(row.revision),
+    )
+    _set_time(message, "create_time", row.create_time)
+    _set_time(message, "update_time", row.update_time)
+    return message
+
+
+def proposal(row: Any) -> pb.FlowProposal:
+    message = pb.FlowProposal(
+        name=names.format_name(PROPOSAL, flow_proposal=row.id),
+        display_name=row.name,
+        description=row.description,
+        tree=trees.to_proto(row.tree),
+        source=PROPOSAL_SOURCE[row.source],
+        rationale=row.rationale,
+        status=PROPOSAL_STATUS[row.status],
+        reviewer=str(row.reviewer_id) if row.reviewer_id else "",
+        flow=names.format_name(FLOW, flow=row.flow_id) if row.flow_id else "",
+        creator=str(row.created_by),
+    )
+    _set_time(message, "review_time", row.review_time)
+    _set_time(message, "create_time", row.create_time)
+    return message
+
+
+def walk(row: Any) -> pb.Walk:
+    message = pb.Walk(
+        name=names.format_name(WALK, walk=row.id),
+        ticket_id=row.ticket_id,
+        ticket_kind=TICKET_KIND[row.ticket_kind],
+        kind=WALK_KIND[row.session_kind],
+        flow=names.format_name(FLOW, flow=row.flow_id) if row.flow_id else "",
+        flow_version=row.flow_version or 0,
+        flow_proposal=names.format_name(PROPOSAL, flow_proposal=row.flow_proposal_id)
+        if row.flow_proposal_id
+        else "",
+        current_node=row.current_node_id or "",
+        status=WALK_STATUS[row.status],
+        resolution_notes=row.resolution_notes or "",
+        escalation_reason=row.escalation_reason or "",
+        escalation_category=CATEGORY.get(
+            row.escalation_reason_category or "", pb.ESCALATION_CATEGORY_UNSPECIFIED
+        ),
+        session=f"sessions/{row.escalation_session_id}" if row.escalation_session_id else "",
+        creator=str(row.created_by_user_id),
+    )
+    tree = trees.to_proto(row.tree)
+    if tree is not None:
+        message.tree.CopyFrom(tree)
+    if row.helpful is not None:
+        message.helpful = row.helpful
+    for step in row.walked_path:
+        item = message.path.add(node=step["node"], choice=step["choice"], next=step["next"])
+        _set_time(item, "time", step["time"])
+    for note in row.walk_notes:
+        entry = message.notes.add(node=note.get("node", ""), text=note["text"])
+        _set_time(entry, "time", note["time"])
+    _set_time(message, "start_time", row.started_at)
+    _set_time(message, "last_step_time", row.last_step_at)
+    _set_time(message, "end_time", row.resolved_at)
+    return message

@@ -1,0 +1,76 @@
+"""Assembles the walks service: configuration, database, AI, clients, sweep, server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from flowpilot.sessions.v1 import sessions_pb2_grpc
+from flowpilot.settings.v1 import settings_pb2_grpc
+from flowpilot.walks.v1 import walks_pb2, walks_pb2_grpc
+from pydantic_settings import SettingsConfigDict
+
+from services.core import clients
+from services.core.ai import AI, make_ai
+from services.core.config import ServiceConfig
+from services.core.db import Database
+from services.core.server import GrpcServer, Registration, credential_from
+from services.walks.escalation import SessionsEscalator
+from services.walks.servicer import WalksServicer
+from services.walks.sweep import StaleWalkSweep
+
+DOMAIN = "walks.flowpilot.internal"
+SERVICE_NAME = walks_pb2.DESCRIPTOR.services_by_name["WalksService"].full_name
+
+
+class WalksConfig(ServiceConfig):
+    model_config = SettingsConfigDict(env_prefix="FLOWPILOT_", extra="ignore")
+
+    service_name: str = "walks"
+    port: int = 50054
+    settings_address: str = "127.0.0.1:50053"
+    settings_cache_seconds: float = 10.0
+    sessions_address: str = "127.0.0.1:50051"
+    sweep_interval_seconds: float = 300.0
+
+
+def build(
+    config: WalksConfig,
+    db: Database,
+    *,
+    ai: AI | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> GrpcServer:
+    settings_channel = clients.channel(config.settings_address)
+    sessions_channel = clients.channel(config.sessions_address)
+    settings = clients.SettingsReader(
+        settings_pb2_grpc.SettingsServiceStub(settings_channel), ttl_seconds=config.settings_cache_seconds
+    )
+    sweep = StaleWalkSweep(
+        db, settings, credential_from(config), interval_seconds=config.sweep_interval_seconds, clock=clock
+    )
+    servicer = WalksServicer(
+        db,
+        ai or make_ai(),
+        settings,
+        SessionsEscalator(sessions_pb2_grpc.SessionsServiceStub(sessions_channel)),
+        sweep,
+        clock=clock,
+    )
+
+    async def close() -> None:
+        await sweep.stop()
+        await settings_channel.close()
+        await sessions_channel.close()
+
+    return GrpcServer(
+        config=config,
+        domain=DOMAIN,
+        registrations=[
+            Registration(
+                SERVICE_NAME, lambda s: walks_pb2_grpc.add_WalksServiceServicer_to_server(servicer, s)
+            )
+        ],
+        on_start=[sweep.start],
+        on_stop=[close, db.dispose],
+    )

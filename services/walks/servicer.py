@@ -1,0 +1,499 @@
+"""gRPC surface of the walks service: decode, apply the rules, encode."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeAlias
+
+import grpc
+from flowpilot.walks.v1 import walks_pb2 as pb
+from flowpilot.walks.v1 import walks_pb2_grpc
+from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.core import pagination, validation
+from services.core.ai import AI
+from services.core.auth import current_principal
+from services.core.clients import SettingsReader
+from services.core.db import Database
+from services.core.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, not_found
+from services.walks import convert, storage, trees
+from services.walks.convert import FLOW, PROPOSAL, WALK
+from services.walks.escalation import SessionsEscalator
+from services.walks.sweep import StaleWalkSweep
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+MAX_PATH = 200
+MAX_NOTES = 100
+
+
+def _nonblank(value: str, field: str) -> str:
+    if not value.strip():
+        raise InvalidArgument(FieldViolation(field, "must not be blank"))
+    return value.strip()
+
+
+def _after(token: str, query: str, first: Callable[[str], Any]) -> tuple[Any, uuid.UUID] | None:
+    position = pagination.decode_token(token, query_fingerprint=query)
+    if position is None:
+        return None
+    try:
+        return first(str(position[0])), uuid.UUID(str(position[1]))
+    except (IndexError, ValueError):
+        raise InvalidArgument(FieldViolation("page_token", "is not a page token of this query")) from None
+
+
+def _token(rows: list[Any], limit: int, query: str, key: Callable[[Any], str]) -> str:
+    if len(rows) <= limit:
+        return ""
+    last = rows[limit - 1]
+    return pagination.encode_token([key(last), str(last.id)], query_fingerprint=query)
+
+
+class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
+    def __init__(
+        self,
+        db: Database,
+        ai: AI,
+        settings: SettingsReader,
+        escalator: SessionsEscalator,
+        sweep: StaleWalkSweep,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._db = db
+        self._ai = ai
+        self._settings = settings
+        self._escalator = escalator
+        self._sweep = sweep
+        self._clock = clock
+
+    # --- flows -----------------------------------------------------------------------
+
+    async def _flow(
+        self, conn: AsyncConnection, name: str, *, lock: bool = False, field: str = "name"
+    ) -> Any:
+        row = await storage.get_flow(conn, convert.parse_id(name, FLOW, field), lock=lock)
+        if row is None:
+            raise not_found("flow", name)
+        return row
+
+    async def CreateFlow(self, request: pb.CreateFlowRequest, context: Context) -> pb.Flow:
+        principal = current_principal()
+        tree = trees.from_proto(request.flow.tree, prefix="flow.tree")
+        async with self._db.transaction() as conn:
+            row = await storage.insert_flow(
+                conn,
+                account_id=principal.account_id,
+                id=uuid.uuid4(),
+                name=_nonblank(request.flow.display_name, "flow.display_name"),
+                description=request.flow.description,
+                tree=tree,
+                created_by=principal.user_id,
+            )
+        return convert.flow(row)
+
+    async def GetFlow(self, request: pb.GetFlowRequest, context: Context) -> pb.Flow:
+        async with self._db.transaction() as conn:
+            return convert.flow(await self._flow(conn, request.name))
+
+    async def ListFlows(self, request: pb.ListFlowsRequest, context: Context) -> pb.ListFlowsResponse:
+        limit = pagination.page_size(request.page_size)
+        status = convert.db(convert.FLOW_STATUS, request.status, "status") if request.status else None
+        query = pagination.fingerprint(current_principal().account_id, {"flows": status})
+        after = _after(request.page_token, query, str)
+        async with self._db.transaction() as conn:
+            rows = list(await storage.list_flows(conn, status=status, after=after, limit=limit + 1))
+        return pb.ListFlowsResponse(
+            flows=[convert.flow(r) for r in rows[:limit]],
+            next_page_token=_token(rows, limit, query, lambda r: r.name),
+        )
+
+    async def UpdateFlow(self, request: pb.UpdateFlowRequest, context: Context) -> pb.Flow:
+        given = request.flow
+        allowed = {"display_name", "description", "tree"}
+        paths = validation.update_paths(
+            given, request.update_mask.paths, allowed=allowed, default=allowed, prefix="flow"
+        )
+        values: dict[str, Any] = {}
+        if "display_name" in paths:
+            values["name"] = _nonblank(given.display_name, "flow.display_name")
+        if "description" in paths:
+            values["description"] = given.description
+        if "tree" in paths:
+            values["tree"] = trees.from_proto(given.tree, prefix="flow.tree")
+        async with self._db.transaction() as conn:
+            row = await self._flow(conn, given.name, lock=True, field="flow.name")
+            if given.etag and given.etag != str(row.revision):
+                raise Aborted("flow changed since it was read; read it again", reason="ETAG_MISMATCH")
+            if row.status == "archived":
+                raise FailedPrecondition("archived flows cannot change", reason="FLOW_ARCHIVED")
+            if "tree" in values and values["tree"] != row.tree:
+                values["version"] = row.version + 1
+            row = await storage.update_flow(conn, row.id, **values)
+        return convert.flow(row)
+
+    async def PublishFlow(self, request: pb.PublishFlowRequest, context: Context) -> pb.Flow:
+        async with self._db.transaction() as conn:
+            row = await self._flow(conn, request.name, lock=True)
+            if row.status == "archived":
+                raise FailedPrecondition("archived flows cannot be published", reason="FLOW_ARCHIVED")
+            row = await storage.update_flow(conn, row.id, status="published")
+        return convert.flow(row)
+
+    async def ArchiveFlow(self, request: pb.ArchiveFlowRequest, context: Context) -> pb.Flow:
+        async with self._db.transaction() as conn:
+            row = await self._flow(conn, request.name, lock=True)
+            row = await storage.update_flow(conn, row.id, status="archived")
+        return convert.flow(row)
+
+    # --- proposals ---------------------------------------------------------------------
+
+    async def _proposal(
+        self, conn: AsyncConnection, name: str, *, lock: bool = False, field: str = "name"
+    ) -> Any:
+        row = await storage.get_proposal(conn, convert.parse_id(name, PROPOSAL, field), lock=lock)
+        if row is None:
+            raise not_found("flow proposal", name)
+        return row
+
+    async def CreateFlowProposal(
+        self, request: pb.CreateFlowProposalRequest, context: Context
+    ) -> pb.FlowProposal:
+        principal = current_principal()
+        given = request.flow_proposal
+        tree = trees.from_proto(given.tree, prefix="flow_proposal.tree")
+        async with self._db.transaction() as conn:
+            row = await storage.insert_proposal(
+                conn,
+                account_id=principal.account_id,
+                id=uuid.uuid4(),
+                name=_nonblank(given.display_name, "flow_proposal.display_name"),
+                description=given.description,
+                tree=tree,
+                source=convert.db(convert.PROPOSAL_SOURCE, given.source, "flow_proposal.source"),
+                rationale=given.rationale,
+                created_by=principal.user_id,
+            )
+        return convert.proposal(row)
+
+    async def GetFlowProposal(self, request: pb.GetFlowProposalRequest, context: Context) -> pb.FlowProposal:
+        async with self._db.transaction() as conn:
+            return convert.proposal(await self._proposal(conn, request.name))
+
+    async def ListFlowProposals(
+        self, request: pb.ListFlowProposalsRequest, context: Context
+    ) -> pb.ListFlowProposalsResponse:
+        limit = pagination.page_size(request.page_size)
+        status = convert.db(convert.PROPOSAL_STATUS, request.status, "status") if request.status else None
+        query = pagination.fingerprint(current_principal().account_id, {"proposals": status})
+        after = _after(request.page_token, query, datetime.fromisoformat)
+        async with self._db.transaction() as conn:
+            rows = list(await storage.list_proposals(conn, status=status, after=after, limit=limit + 1))
+        return pb.ListFlowProposalsResponse(
+            flow_proposals=[convert.proposal(r) for r in rows[:limit]],
+            next_page_token=_token(rows, limit, query, lambda r: r.create_time.isoformat()),
+        )
+
+    async def _review(self, conn: AsyncConnection, name: str) -> Any:
+        row = await self._proposal(conn, name, lock=True)
+        if row.status != "pending":
+            raise FailedPrecondition(
+                f"proposal is {row.status}; only pending ones can be reviewed", reason="PROPOSAL_NOT_PENDING"
+            )
+        return row
+
+    async def ApproveFlowProposal(
+        self, request: pb.ApproveFlowProposalRequest, context: Context
+    ) -> pb.ApproveFlowProposalResponse:
+        principal = current_principal()
+        async with self._db.transaction() as conn:
+            row = await self._review(conn, request.name)
+            flow = await storage.insert_flow(
+                conn,
+                account_id=principal.account_id,
+                id=uuid.uuid4(),
+                name=row.name,
+                description=row.description,
+                tree=row.tree,
+                status="published",
+                created_by=principal.user_id,
+            )
+            row = await storage.update_proposal(
+                conn,
+                row.id,
+                status="approved",
+                reviewer_id=principal.user_id,
+                review_time=func.now(),
+                flow_id=flow.id,
+            )
+        return pb.ApproveFlowProposalResponse(flow_proposal=convert.proposal(row), flow=convert.flow(flow))
+
+    async def RejectFlowProposal(
+        self, request: pb.RejectFlowProposalRequest, context: Context
+    ) -> pb.FlowProposal:
+        principal = current_principal()
+        async with self._db.transaction() as conn:
+            row = await self._review(conn, request.name)
+            row = await storage.update_proposal(
+                conn, row.id, status="rejected", reviewer_id=principal.user_id, review_time=func.now()
+            )
+        return convert.proposal(row)
+
+    # --- walks ---------------------------------------------------------------------------
+
+    async def _ai_tree(self, problem: str) -> dict[str, Any]:
+        """A valid tree from the AI: one retry on an unusable answer, then an error."""
+        prefs = await self._settings.preferences()
+        last = ""
+        for _ in range(2):
+            try:
+                built = await self._ai.build_decision_tree(problem, prefs)
+            except FailedPrecondition as exc:
+                last = exc.message
+                continue
+            tree = trees.from_ai(built)
+            found = trees.problems(tree)
+            if not found:
+                return tree
+            last = "; ".join(f"{path}: {text}" for path, text in found[:3])
+        raise FailedPrecondition(
+            f"the AI could not build a valid decision tree ({last})", reason="AI_TREE_INVALID"
+        )
+
+    async def StartWalk(self, request: pb.StartWalkRequest, context: Context) -> pb.StartWalkResponse:
+        principal = current_principal()
+        ticket = _nonblank(request.ticket_id, "ticket_id")
+        ticket_kind = convert.db(convert.TICKET_KIND, request.ticket_kind, "ticket_kind")
+        kind = convert.db(convert.WALK_KIND, request.kind, "kind")
+        target: dict[str, Any] = {"flow_id": None, "flow_proposal_id": None}
+        for field, needed in (("flow", kind == "flow"), ("flow_proposal", kind == "proposal")):
+            given = getattr(request, field)
+            if needed and not given:
+                raise InvalidArgument(FieldViolation(field, f"is required for a {kind} walk"))
+            if given and not needed:
+                raise InvalidArgument(FieldViolation(field, f"must be empty for a {kind} walk"))
+        if kind == "ai_build":
+            _nonblank(request.problem, "problem")
+        elif request.problem:
+            raise InvalidArgument(FieldViolation("problem", "is only for AI-built walks"))
+        async with self._db.transaction() as conn:
+            await storage.lock_ticket(conn, user_id=principal.user_id, ticket_id=ticket)
+            if not request.force_new:
+                active = await storage.active_walk_for(conn, user_id=principal.user_id, ticket_id=ticket)
+                if active is not None:
+                    return pb.StartWalkResponse(walk=convert.walk(active), resumed=True)
+            tree, version = None, None
+            if kind == "flow":
+                flow = await self._flow(conn, request.flow, field="flow")
+                if flow.status != "published":
+                    raise FailedPrecondition(
+                        f"flow is {flow.status}; only published flows can be walked",
+                        reason="FLOW_NOT_PUBLISHED",
+                    )
+                tree, version, target["flow_id"] = flow.tree, flow.version, flow.id
+            elif kind == "proposal":
+                proposal = await self._proposal(conn, request.flow_proposal, field="flow_proposal")
+                tree, target["flow_proposal_id"] = proposal.tree, proposal.id
+        if kind == "ai_build":
+            tree = await self._ai_tree(request.problem)  # outside any transaction
+        now = self._clock()
+        async with self._db.transaction() as conn:
+            if kind == "ai_build" and not request.force_new:
+                # Re-check after the model call: another start may have won meanwhile.
+                await storage.lock_ticket(conn, user_id=principal.user_id, ticket_id=ticket)
+                active = await storage.active_walk_for(conn, user_id=principal.user_id, ticket_id=ticket)
+                if active is not None:
+                    return pb.StartWalkResponse(walk=convert.walk(active), resumed=True)
+            row = await storage.insert_walk(
+                conn,
+                account_id=principal.account_id,
+                id=uuid.uuid4(),
+                created_by_user_id=principal.user_id,
+                acting_as=request.acting_as or None,
+                ticket_id=ticket,
+                ticket_kind=ticket_kind,
+                session_kind=kind,
+                tree=tree,
+                flow_version=version,
+                current_node_id=tree["root"] if tree else None,
+                started_at=now,
+                last_step_at=now,
+                **target,
+            )
+        return pb.StartWalkResponse(walk=convert.walk(row))
+
+    async def _walk(self, conn: AsyncConnection, name: str, *, lock: bool = False) -> Any:
+        row = await storage.get_walk(conn, convert.parse_id(name, WALK, "name"), lock=lock)
+        if row is None:
+            raise not_found("walk", name)
+        return row
+
+    async def _active(self, conn: AsyncConnection, name: str) -> Any:
+        row = await self._walk(conn, name, lock=True)
+        if row.status != "active":
+            raise FailedPrecondition(
+                f"walk is {row.status}; only active walks change",
+                reason="WALK_NOT_ACTIVE",
+                metadata={"status": row.status},
+            )
+        return row
+
+    async def GetWalk(self, request: pb.GetWalkRequest, context: Context) -> pb.Walk:
+        async with self._db.transaction() as conn:
+            return convert.walk(await self._walk(conn, request.name))
+
+    async def ListWalks(self, request: pb.ListWalksRequest, context: Context) -> pb.ListWalksResponse:
+        limit = pagination.page_size(request.page_size)
+        status = convert.db(convert.WALK_STATUS, request.status, "status") if request.status else None
+        kind = convert.db(convert.WALK_KIND, request.kind, "kind") if request.kind else None
+        query = pagination.fingerprint(
+            current_principal().account_id, {"s": status, "t": request.ticket_id, "k": kind}
+        )
+        after = _after(request.page_token, query, datetime.fromisoformat)
+        async with self._db.transaction() as conn:
+            rows = list(
+                await storage.list_walks(
+                    conn,
+                    status=status,
+                    ticket_id=request.ticket_id or None,
+                    kind=kind,
+                    after=after,
+                    limit=limit + 1,
+                )
+            )
+        return pb.ListWalksResponse(
+            walks=[convert.walk(r) for r in rows[:limit]],
+            next_page_token=_token(rows, limit, query, lambda r: r.started_at.isoformat()),
+        )
+
+    async def AdvanceWalk(self, request: pb.AdvanceWalkRequest, context: Context) -> pb.Walk:
+        async with self._db.transaction() as conn:
+            row = await self._active(conn, request.name)
+            if row.tree is None:
+                raise FailedPrecondition("an ad-hoc walk has no tree to advance in", reason="NO_TREE")
+            node = trees.node(row.tree, row.current_node_id)
+            options = node.get("options", [])
+            if not options:
+                raise FailedPrecondition(
+                    f"node {node['id']!r} is a {node['kind']}: resolve or escalate", reason="TERMINAL_NODE"
+                )
+            option = next((o for o in options if o["label"] == request.choice), None)
+            if option is None:
+                labels = ", ".join(repr(o["label"]) for o in options)
+                raise InvalidArgument(
+                    FieldViolation(
+                        "choice", f"node {node['id']!r} has no option {request.choice!r}; options: {labels}"
+                    )
+                )
+            if len(row.walked_path) >= MAX_PATH:
+                raise FailedPrecondition(f"a walk takes at most {MAX_PATH} steps", reason="PATH_FULL")
+            now = self._clock()
+            step = {
+                "node": node["id"],
+                "choice": option["label"],
+                "next": option["next"],
+                "time": now.isoformat(),
+            }
+            row = await storage.update_walk(
+                conn,
+                row.id,
+                walked_path=[*row.walked_path, step],
+                current_node_id=option["next"],
+                last_step_at=now,
+            )
+        return convert.walk(row)
+
+    async def StepBackWalk(self, request: pb.StepBackWalkRequest, context: Context) -> pb.Walk:
+        async with self._db.transaction() as conn:
+            row = await self._active(conn, request.name)
+            if not row.walked_path:
+                raise FailedPrecondition("the walk is at its first node", reason="AT_ROOT")
+            last = row.walked_path[-1]
+            row = await storage.update_walk(
+                conn,
+                row.id,
+                walked_path=row.walked_path[:-1],
+                current_node_id=last["node"],
+                last_step_at=self._clock(),
+            )
+        return convert.walk(row)
+
+    async def AddWalkNote(self, request: pb.AddWalkNoteRequest, context: Context) -> pb.Walk:
+        text = _nonblank(request.text, "text")
+        async with self._db.transaction() as conn:
+            row = await self._active(conn, request.name)
+            if len(row.walk_notes) >= MAX_NOTES:
+                raise FailedPrecondition(f"a walk holds at most {MAX_NOTES} notes", reason="NOTES_FULL")
+            now = self._clock()
+            note = {
+                "node": row.current_node_id or "",
+                "text": text,
+                "time": now.isoformat(),
+                "author": str(current_principal().user_id),
+            }
+            row = await storage.update_walk(
+                conn, row.id, walk_notes=[*row.walk_notes, note], last_step_at=now
+            )
+        return convert.walk(row)
+
+    async def ResolveWalk(self, request: pb.ResolveWalkRequest, context: Context) -> pb.Walk:
+        notes = _nonblank(request.resolution_notes, "resolution_notes")
+        async with self._db.transaction() as conn:
+            row = await self._active(conn, request.name)
+            now = self._clock()
+            row = await storage.update_walk(
+                conn,
+                row.id,
+                status="resolved",
+                resolution_notes=notes,
+                helpful=request.helpful if request.HasField("helpful") else None,
+                resolved_at=now,
+                last_step_at=now,
+            )
+        return convert.walk(row)
+
+    async def EscalateWalk(self, request: pb.EscalateWalkRequest, context: Context) -> pb.Walk:
+        reason = _nonblank(request.reason, "reason")
+        category = convert.db(convert.CATEGORY, request.category, "category")
+        # The walk row stays locked across the call to the sessions service, so
+        # concurrent escalations of one walk run one after the other: the
+        # second finds the walk escalated and returns it. The call is bounded
+        # by its timeout; if it fails, nothing here changes.
+        async with self._db.transaction() as conn:
+            row = await self._walk(conn, request.name, lock=True)
+            if row.status == "escalated" and row.escalation_session_id is not None:
+                return convert.walk(row)  # a retry: the session exists and is linked
+            if row.status != "active":
+                raise FailedPrecondition(
+                    f"walk is {row.status}; only active walks change", reason="WALK_NOT_ACTIVE"
+                )
+            session_id = await self._escalator.escalate(row, reason=reason, category=category)
+            now = self._clock()
+            row = await storage.update_walk(
+                conn,
+                row.id,
+                status="escalated",
+                escalation_reason=reason,
+                escalation_reason_category=category,
+                escalation_session_id=session_id,
+                resolved_at=now,
+                last_step_at=now,
+            )
+        return convert.walk(row)
+
+    async def AbandonWalk(self, request: pb.AbandonWalkRequest, context: Context) -> pb.Walk:
+        async with self._db.transaction() as conn:
+            row = await self._active(conn, request.name)
+            now = self._clock()
+            row = await storage.update_walk(conn, row.id, status="abandoned", resolved_at=now)
+        return convert.walk(row)
+
+    async def SweepStaleWalks(
+        self, request: pb.SweepStaleWalksRequest, context: Context
+    ) -> pb.SweepStaleWalksResponse:
+        abandoned, hours = await self._sweep.sweep_account(current_principal())
+        return pb.SweepStaleWalksResponse(abandoned=abandoned, stale_after_hours=hours)

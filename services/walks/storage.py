@@ -1,0 +1,135 @@
+"""SQL for flows, proposals and walks. Functions take the RPC's connection
+(tenant already set) and never commit."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, func, literal, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.walks.tables import flow_proposals, flows, l1_walk_sessions
+
+F, P, W = flows, flow_proposals, l1_walk_sessions
+
+
+async def insert_flow(conn: AsyncConnection, **values: Any) -> Row[Any]:
+    return (await conn.execute(insert(F).values(**values).returning(F))).one()
+
+
+async def get_flow(conn: AsyncConnection, flow_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
+    query = select(F).where(F.c.id == flow_id)
+    return (await conn.execute(query.with_for_update() if lock else query)).first()
+
+
+async def update_flow(conn: AsyncConnection, flow_id: uuid.UUID, **values: Any) -> Row[Any]:
+    values.update(revision=F.c.revision + 1, update_time=func.now())
+    return (await conn.execute(update(F).where(F.c.id == flow_id).values(**values).returning(F))).one()
+
+
+async def list_flows(
+    conn: AsyncConnection, *, status: str | None, after: tuple[str, uuid.UUID] | None, limit: int
+) -> Sequence[Row[Any]]:
+    query = select(F).order_by(F.c.name, F.c.id).limit(limit)
+    if status:
+        query = query.where(F.c.status == status)
+    if after:
+        query = query.where(tuple_(F.c.name, F.c.id) > tuple_(literal(after[0]), literal(after[1])))
+    return (await conn.execute(query)).all()
+
+
+async def insert_proposal(conn: AsyncConnection, **values: Any) -> Row[Any]:
+    return (await conn.execute(insert(P).values(**values).returning(P))).one()
+
+
+async def get_proposal(
+    conn: AsyncConnection, proposal_id: uuid.UUID, *, lock: bool = False
+) -> Row[Any] | None:
+    query = select(P).where(P.c.id == proposal_id)
+    return (await conn.execute(query.with_for_update() if lock else query)).first()
+
+
+async def update_proposal(conn: AsyncConnection, proposal_id: uuid.UUID, **values: Any) -> Row[Any]:
+    return (await conn.execute(update(P).where(P.c.id == proposal_id).values(**values).returning(P))).one()
+
+
+async def list_proposals(
+    conn: AsyncConnection, *, status: str | None, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> Sequence[Row[Any]]:
+    query = select(P).order_by(P.c.create_time.desc(), P.c.id.desc()).limit(limit)
+    if status:
+        query = query.where(P.c.status == status)
+    if after:
+        query = query.where(tuple_(P.c.create_time, P.c.id) < tuple_(literal(after[0]), literal(after[1])))
+    return (await conn.execute(query)).all()
+
+
+async def lock_ticket(conn: AsyncConnection, *, user_id: uuid.UUID, ticket_id: str) -> None:
+    await conn.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+        {"k": f"walk-start:{user_id}:{ticket_id}"},
+    )
+
+
+async def active_walk_for(conn: AsyncConnection, *, user_id: uuid.UUID, ticket_id: str) -> Row[Any] | None:
+    query = (
+        select(W)
+        .where(W.c.created_by_user_id == user_id, W.c.ticket_id == ticket_id, W.c.status == "active")
+        .order_by(W.c.started_at.desc())
+        .limit(1)
+    )
+    return (await conn.execute(query)).first()
+
+
+async def insert_walk(conn: AsyncConnection, **values: Any) -> Row[Any]:
+    return (await conn.execute(insert(W).values(**values).returning(W))).one()
+
+
+async def get_walk(conn: AsyncConnection, walk_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
+    query = select(W).where(W.c.id == walk_id)
+    return (await conn.execute(query.with_for_update() if lock else query)).first()
+
+
+async def update_walk(conn: AsyncConnection, walk_id: uuid.UUID, **values: Any) -> Row[Any]:
+    return (await conn.execute(update(W).where(W.c.id == walk_id).values(**values).returning(W))).one()
+
+
+async def list_walks(
+    conn: AsyncConnection,
+    *,
+    status: str | None,
+    ticket_id: str | None,
+    kind: str | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> Sequence[Row[Any]]:
+    query = select(W).order_by(W.c.started_at.desc(), W.c.id.desc()).limit(limit)
+    if status:
+        query = query.where(W.c.status == status)
+    if ticket_id:
+        query = query.where(W.c.ticket_id == ticket_id)
+    if kind:
+        query = query.where(W.c.session_kind == kind)
+    if after:
+        query = query.where(tuple_(W.c.started_at, W.c.id) < tuple_(literal(after[0]), literal(after[1])))
+    return (await conn.execute(query)).all()
+
+
+async def abandon_stale(conn: AsyncConnection, *, before: datetime, now: datetime) -> int:
+    """Abandons the account's active walks whose last step is before ``before``."""
+    result = await conn.execute(
+        update(W)
+        .where(W.c.status == "active", W.c.last_step_at < before)
+        .values(status="abandoned", resolved_at=now)
+        .returning(W.c.id)
+    )
+    return len(result.all())
+
+
+async def accounts_with_active_walks(conn: AsyncConnection, limit: int = 10_000) -> list[uuid.UUID]:
+    rows = await conn.execute(text("SELECT * FROM walks.accounts_with_active_walks(:n)"), {"n": limit})
+    return list(rows.scalars().all())

@@ -1,0 +1,94 @@
+"""The stale-walk sweep: active walks with no step for the account's
+``walks.stale_after_hours`` are abandoned.
+
+It never uses a BYPASSRLS login: the accounts to look at come from
+``walks.accounts_with_active_walks`` (a narrow SECURITY DEFINER function that
+returns account ids only); each account is then swept under its own RLS,
+acting as the walks service for that account (a short-lived service token,
+used to read the account's setting from the settings service).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from services.core.auth import Principal, ServiceCredential, bind_principal, unbind_principal
+from services.core.clients import SettingsReader
+from services.core.db import Database
+from services.walks import storage
+
+log = logging.getLogger("flowpilot.walks.sweep")
+DEFAULT_HOURS = 4
+
+
+class StaleWalkSweep:
+    def __init__(
+        self,
+        db: Database,
+        settings: SettingsReader,
+        credential: ServiceCredential | None,
+        *,
+        interval_seconds: float = 300.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._credential = credential
+        self._interval = interval_seconds
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+
+    async def sweep_account(self, principal: Principal) -> tuple[int, int]:
+        """(walks abandoned, hours used) for the principal's account."""
+        token = bind_principal(principal)
+        try:
+            hours = int((await self._settings.values()).get("walks.stale_after_hours", DEFAULT_HOURS))
+        finally:
+            unbind_principal(token)
+        now = self._clock()
+        async with self._db.transaction(principal.account_id) as conn:
+            abandoned = await storage.abandon_stale(conn, before=now - timedelta(hours=hours), now=now)
+        if abandoned:
+            log.info(
+                "abandoned stale walks",
+                extra={"fields": {"account_id": str(principal.account_id), "count": abandoned}},
+            )
+        return abandoned, hours
+
+    async def sweep_all(self) -> int:
+        assert self._credential is not None
+        async with self._db.engine.connect() as conn:
+            accounts = await storage.accounts_with_active_walks(conn)
+        total = 0
+        for account in accounts:
+            try:
+                total += (await self.sweep_account(self._credential.principal_for(account)))[0]
+            except Exception:  # one account's failure must not stop the others
+                log.exception("sweep failed for an account", extra={"fields": {"account_id": str(account)}})
+        return total
+
+    def start(self) -> None:
+        if self._credential is None:
+            log.warning(
+                "no service key (FLOWPILOT_SERVICE_PRIVATE_KEY): the periodic stale-walk sweep is off"
+            )
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="stale-walk-sweep")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.sweep_all()
+            except Exception:
+                log.exception("stale-walk sweep failed")

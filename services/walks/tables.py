@@ -1,0 +1,148 @@
+"""Tables of the ``walks`` schema (declared once; migrations match them).
+
+``l1_walk_sessions`` keeps the reference model's columns and CHECK rules. Its
+trap — ``flow_id ON DELETE SET NULL`` would leave a ``flow`` walk violating
+the target-consistency CHECK — is resolved by never deleting flows (they are
+archived) and making the foreign keys RESTRICT, so the database refuses the
+delete outright instead of failing on the CHECK.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = MetaData(schema="walks")
+
+flows = Table(
+    "flows",
+    metadata,
+    Column("account_id", UUID(as_uuid=True), nullable=False),
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False, server_default=text("''")),
+    Column("tree", JSONB, nullable=False),
+    Column("version", Integer, nullable=False, server_default=text("1")),
+    Column("status", String(20), nullable=False, server_default=text("'draft'")),
+    Column("created_by", UUID(as_uuid=True), nullable=False),
+    Column("revision", Integer, nullable=False, server_default=text("1")),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("update_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("account_id", "id", name="flows_pkey"),
+    CheckConstraint("status IN ('draft', 'published', 'archived')", name="flows_status"),
+    Index("flows_by_name", "account_id", "name", "id"),
+)
+
+flow_proposals = Table(
+    "flow_proposals",
+    metadata,
+    Column("account_id", UUID(as_uuid=True), nullable=False),
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False, server_default=text("''")),
+    Column("tree", JSONB, nullable=False),
+    Column("source", String(20), nullable=False),
+    Column("rationale", Text, nullable=False, server_default=text("''")),
+    Column("status", String(20), nullable=False, server_default=text("'pending'")),
+    Column("reviewer_id", UUID(as_uuid=True), nullable=True),
+    Column("review_time", DateTime(timezone=True), nullable=True),
+    Column("flow_id", UUID(as_uuid=True), nullable=True),
+    Column("created_by", UUID(as_uuid=True), nullable=False),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("account_id", "id", name="flow_proposals_pkey"),
+    ForeignKeyConstraint(
+        ["account_id", "flow_id"],
+        ["walks.flows.account_id", "walks.flows.id"],
+        name="flow_proposals_flow_fkey",
+        ondelete="RESTRICT",
+    ),
+    CheckConstraint("source IN ('user', 'ai_analysis')", name="flow_proposals_source"),
+    CheckConstraint("status IN ('pending', 'approved', 'rejected')", name="flow_proposals_status"),
+    Index("flow_proposals_recent", "account_id", text("create_time DESC"), text("id DESC")),
+)
+
+l1_walk_sessions = Table(
+    "l1_walk_sessions",
+    metadata,
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("account_id", UUID(as_uuid=True), nullable=False),
+    Column("created_by_user_id", UUID(as_uuid=True), nullable=False),
+    Column("acting_as", String(30), nullable=True),
+    Column("ticket_id", String(64), nullable=False),
+    Column("ticket_kind", String(10), nullable=False),
+    Column("session_kind", String(20), nullable=False),
+    Column("flow_id", UUID(as_uuid=True), nullable=True),
+    Column("flow_proposal_id", UUID(as_uuid=True), nullable=True),
+    # Beyond the reference model: the tree walked (a snapshot, so a flow's
+    # new version never changes a walk in progress), its version, and the
+    # session an escalation created.
+    Column("tree", JSONB, nullable=True),
+    Column("flow_version", Integer, nullable=True),
+    Column("escalation_session_id", UUID(as_uuid=True), nullable=True),
+    Column("current_node_id", String(100), nullable=True),
+    Column("walked_path", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("walk_notes", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("status", String(20), nullable=False, server_default=text("'active'")),
+    Column("resolution_notes", Text, nullable=True),
+    Column("helpful", Boolean, nullable=True),
+    Column("escalation_reason", Text, nullable=True),
+    Column("escalation_reason_category", String(30), nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("last_step_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("account_id", "id", name="l1_walk_sessions_pkey"),
+    ForeignKeyConstraint(
+        ["account_id", "flow_id"],
+        ["walks.flows.account_id", "walks.flows.id"],
+        name="l1_walk_sessions_flow_fkey",
+        ondelete="RESTRICT",
+    ),
+    ForeignKeyConstraint(
+        ["account_id", "flow_proposal_id"],
+        ["walks.flow_proposals.account_id", "walks.flow_proposals.id"],
+        name="l1_walk_sessions_flow_proposal_fkey",
+        ondelete="RESTRICT",
+    ),
+    CheckConstraint("ticket_kind IN ('psa', 'internal')", name="ck_l1_walk_sessions_ticket_kind"),
+    CheckConstraint(
+        "session_kind IN ('flow', 'proposal', 'adhoc', 'ai_build')", name="ck_l1_walk_sessions_session_kind"
+    ),
+    CheckConstraint(
+        "status IN ('active', 'resolved', 'escalated', 'abandoned')", name="ck_l1_walk_sessions_status"
+    ),
+    CheckConstraint(
+        "(session_kind = 'flow' AND flow_id IS NOT NULL AND flow_proposal_id IS NULL) "
+        "OR (session_kind = 'proposal' AND flow_proposal_id IS NOT NULL AND flow_id IS NULL) "
+        "OR (session_kind IN ('adhoc', 'ai_build') AND flow_id IS NULL AND flow_proposal_id IS NULL)",
+        name="ck_l1_walk_sessions_target_consistency",
+    ),
+    Index(
+        "l1_walk_sessions_active_by_last_step",
+        "account_id",
+        "last_step_at",
+        postgresql_where=text("status = 'active'"),
+    ),
+    Index("l1_walk_sessions_by_ticket", "account_id", "ticket_id", text("started_at DESC")),
+    Index("l1_walk_sessions_recent", "account_id", text("started_at DESC"), text("id DESC")),
+    Index(
+        "l1_walk_sessions_active_by_user_ticket",
+        "account_id",
+        "created_by_user_id",
+        "ticket_id",
+        postgresql_where=text("status = 'active'"),
+    ),
+)
