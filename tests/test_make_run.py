@@ -51,7 +51,10 @@ def test_make_run_from_scratch(tmp_path: Path) -> None:
             time.sleep(0.5)
         for name in ("sessions", "library", "settings", "walks"):
             reflected = subprocess.run(
-                [binary(), "-plaintext", f"127.0.0.1:{ports[name]}", "list"], capture_output=True, text=True, timeout=30
+                [binary(), "-plaintext", f"127.0.0.1:{ports[name]}", "list"],
+                capture_output=True,
+                text=True,
+                timeout=30,
             )
             assert f"flowpilot.{name}.v1." in reflected.stdout, (name, reflected.stderr)
         settings = f"127.0.0.1:{ports['settings']}"
