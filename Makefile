@@ -59,5 +59,10 @@ $(BUF): tools/node/package.json tools/node/package-lock.json
 	cd tools/node && npm install --no-fund --no-audit --loglevel=error
 	touch $@
 
+# Speed, scale and memory against the ceilings and a monolith peer (minutes).
+bench: $(STAMP) $(GEN_STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf gen build .mypy_cache .ruff_cache .pytest_cache
