@@ -80,8 +80,9 @@ async def _account(conn: AsyncConnection, account: uuid.UUID, user: uuid.UUID, *
     )
     await conn.execute(
         text(f"""
-        INSERT INTO library.draft_templates (account_id, id, script_body, language, status, created_by)
-        SELECT :a, gen_random_uuid(), 'echo ' || g, 'bash', (ARRAY['pending','approved','rejected'])[1 + g % 3], :u
+        INSERT INTO library.draft_templates (account_id, id, script_body, language, status, created_by, review_time)
+        SELECT :a, gen_random_uuid(), 'echo ' || g, 'bash', (ARRAY['pending','approved','rejected'])[1 + g % 3], :u,
+               CASE WHEN g % 3 = 0 THEN NULL ELSE now() END
         FROM generate_series(1, {drafts}) g"""),
         params,
     )
@@ -140,8 +141,9 @@ async def seed(conn: AsyncConnection, *, accounts: int = 50) -> Seeded:
         )
     await conn.execute(
         text("""
-        INSERT INTO library.draft_templates (account_id, id, script_body, language, status, created_by)
-        SELECT :a, gen_random_uuid(), 'echo ' || g, 'bash', CASE WHEN g % 5 = 0 THEN 'pending' ELSE 'approved' END, :u
+        INSERT INTO library.draft_templates (account_id, id, script_body, language, status, created_by, review_time)
+        SELECT :a, gen_random_uuid(), 'echo ' || g, 'bash', CASE WHEN g % 5 = 0 THEN 'pending' ELSE 'approved' END, :u,
+               CASE WHEN g % 5 = 0 THEN NULL ELSE now() END
         FROM generate_series(1, 100000) g"""),
         {"a": measured.badge_account, "u": measured.user},
     )

@@ -121,7 +121,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 if principal_token is not None:
                     unbind_principal(principal_token)
-                log.info(
+                log.debug(
                     "rpc",
                     extra={
                         "fields": {
