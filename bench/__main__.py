@@ -430,14 +430,15 @@ def targets(
         "≥ 0.5",
         rps("get session / grpc", 16) / ceiling >= 0.5,
     )
+    references = ("/ monolith", "/ raw asyncpg", "empty handler")
     at_64 = [
         (r["64"]["p99_ms"] / r["64"]["p50_ms"], n)
         for n, r in paths.items()
-        if "64" in r and r["64"]["p50_ms"]
+        if "64" in r and r["64"]["p50_ms"] and not any(ref in n for ref in references)
     ]
     if at_64:
         worst = max(at_64)
-        add(f"worst p99 ÷ p50 at c=64 ({worst[1]})", worst[0], "≤ 4", worst[0] <= 4)
+        add(f"worst p99 ÷ p50 of a suite RPC at c=64 ({worst[1]})", worst[0], "≤ 4", worst[0] <= 4)
     flat = scale["list facts 1M, page at 500k"]["p50_ms"] / scale["list facts 10k"]["p50_ms"]
     add("list facts p50, page at 500k of 1M ÷ 10k", flat, "≤ 1.3", flat <= 1.3)
     services = {k: v for k, v in peak.items() if k in ("sessions", "library", "settings", "walks", "gateway")}
@@ -452,7 +453,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--report-from", type=Path, help="rewrite the report of an earlier run's JSON")
     args = parser.parse_args()
+    if args.report_from:
+        results = json.loads(args.report_from.read_text())
+        results["targets"] = targets(results["paths"], results["peak_rss"], results["scale"])
+        report(results, args.out)
+        print((args.out / "latest.md").read_text())
+        return
     concurrencies = [int(c) for c in args.concurrency.split(",")]
 
     admin_server = os.environ.get("DATABASE_URL")

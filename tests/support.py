@@ -132,3 +132,20 @@ def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
             detail.Unpack(bad)
             violations = {v.field: v.description for v in bad.field_violations}
     return RpcFailure(error.code(), error.details() or "", reason, domain, violations)
+
+
+async def expect_error(
+    call: Any, code: grpc.StatusCode, *, field: str | None = None, reason: str | None = None
+) -> RpcFailure:
+    """Awaits a call that must fail with ``code`` (and the field violation or reason given)."""
+    import pytest
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    error = failure(caught.value)
+    assert error.code is code, error
+    if field:
+        assert field in error.violations, error
+    if reason:
+        assert error.reason == reason, error
+    return error

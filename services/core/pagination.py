@@ -13,7 +13,8 @@ import binascii
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from services.core.errors import FieldViolation, InvalidArgument
 
@@ -58,3 +59,26 @@ def decode_token(token: str, *, query_fingerprint: str) -> Position | None:
     if not isinstance(position, list):
         raise bad
     return position
+
+
+def keyset_after(
+    token: str, *, query_fingerprint: str, first: Callable[[str], Any]
+) -> tuple[Any, uuid.UUID] | None:
+    """A (sort key, id) position from a token, or None for the first page."""
+    position = decode_token(token, query_fingerprint=query_fingerprint)
+    if position is None:
+        return None
+    try:
+        return first(str(position[0])), uuid.UUID(str(position[1]))
+    except (IndexError, ValueError):
+        raise InvalidArgument(FieldViolation("page_token", "is not a page token of this query")) from None
+
+
+def next_page_token(
+    rows: Sequence[Any], limit: int, *, query_fingerprint: str, key: Callable[[Any], Any]
+) -> str:
+    """The token after ``rows[limit - 1]`` when one more row than the page was fetched; else ""."""
+    if len(rows) <= limit:
+        return ""
+    last = rows[limit - 1]
+    return encode_token([key(last), str(last.id)], query_fingerprint=query_fingerprint)

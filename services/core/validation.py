@@ -139,3 +139,10 @@ def _opaque(field: Field) -> bool:
 
 def _is_map(field: Field) -> bool:
     return bool(field.message_type.GetOptions().map_entry)
+
+
+def nonblank(value: str, field: str) -> str:
+    """``value`` without surrounding blanks; INVALID_ARGUMENT when nothing is left."""
+    if not value.strip():
+        raise InvalidArgument(FieldViolation(field, "must not be blank"))
+    return value.strip()

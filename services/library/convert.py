@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 from flowpilot.library.v1 import library_pb2 as pb
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.core import names
 from services.core.errors import FieldViolation, InvalidArgument
+from services.core.messages import set_time
 
 TEMPLATE = "scriptTemplates/{script_template}"
 DRAFT = "draftTemplates/{draft_template}"
@@ -53,20 +52,6 @@ def template_id(name: str, field: str = "name") -> uuid.UUID:
 
 def draft_id(name: str, field: str = "name") -> uuid.UUID:
     return parse_uuid(names.parse(name, DRAFT, field=field)["draft_template"], field=field, what="draft name")
-
-
-def _stamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
-def _set_time(message: Any, field: str, value: datetime | None) -> None:
-    ts = _stamp(value)
-    if ts is not None:
-        getattr(message, field).CopyFrom(ts)
 
 
 def parameters(raw: list[dict[str, Any]] | None) -> list[pb.Parameter]:
@@ -120,9 +105,9 @@ def template(row: Any) -> pb.ScriptTemplate:
         creator=str(row.created_by),
         etag=str(row.revision),
     )
-    _set_time(message, "last_use_time", row.last_used_at)
-    _set_time(message, "create_time", row.create_time)
-    _set_time(message, "update_time", row.update_time)
+    set_time(message, "last_use_time", row.last_used_at)
+    set_time(message, "create_time", row.create_time)
+    set_time(message, "update_time", row.update_time)
     return message
 
 
@@ -142,6 +127,6 @@ def draft(row: Any) -> pb.DraftTemplate:
         else "",
         provenance=provenance(row, lane_item=True),
     )
-    _set_time(message, "review_time", row.review_time)
-    _set_time(message, "create_time", row.create_time)
+    set_time(message, "review_time", row.review_time)
+    set_time(message, "create_time", row.create_time)
     return message

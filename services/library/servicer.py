@@ -35,12 +35,6 @@ UPDATABLE = {"display_name", "description", "body", "parameters", "tags", "langu
 COLUMNS = {"display_name": "name"}
 
 
-def _nonblank(value: str, field: str) -> str:
-    if not value.strip():
-        raise InvalidArgument(FieldViolation(field, "must not be blank"))
-    return value.strip()
-
-
 def _name_taken(name: str) -> AlreadyExists:
     return AlreadyExists(
         f"a template named {name!r} already exists",
@@ -60,13 +54,13 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
     def _template_values(self, given: pb.ScriptTemplate, paths: set[str]) -> dict[str, Any]:
         values: dict[str, Any] = {}
         if "display_name" in paths:
-            values["name"] = _nonblank(given.display_name, "script_template.display_name")
+            values["name"] = validation.nonblank(given.display_name, "script_template.display_name")
         if "description" in paths:
             values["description"] = given.description
         if "language" in paths:
             values["language"] = convert.language(given.language, "script_template.language")
         if "body" in paths:
-            _nonblank(given.body, "script_template.body")
+            validation.nonblank(given.body, "script_template.body")
             values["body"] = given.body
         if "tags" in paths:
             values["tags"] = templates.check_tags(given.tags, field="script_template.tags")
@@ -209,7 +203,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
     ) -> pb.DraftTemplate:
         principal = current_principal()
         given = request.draft_template
-        _nonblank(given.script_body, "draft_template.script_body")
+        validation.nonblank(given.script_body, "draft_template.script_body")
         body = given.script_body
         language = convert.language(given.language, "draft_template.language")
         request_id = (
@@ -280,23 +274,14 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
         limit = pagination.page_size(request.page_size)
         status = convert.DRAFT_STATUS_NAMES.get(request.status) if request.status else None
         fingerprint = pagination.fingerprint(current_principal().account_id, {"drafts": status})
-        after = pagination.decode_token(request.page_token, query_fingerprint=fingerprint)
-        position = None
-        if after is not None:
-            try:
-                position = (datetime.fromisoformat(str(after[0])), uuid.UUID(str(after[1])))
-            except (IndexError, ValueError):
-                raise InvalidArgument(
-                    FieldViolation("page_token", "is not a page token of this query")
-                ) from None
+        position = pagination.keyset_after(
+            request.page_token, query_fingerprint=fingerprint, first=datetime.fromisoformat
+        )
         async with self._db.transaction() as conn:
             rows = list(await storage.list_drafts(conn, status=status, after=position, limit=limit + 1))
-        token = ""
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            token = pagination.encode_token(
-                [last.create_time.isoformat(), str(last.id)], query_fingerprint=fingerprint
-            )
+        token = pagination.next_page_token(
+            rows, limit, query_fingerprint=fingerprint, key=lambda r: r.create_time.isoformat()
+        )
         return pb.ListDraftTemplatesResponse(
             draft_templates=[convert.draft(r) for r in rows[:limit]], next_page_token=token
         )

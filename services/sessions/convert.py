@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 from flowpilot.sessions.v1 import sessions_pb2 as pb
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.core import names
 from services.core.ai import LaneView
 from services.core.errors import FieldViolation, InvalidArgument
+from services.core.messages import set_time
 
 SESSION = "sessions/{session}"
 FACT = "sessions/{session}/facts/{fact}"
@@ -104,22 +103,6 @@ def child_ids(name: str, pattern: str, child: str, *, field: str = "name") -> tu
     return parse_id(parts["session"], field=field, kind="session"), parts[child]
 
 
-def stamp(value: datetime | str | None) -> Timestamp | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
-def _set_time(message: Any, field: str, value: datetime | str | None) -> None:
-    ts = stamp(value)
-    if ts is not None:
-        getattr(message, field).CopyFrom(ts)
-
-
 def lane_item(session: uuid.UUID, item: dict[str, Any]) -> pb.LaneItem:
     message = pb.LaneItem(
         name=names.format_name(LANE_ITEM, session=session, lane_item=item["id"]),
@@ -131,8 +114,8 @@ def lane_item(session: uuid.UUID, item: dict[str, Any]) -> pb.LaneItem:
         status=LANE_STATUS.proto(item["status"]),
         output=item.get("output", ""),
     )
-    _set_time(message, "create_time", item.get("create_time"))
-    _set_time(message, "update_time", item.get("update_time"))
+    set_time(message, "create_time", item.get("create_time"))
+    set_time(message, "update_time", item.get("update_time"))
     return message
 
 
@@ -159,7 +142,7 @@ def _document(row: Any, prefix: str) -> pb.PostedDocument | None:
         state_version=version,
         stale=row.state_version > version,
     )
-    _set_time(document, "post_time", posted)
+    set_time(document, "post_time", posted)
     return document
 
 
@@ -185,9 +168,9 @@ def session(row: Any) -> pb.Session:
         document = _document(row, prefix)
         if document is not None:
             getattr(message, field).CopyFrom(document)
-    _set_time(message, "create_time", row.create_time)
-    _set_time(message, "update_time", row.update_time)
-    _set_time(message, "end_time", row.end_time)
+    set_time(message, "create_time", row.create_time)
+    set_time(message, "update_time", row.update_time)
+    set_time(message, "end_time", row.end_time)
     return message
 
 
@@ -201,9 +184,9 @@ def fact(row: Any) -> pb.Fact:
         else "",
         creator=str(row.created_by),
     )
-    _set_time(message, "create_time", row.create_time)
-    _set_time(message, "update_time", row.update_time)
-    _set_time(message, "delete_time", row.deleted_at)
+    set_time(message, "create_time", row.create_time)
+    set_time(message, "update_time", row.update_time)
+    set_time(message, "delete_time", row.deleted_at)
     return message
 
 
@@ -220,7 +203,7 @@ def fix(row: Any) -> pb.SuggestedFix:
         status=FIX_STATUS.proto(row.status),
         active=row.superseded_at is None,
     )
-    _set_time(message, "supersede_time", row.superseded_at)
-    _set_time(message, "create_time", row.create_time)
-    _set_time(message, "decide_time", row.decide_time)
+    set_time(message, "supersede_time", row.superseded_at)
+    set_time(message, "create_time", row.create_time)
+    set_time(message, "decide_time", row.decide_time)
     return message

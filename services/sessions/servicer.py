@@ -51,12 +51,6 @@ def _not_active(row: Any) -> FailedPrecondition:
     )
 
 
-def _nonblank(value: str, field: str) -> str:
-    if not value.strip():
-        raise InvalidArgument(FieldViolation(field, "must not be blank"))
-    return value
-
-
 def _etag(value: str, field: str) -> int | None:
     if not value:
         return None
@@ -65,21 +59,10 @@ def _etag(value: str, field: str) -> int | None:
     return int(value)
 
 
-def _after(token: str, query: str) -> tuple[datetime, uuid.UUID] | None:
-    position = pagination.decode_token(token, query_fingerprint=query)
-    if position is None:
-        return None
-    try:
-        return datetime.fromisoformat(str(position[0])), uuid.UUID(str(position[1]))
-    except (IndexError, ValueError):
-        raise InvalidArgument(FieldViolation("page_token", "is not a page token of this query")) from None
-
-
-def _next_token(rows: list[Any], limit: int, query: str) -> str:
-    if len(rows) <= limit:
-        return ""
-    last = rows[limit - 1]
-    return pagination.encode_token([last.create_time.isoformat(), str(last.id)], query_fingerprint=query)
+def _next(rows: list[Any], limit: int, query: str) -> str:
+    return pagination.next_page_token(
+        rows, limit, query_fingerprint=query, key=lambda r: r.create_time.isoformat()
+    )
 
 
 class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
@@ -120,8 +103,8 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
     ) -> pb.CreateSessionResponse:
         principal = current_principal()
         given = request.session
-        ticket_ref = _nonblank(given.ticket_ref, "session.ticket_ref").strip()
-        title = _nonblank(given.title, "session.title").strip()
+        ticket_ref = validation.nonblank(given.ticket_ref, "session.ticket_ref").strip()
+        title = validation.nonblank(given.title, "session.title").strip()
         kind = convert.TICKET_KIND.db(given.ticket_kind, field="session.ticket_kind")
         request_id = None
         if request.request_id:
@@ -171,7 +154,9 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         query = pagination.fingerprint(
             current_principal().account_id, {"status": status, "ticket_ref": request.ticket_ref}
         )
-        after = _after(request.page_token, query)
+        after = pagination.keyset_after(
+            request.page_token, query_fingerprint=query, first=datetime.fromisoformat
+        )
         async with self._db.transaction() as conn:
             rows = list(
                 await storage.list_sessions(
@@ -180,7 +165,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
             )
         return pb.ListSessionsResponse(
             sessions=[convert.session(r) for r in rows[:limit]],
-            next_page_token=_next_token(rows, limit, query),
+            next_page_token=_next(rows, limit, query),
         )
 
     async def UpdateSession(self, request: pb.UpdateSessionRequest, context: Context) -> pb.Session:
@@ -194,7 +179,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         )
         values: dict[str, Any] = {}
         if "title" in paths:
-            values["title"] = _nonblank(request.session.title, "session.title").strip()
+            values["title"] = validation.nonblank(request.session.title, "session.title").strip()
         if "problem" in paths:
             values["problem"] = request.session.problem
         expected = _etag(request.session.etag, "session.etag")
@@ -224,7 +209,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         item = {
             "id": uuid.uuid4().hex,
             "kind": kind,
-            "title": _nonblank(given.title, "lane_item.title").strip(),
+            "title": validation.nonblank(given.title, "lane_item.title").strip(),
             "detail": given.detail,
             "script_body": given.script_body,
             "script_language": convert.LANGUAGE.db(given.script_language, field="lane_item.script_language"),
@@ -262,7 +247,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         if "output" in paths:
             changes["output"] = given.output
         if "title" in paths:
-            changes["title"] = _nonblank(given.title, "lane_item.title").strip()
+            changes["title"] = validation.nonblank(given.title, "lane_item.title").strip()
         if "detail" in paths:
             changes["detail"] = given.detail
         async with self._db.transaction() as conn:
@@ -295,7 +280,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
     async def CreateFact(self, request: pb.CreateFactRequest, context: Context) -> pb.Fact:
         principal = current_principal()
         session_id = convert.session_id(request.parent, field="parent")
-        text = _nonblank(request.fact.text, "fact.text")
+        text = validation.nonblank(request.fact.text, "fact.text")
         source = convert.FACT_SOURCE.db(request.fact.source, field="fact.source")
         ref = self._source_ref(session_id, request.fact.source_ref, "fact.source_ref")
         if source == "task_lane" and ref is None:
@@ -337,7 +322,9 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         query = pagination.fingerprint(
             current_principal().account_id, {"session": str(session_id), "deleted": request.show_deleted}
         )
-        after = _after(request.page_token, query)
+        after = pagination.keyset_after(
+            request.page_token, query_fingerprint=query, first=datetime.fromisoformat
+        )
         async with self._db.transaction() as conn:
             await self._session(conn, session_id)
             rows = list(
@@ -345,13 +332,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
                     conn, session_id, show_deleted=request.show_deleted, after=after, limit=limit + 1
                 )
             )
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            token = pagination.encode_token(
-                [last.create_time.isoformat(), str(last.id)], query_fingerprint=query
-            )
-        else:
-            token = ""
+        token = _next(rows, limit, query)
         return pb.ListFactsResponse(facts=[convert.fact(r) for r in rows[:limit]], next_page_token=token)
 
     async def UpdateFact(self, request: pb.UpdateFactRequest, context: Context) -> pb.Fact:
@@ -365,7 +346,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         session_id, _ = convert.child_ids(request.fact.name, FACT, "fact", field="fact.name")
         values: dict[str, Any] = {}
         if "text" in paths:
-            values["text"] = _nonblank(request.fact.text, "fact.text")
+            values["text"] = validation.nonblank(request.fact.text, "fact.text")
         ref = None
         if "source_ref" in paths:
             ref = self._source_ref(session_id, request.fact.source_ref, "fact.source_ref")
@@ -451,12 +432,14 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         session_id = convert.session_id(request.parent, field="parent")
         limit = pagination.page_size(request.page_size)
         query = pagination.fingerprint(current_principal().account_id, {"fixes": str(session_id)})
-        after = _after(request.page_token, query)
+        after = pagination.keyset_after(
+            request.page_token, query_fingerprint=query, first=datetime.fromisoformat
+        )
         async with self._db.transaction() as conn:
             await self._session(conn, session_id)
             rows = list(await storage.list_fixes(conn, session_id, after=after, limit=limit + 1))
         return pb.ListFixesResponse(
-            fixes=[convert.fix(r) for r in rows[:limit]], next_page_token=_next_token(rows, limit, query)
+            fixes=[convert.fix(r) for r in rows[:limit]], next_page_token=_next(rows, limit, query)
         )
 
     async def _decide(self, name: str, status: str) -> pb.SuggestedFix:
@@ -543,14 +526,14 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         return True
 
     async def ResolveSession(self, request: pb.ResolveSessionRequest, context: Context) -> pb.Session:
-        summary = _nonblank(request.summary, "summary")
+        summary = validation.nonblank(request.summary, "summary")
         auto_draft = bool((await self._settings.values()).get("library.auto_draft_scripts", True))
         return await self._transition(
             request.name, "resolved", draft_scripts=auto_draft, resolution_summary=summary
         )
 
     async def EscalateSession(self, request: pb.EscalateSessionRequest, context: Context) -> pb.Session:
-        reason = _nonblank(request.reason, "reason")
+        reason = validation.nonblank(request.reason, "reason")
         return await self._transition(request.name, "escalated", escalation_reason=reason)
 
     async def AbandonSession(self, request: pb.AbandonSessionRequest, context: Context) -> pb.Session:
@@ -569,14 +552,14 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         return await self._notes.preview(convert.session_id(request.name), NoteKind.ESCALATION_PACKAGE)
 
     async def PostResolutionNote(self, request: pb.PostResolutionNoteRequest, context: Context) -> pb.Session:
-        external_id = _nonblank(request.external_id, "external_id").strip()
+        external_id = validation.nonblank(request.external_id, "external_id").strip()
         row = await self._notes.post(convert.session_id(request.name), NoteKind.RESOLUTION_NOTE, external_id)
         return convert.session(row)
 
     async def PostEscalationPackage(
         self, request: pb.PostEscalationPackageRequest, context: Context
     ) -> pb.Session:
-        external_id = _nonblank(request.external_id, "external_id").strip()
+        external_id = validation.nonblank(request.external_id, "external_id").strip()
         row = await self._notes.post(
             convert.session_id(request.name), NoteKind.ESCALATION_PACKAGE, external_id
         )

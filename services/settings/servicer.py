@@ -8,12 +8,12 @@ import grpc
 from flowpilot.api.v1 import access_pb2
 from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from google.protobuf import struct_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.core import names, pagination, validation
 from services.core.auth import current_principal
 from services.core.db import Database
 from services.core.errors import Aborted, FieldViolation, InvalidArgument, not_found
+from services.core.messages import set_time
 from services.settings import storage
 from services.settings.catalogue import CATALOGUE, KEYS, Entry, Kind, Value
 
@@ -77,10 +77,7 @@ def _setting(entry: Entry, stored: storage.StoredEntry) -> settings_pb2.Setting:
         update_role=cast(access_pb2.Role.ValueType, int(entry.update_role)),
         etag=str(stored.revision),
     )
-    if stored.update_time is not None:
-        stamp = Timestamp()
-        stamp.FromDatetime(stored.update_time)
-        message.update_time.CopyFrom(stamp)
+    set_time(message, "update_time", stored.update_time)
     return message
 
 

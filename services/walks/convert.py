@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 from flowpilot.walks.v1 import walks_pb2 as pb
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.core import names
 from services.core.errors import FieldViolation, InvalidArgument
+from services.core.messages import set_time
 from services.walks import trees
 
 FLOW = "flows/{flow}"
@@ -65,14 +64,6 @@ def parse_id(name: str, pattern: str, field: str) -> uuid.UUID:
         raise InvalidArgument(FieldViolation(field, f"is not a valid name of the form {pattern}")) from None
 
 
-def _set_time(message: Any, field: str, value: datetime | str | None) -> None:
-    if value is None:
-        return
-    ts = Timestamp()
-    ts.FromDatetime(datetime.fromisoformat(value) if isinstance(value, str) else value)
-    getattr(message, field).CopyFrom(ts)
-
-
 def flow(row: Any) -> pb.Flow:
     message = pb.Flow(
         name=names.format_name(FLOW, flow=row.id),
@@ -84,8 +75,8 @@ def flow(row: Any) -> pb.Flow:
         creator=str(row.created_by),
         etag=str(row.revision),
     )
-    _set_time(message, "create_time", row.create_time)
-    _set_time(message, "update_time", row.update_time)
+    set_time(message, "create_time", row.create_time)
+    set_time(message, "update_time", row.update_time)
     return message
 
 
@@ -102,8 +93,8 @@ def proposal(row: Any) -> pb.FlowProposal:
         flow=names.format_name(FLOW, flow=row.flow_id) if row.flow_id else "",
         creator=str(row.created_by),
     )
-    _set_time(message, "review_time", row.review_time)
-    _set_time(message, "create_time", row.create_time)
+    set_time(message, "review_time", row.review_time)
+    set_time(message, "create_time", row.create_time)
     return message
 
 
@@ -135,11 +126,11 @@ def walk(row: Any) -> pb.Walk:
         message.helpful = row.helpful
     for step in row.walked_path:
         item = message.path.add(node=step["node"], choice=step["choice"], next=step["next"])
-        _set_time(item, "time", step["time"])
+        set_time(item, "time", step["time"])
     for note in row.walk_notes:
         entry = message.notes.add(node=note.get("node", ""), text=note["text"])
-        _set_time(entry, "time", note["time"])
-    _set_time(message, "start_time", row.started_at)
-    _set_time(message, "last_step_time", row.last_step_at)
-    _set_time(message, "end_time", row.resolved_at)
+        set_time(entry, "time", note["time"])
+    set_time(message, "start_time", row.started_at)
+    set_time(message, "last_step_time", row.last_step_at)
+    set_time(message, "end_time", row.resolved_at)
     return message

@@ -30,29 +30,6 @@ MAX_PATH = 200
 MAX_NOTES = 100
 
 
-def _nonblank(value: str, field: str) -> str:
-    if not value.strip():
-        raise InvalidArgument(FieldViolation(field, "must not be blank"))
-    return value.strip()
-
-
-def _after(token: str, query: str, first: Callable[[str], Any]) -> tuple[Any, uuid.UUID] | None:
-    position = pagination.decode_token(token, query_fingerprint=query)
-    if position is None:
-        return None
-    try:
-        return first(str(position[0])), uuid.UUID(str(position[1]))
-    except (IndexError, ValueError):
-        raise InvalidArgument(FieldViolation("page_token", "is not a page token of this query")) from None
-
-
-def _token(rows: list[Any], limit: int, query: str, key: Callable[[Any], str]) -> str:
-    if len(rows) <= limit:
-        return ""
-    last = rows[limit - 1]
-    return pagination.encode_token([key(last), str(last.id)], query_fingerprint=query)
-
-
 class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
     def __init__(
         self,
@@ -89,7 +66,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
                 conn,
                 account_id=principal.account_id,
                 id=uuid.uuid4(),
-                name=_nonblank(request.flow.display_name, "flow.display_name"),
+                name=validation.nonblank(request.flow.display_name, "flow.display_name"),
                 description=request.flow.description,
                 tree=tree,
                 created_by=principal.user_id,
@@ -104,12 +81,14 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         limit = pagination.page_size(request.page_size)
         status = convert.db(convert.FLOW_STATUS, request.status, "status") if request.status else None
         query = pagination.fingerprint(current_principal().account_id, {"flows": status})
-        after = _after(request.page_token, query, str)
+        after = pagination.keyset_after(request.page_token, query_fingerprint=query, first=str)
         async with self._db.transaction() as conn:
             rows = list(await storage.list_flows(conn, status=status, after=after, limit=limit + 1))
         return pb.ListFlowsResponse(
             flows=[convert.flow(r) for r in rows[:limit]],
-            next_page_token=_token(rows, limit, query, lambda r: r.name),
+            next_page_token=pagination.next_page_token(
+                rows, limit, query_fingerprint=query, key=lambda r: r.name
+            ),
         )
 
     async def UpdateFlow(self, request: pb.UpdateFlowRequest, context: Context) -> pb.Flow:
@@ -120,7 +99,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         )
         values: dict[str, Any] = {}
         if "display_name" in paths:
-            values["name"] = _nonblank(given.display_name, "flow.display_name")
+            values["name"] = validation.nonblank(given.display_name, "flow.display_name")
         if "description" in paths:
             values["description"] = given.description
         if "tree" in paths:
@@ -171,7 +150,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
                 conn,
                 account_id=principal.account_id,
                 id=uuid.uuid4(),
-                name=_nonblank(given.display_name, "flow_proposal.display_name"),
+                name=validation.nonblank(given.display_name, "flow_proposal.display_name"),
                 description=given.description,
                 tree=tree,
                 source=convert.db(convert.PROPOSAL_SOURCE, given.source, "flow_proposal.source"),
@@ -190,12 +169,16 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         limit = pagination.page_size(request.page_size)
         status = convert.db(convert.PROPOSAL_STATUS, request.status, "status") if request.status else None
         query = pagination.fingerprint(current_principal().account_id, {"proposals": status})
-        after = _after(request.page_token, query, datetime.fromisoformat)
+        after = pagination.keyset_after(
+            request.page_token, query_fingerprint=query, first=datetime.fromisoformat
+        )
         async with self._db.transaction() as conn:
             rows = list(await storage.list_proposals(conn, status=status, after=after, limit=limit + 1))
         return pb.ListFlowProposalsResponse(
             flow_proposals=[convert.proposal(r) for r in rows[:limit]],
-            next_page_token=_token(rows, limit, query, lambda r: r.create_time.isoformat()),
+            next_page_token=pagination.next_page_token(
+                rows, limit, query_fingerprint=query, key=lambda r: r.create_time.isoformat()
+            ),
         )
 
     async def _review(self, conn: AsyncConnection, name: str) -> Any:
@@ -266,7 +249,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
 
     async def StartWalk(self, request: pb.StartWalkRequest, context: Context) -> pb.StartWalkResponse:
         principal = current_principal()
-        ticket = _nonblank(request.ticket_id, "ticket_id")
+        ticket = validation.nonblank(request.ticket_id, "ticket_id")
         ticket_kind = convert.db(convert.TICKET_KIND, request.ticket_kind, "ticket_kind")
         kind = convert.db(convert.WALK_KIND, request.kind, "kind")
         target: dict[str, Any] = {"flow_id": None, "flow_proposal_id": None}
@@ -277,7 +260,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
             if given and not needed:
                 raise InvalidArgument(FieldViolation(field, f"must be empty for a {kind} walk"))
         if kind == "ai_build":
-            _nonblank(request.problem, "problem")
+            validation.nonblank(request.problem, "problem")
         elif request.problem:
             raise InvalidArgument(FieldViolation("problem", "is only for AI-built walks"))
         async with self._db.transaction() as conn:
@@ -353,7 +336,9 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         query = pagination.fingerprint(
             current_principal().account_id, {"s": status, "t": request.ticket_id, "k": kind}
         )
-        after = _after(request.page_token, query, datetime.fromisoformat)
+        after = pagination.keyset_after(
+            request.page_token, query_fingerprint=query, first=datetime.fromisoformat
+        )
         async with self._db.transaction() as conn:
             rows = list(
                 await storage.list_walks(
@@ -367,7 +352,9 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
             )
         return pb.ListWalksResponse(
             walks=[convert.walk(r) for r in rows[:limit]],
-            next_page_token=_token(rows, limit, query, lambda r: r.started_at.isoformat()),
+            next_page_token=pagination.next_page_token(
+                rows, limit, query_fingerprint=query, key=lambda r: r.started_at.isoformat()
+            ),
         )
 
     async def AdvanceWalk(self, request: pb.AdvanceWalkRequest, context: Context) -> pb.Walk:
@@ -423,7 +410,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         return convert.walk(row)
 
     async def AddWalkNote(self, request: pb.AddWalkNoteRequest, context: Context) -> pb.Walk:
-        text = _nonblank(request.text, "text")
+        text = validation.nonblank(request.text, "text")
         async with self._db.transaction() as conn:
             row = await self._active(conn, request.name)
             if len(row.walk_notes) >= MAX_NOTES:
@@ -441,7 +428,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         return convert.walk(row)
 
     async def ResolveWalk(self, request: pb.ResolveWalkRequest, context: Context) -> pb.Walk:
-        notes = _nonblank(request.resolution_notes, "resolution_notes")
+        notes = validation.nonblank(request.resolution_notes, "resolution_notes")
         async with self._db.transaction() as conn:
             row = await self._active(conn, request.name)
             now = self._clock()
@@ -457,7 +444,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         return convert.walk(row)
 
     async def EscalateWalk(self, request: pb.EscalateWalkRequest, context: Context) -> pb.Walk:
-        reason = _nonblank(request.reason, "reason")
+        reason = validation.nonblank(request.reason, "reason")
         category = convert.db(convert.CATEGORY, request.category, "category")
         # The walk row stays locked across the call to the sessions service, so
         # concurrent escalations of one walk run one after the other: the

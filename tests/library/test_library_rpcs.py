@@ -14,24 +14,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.core.auth import Role
 from tests.library.helpers import Librarian
-from tests.support import Keys, RunDatabase, failure
+from tests.support import Keys, RunDatabase
+from tests.support import expect_error as _fails
 
 
 @pytest.fixture
 def lib(library_channel: grpc.aio.Channel, keys: Keys) -> Librarian:
     return Librarian(library_channel, keys)
-
-
-async def _fails(coro, code: grpc.StatusCode, *, field: str | None = None, reason: str | None = None):  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await coro
-    error = failure(caught.value)
-    assert error.code is code, error
-    if field:
-        assert field in error.violations, error
-    if reason:
-        assert error.reason == reason, error
-    return error
 
 
 async def test_template_crud(lib: Librarian) -> None:

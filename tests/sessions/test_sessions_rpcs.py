@@ -11,24 +11,13 @@ from flowpilot.sessions.v1 import sessions_pb2 as pb
 
 from services.core.auth import Role
 from tests.sessions.helpers import Caller, mask
-from tests.support import Keys, failure
+from tests.support import Keys
+from tests.support import expect_error as _fails
 
 
 @pytest.fixture
 def me(sessions_channel: grpc.aio.Channel, keys: Keys) -> Caller:
     return Caller(sessions_channel, keys)
-
-
-async def _fails(coro, code: grpc.StatusCode, *, field: str | None = None, reason: str | None = None):
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await coro
-    error = failure(caught.value)
-    assert error.code is code, error
-    if field:
-        assert field in error.violations, error
-    if reason:
-        assert error.reason == reason, error
-    return error
 
 
 async def test_create_get_and_resume(me: Caller) -> None:

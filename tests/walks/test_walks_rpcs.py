@@ -13,25 +13,14 @@ from google.protobuf import field_mask_pb2
 
 from services.core.auth import Role
 from tests.conftest import FakeClock
-from tests.support import Keys, failure
+from tests.support import Keys
+from tests.support import expect_error as _fails
 from tests.walks.helpers import E, Q, R, Tech, printer_tree
 
 
 @pytest.fixture
 def tech(walks_channel: grpc.aio.Channel, keys: Keys) -> Tech:
     return Tech(walks_channel, keys)
-
-
-async def _fails(coro, code: grpc.StatusCode, *, field: str | None = None, reason: str | None = None):  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await coro
-    error = failure(caught.value)
-    assert error.code is code, error
-    if field:
-        assert field in error.violations, error
-    if reason:
-        assert error.reason == reason, error
-    return error
 
 
 BAD_TREES = {
