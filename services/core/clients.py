@@ -90,3 +90,11 @@ class SettingsReader:
             tier=str(values.get("ai.model_tier", "auto")),
             fmt=str(values.get("notes.format", "markdown")),
         )
+
+
+def settings_reader(address: str, *, ttl_seconds: float) -> tuple[SettingsReader, grpc.aio.Channel]:
+    """A settings reader on its own channel (close the channel on shutdown)."""
+    settings_channel = channel(address)
+    return SettingsReader(
+        settings_pb2_grpc.SettingsServiceStub(settings_channel), ttl_seconds=ttl_seconds
+    ), settings_channel

@@ -93,3 +93,11 @@ def _pem_or_path(value: str) -> str:
     if not path.is_file():
         raise ValueError("must be PEM text or the path of a PEM file")
     return path.read_text()
+
+
+class SettingsClientConfig(ServiceConfig):
+    """A service that reads account settings from the settings service."""
+
+    settings_address: str = "127.0.0.1:50053"
+    # How long an account's settings are cached (a stale read lasts at most this).
+    settings_cache_seconds: float = Field(default=10.0, ge=0, le=3600)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from flowpilot.library.v1 import library_pb2, library_pb2_grpc
-from flowpilot.settings.v1 import settings_pb2_grpc
 from pydantic_settings import SettingsConfigDict
 
 from services.core import clients
 from services.core.ai import AI, make_ai
-from services.core.config import ServiceConfig
+from services.core.config import SettingsClientConfig
 from services.core.db import Database
 from services.core.server import GrpcServer, Registration
 from services.library.servicer import LibraryServicer
@@ -17,19 +16,16 @@ DOMAIN = "library.flowpilot.internal"
 SERVICE_NAME = library_pb2.DESCRIPTOR.services_by_name["LibraryService"].full_name
 
 
-class LibraryConfig(ServiceConfig):
+class LibraryConfig(SettingsClientConfig):
     model_config = SettingsConfigDict(env_prefix="FLOWPILOT_", extra="ignore")
 
     service_name: str = "library"
     port: int = 50052
-    settings_address: str = "127.0.0.1:50053"
-    settings_cache_seconds: float = 10.0
 
 
 def build(config: LibraryConfig, db: Database, *, ai: AI | None = None) -> GrpcServer:
-    settings_channel = clients.channel(config.settings_address)
-    settings = clients.SettingsReader(
-        settings_pb2_grpc.SettingsServiceStub(settings_channel), ttl_seconds=config.settings_cache_seconds
+    settings, settings_channel = clients.settings_reader(
+        config.settings_address, ttl_seconds=config.settings_cache_seconds
     )
     servicer = LibraryServicer(db, ai or make_ai(), settings)
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from flowpilot.library.v1 import library_pb2_grpc
 from flowpilot.sessions.v1 import sessions_pb2, sessions_pb2_grpc
-from flowpilot.settings.v1 import settings_pb2_grpc
 from pydantic_settings import SettingsConfigDict
 
 from services.core import clients
 from services.core.ai import AI, make_ai
-from services.core.config import ServiceConfig
+from services.core.config import SettingsClientConfig
 from services.core.db import Database
 from services.core.server import GrpcServer, Registration, credential_from
 from services.sessions.outbox import OutboxDelivery
@@ -19,13 +18,11 @@ DOMAIN = "sessions.flowpilot.internal"
 SERVICE_NAME = sessions_pb2.DESCRIPTOR.services_by_name["SessionsService"].full_name
 
 
-class SessionsConfig(ServiceConfig):
+class SessionsConfig(SettingsClientConfig):
     model_config = SettingsConfigDict(env_prefix="FLOWPILOT_", extra="ignore")
 
     service_name: str = "sessions"
     port: int = 50051
-    settings_address: str = "127.0.0.1:50053"
-    settings_cache_seconds: float = 10.0
     library_address: str = "127.0.0.1:50052"
     outbox_poll_seconds: float = 2.0
     outbox_base_backoff_seconds: float = 1.0
@@ -33,9 +30,8 @@ class SessionsConfig(ServiceConfig):
 
 
 def build(config: SessionsConfig, db: Database, *, ai: AI | None = None) -> GrpcServer:
-    settings_channel = clients.channel(config.settings_address)
-    settings = clients.SettingsReader(
-        settings_pb2_grpc.SettingsServiceStub(settings_channel), ttl_seconds=config.settings_cache_seconds
+    settings, settings_channel = clients.settings_reader(
+        config.settings_address, ttl_seconds=config.settings_cache_seconds
     )
     library_channel = clients.channel(config.library_address)
     delivery = OutboxDelivery(

@@ -6,13 +6,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from flowpilot.sessions.v1 import sessions_pb2_grpc
-from flowpilot.settings.v1 import settings_pb2_grpc
 from flowpilot.walks.v1 import walks_pb2, walks_pb2_grpc
 from pydantic_settings import SettingsConfigDict
 
 from services.core import clients
 from services.core.ai import AI, make_ai
-from services.core.config import ServiceConfig
+from services.core.config import SettingsClientConfig
 from services.core.db import Database
 from services.core.server import GrpcServer, Registration, credential_from
 from services.walks.escalation import SessionsEscalator
@@ -23,13 +22,11 @@ DOMAIN = "walks.flowpilot.internal"
 SERVICE_NAME = walks_pb2.DESCRIPTOR.services_by_name["WalksService"].full_name
 
 
-class WalksConfig(ServiceConfig):
+class WalksConfig(SettingsClientConfig):
     model_config = SettingsConfigDict(env_prefix="FLOWPILOT_", extra="ignore")
 
     service_name: str = "walks"
     port: int = 50054
-    settings_address: str = "127.0.0.1:50053"
-    settings_cache_seconds: float = 10.0
     sessions_address: str = "127.0.0.1:50051"
     sweep_interval_seconds: float = 300.0
 
@@ -41,11 +38,10 @@ def build(
     ai: AI | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> GrpcServer:
-    settings_channel = clients.channel(config.settings_address)
-    sessions_channel = clients.channel(config.sessions_address)
-    settings = clients.SettingsReader(
-        settings_pb2_grpc.SettingsServiceStub(settings_channel), ttl_seconds=config.settings_cache_seconds
+    settings, settings_channel = clients.settings_reader(
+        config.settings_address, ttl_seconds=config.settings_cache_seconds
     )
+    sessions_channel = clients.channel(config.sessions_address)
     sweep = StaleWalkSweep(
         db, settings, credential_from(config), interval_seconds=config.sweep_interval_seconds, clock=clock
     )
