@@ -4,6 +4,7 @@ and an echo server for the conformance service."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -60,6 +61,14 @@ def _echo_handler(method: descriptor.MethodDescriptor) -> grpc.RpcMethodHandler[
         body.update(json_format.MessageToDict(request, preserving_proto_field_name=True))
         metadata = dict(context.invocation_metadata() or ())
         text = name or str(metadata.get("x-request-id", ""))
+        if name == "messages/headers":  # report what reached the service
+            text = json.dumps(
+                {
+                    k: v
+                    for k, v in metadata.items()
+                    if isinstance(v, str) and not k.startswith(("grpc-", "user-agent", "traceparent"))
+                }
+            )
         return messaging_pb2.Echo(method=method.name, request=body, text=text)
 
     from google.protobuf import message_factory

@@ -3,6 +3,7 @@ strictness rule of the gateway, against an echo service of our own."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -258,3 +259,20 @@ async def test_health_endpoints(base: str) -> None:
         ready = await client.get("/readyz")
     # The echo server has no health service: not ready, and it says which backend.
     assert ready.status_code == 503 and ready.json()["backends"] == {"conformance.v1": "UNIMPLEMENTED"}
+
+
+async def test_only_allowed_headers_reach_the_service(http: httpx.AsyncClient) -> None:
+    response = await http.get(
+        "/v1/messages/headers/text",
+        headers={
+            "Accept-Language": "nl-NL",
+            "X-Internal-Secret": "s3cret",
+            "Cookie": "session=abc",
+            "X-Request-Id": "r-1",
+        },
+    )
+    seen = json.loads(response.json())
+    assert seen["accept-language"] == "nl-NL"
+    assert seen["authorization"] == "Bearer test-token"  # forwarded unchanged
+    assert seen["x-request-id"] == "r-1"
+    assert "x-internal-secret" not in seen and "cookie" not in seen

@@ -1,0 +1,80 @@
+"""A real service process on SIGTERM: health turns NOT_SERVING, the RPC in
+flight finishes, the process exits cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import uuid
+
+import grpc
+from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from services.core.auth import Role
+from tests.support import AUDIENCE, ISSUER, Keys, RunDatabase
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_sigterm_lets_the_rpc_in_flight_finish(database: RunDatabase, keys: Keys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    port = _free_port()
+    key = tmp_path / "public.pem"
+    key.write_text(keys.public_pem)
+    env = {
+        **os.environ,
+        "FLOWPILOT_PORT": str(port),
+        "FLOWPILOT_DATABASE_URL": database.runtime_url("settings"),
+        "FLOWPILOT_JWT_PUBLIC_KEY": str(key),
+        "FLOWPILOT_JWT_ISSUER": ISSUER,
+        "FLOWPILOT_JWT_AUDIENCE": AUDIENCE,
+    }
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.settings", env=env)
+    account = uuid.uuid4()
+    md = keys.metadata(account_id=account, role=Role.TEAM_ADMIN)
+    admin = create_async_engine(database.admin_url)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            await health.Check(health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=30)
+            stub = settings_pb2_grpc.SettingsServiceStub(channel)
+            update = settings_pb2.UpdateSettingRequest(
+                setting=settings_pb2.Setting(
+                    name="settings/notes.format", value=struct_pb2.Value(string_value="plain")
+                )
+            )
+            await stub.UpdateSetting(update, metadata=md)  # the account's row exists
+            async with admin.connect() as lock:
+                # Hold the row: the next update waits on it, in flight, when SIGTERM comes.
+                await lock.execute(text("BEGIN"))
+                await lock.execute(
+                    text("SELECT 1 FROM settings.account_settings WHERE account_id = :a FOR UPDATE"),
+                    {"a": account},
+                )
+                in_flight = asyncio.ensure_future(stub.UpdateSetting(update, metadata=md, timeout=20))
+                await asyncio.sleep(0.5)
+                process.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.2)
+                status = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+                assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+                await asyncio.sleep(0.5)
+                assert not in_flight.done()
+                await lock.execute(text("ROLLBACK"))
+            finished = await in_flight
+            assert finished.value.string_value == "plain"
+        assert await asyncio.wait_for(process.wait(), 20) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await admin.dispose()
