@@ -136,7 +136,7 @@ async def prepare(admin_server: str, name: str, roles: RoleNames) -> tuple[str, 
     )
 
 
-def start_suite(admin: str, roles: RoleNames, keydir: Path, public_key: Path) -> Suite:
+def start_suite(admin: str, roles: RoleNames, keydir: Path, public_key: Path, workers: int = 1) -> Suite:
     suite = Suite()
     names = ["sessions", "library", "settings", "walks", "gateway", "monolith", "empty_grpc", "empty_asgi"]
     suite.ports = {n: free_port() for n in names}
@@ -146,6 +146,7 @@ def start_suite(admin: str, roles: RoleNames, keydir: Path, public_key: Path) ->
         "FLOWPILOT_JWT_ISSUER": ISSUER,
         "FLOWPILOT_JWT_AUDIENCE": AUDIENCE,
         "FLOWPILOT_LOG_LEVEL": "WARNING",
+        "FLOWPILOT_WORKERS": str(workers),
         **{
             f"FLOWPILOT_{n.upper()}_ADDRESS": f"127.0.0.1:{suite.ports[n]}"
             for n in ("sessions", "library", "settings", "walks")
@@ -161,7 +162,7 @@ def start_suite(admin: str, roles: RoleNames, keydir: Path, public_key: Path) ->
             **base,
             "FLOWPILOT_PORT": str(suite.ports[service]),
             "FLOWPILOT_DATABASE_URL": url,
-            "FLOWPILOT_DB_POOL_SIZE": "20",
+            "FLOWPILOT_DB_POOL_SIZE": str(max(4, 20 // workers)),
         }
         suite.spawn(service, ["-m", f"services.{service}"], env)
     suite.spawn("gateway", ["-m", "gateway"], {**base, "FLOWPILOT_PORT": str(suite.ports["gateway"])})
@@ -454,6 +455,10 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--report-from", type=Path, help="rewrite the report of an earlier run's JSON")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes per service and for the gateway"
+    )
+    parser.add_argument("--only", default="", help="measure only paths whose name contains this text")
     args = parser.parse_args()
     if args.report_from:
         results = json.loads(args.report_from.read_text())
@@ -485,7 +490,7 @@ def main() -> None:
         audience=AUDIENCE,
         ttl_seconds=3 * 3600,
     )
-    suite = start_suite(admin, roles, keydir, keydir / "public.pem")
+    suite = start_suite(admin, roles, keydir, keydir / "public.pem", workers=args.workers)
     all_specs = specs(suite, seeded, token, admin, roles, extra)
     paths: dict[str, dict[str, Any]] = {}
     scale: dict[str, Any] = {}
@@ -493,6 +498,8 @@ def main() -> None:
     try:
         with ctx.Pool(2) as pool:
             for name, spec in all_specs.items():
+                if args.only and args.only not in name and not name.startswith("_scale"):
+                    continue
                 if name.startswith("_scale"):
                     scale[name.removeprefix("_scale ")] = measure(pool, spec, 1, args.duration, args.repeats)
                     print(f"{name}: p50 {scale[name.removeprefix('_scale ')]['p50_ms']:.2f} ms", flush=True)
@@ -540,7 +547,8 @@ def main() -> None:
         "paths": paths,
         "scale": scale,
         "peak_rss": suite.peak_rss,
-        "targets": targets(paths, suite.peak_rss, scale),
+        "workers": args.workers,
+        "targets": targets(paths, suite.peak_rss, scale) if not args.only else [],
     }
     report(results, args.out)
     print((args.out / "latest.md").read_text())

@@ -64,6 +64,8 @@ class ServiceConfig(AuthConfig):
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
     keepalive_time_seconds: int = Field(default=60, ge=10)
     log_level: str = "INFO"
+    # Worker processes sharing the port (SO_REUSEPORT): use every core.
+    workers: int = Field(default=1, ge=1, le=64)
     # This service's own signing key (PEM or path), for its service tokens.
     service_private_key: str | None = None
 

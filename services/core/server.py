@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -94,8 +97,8 @@ class GrpcServer:
                 ("grpc.keepalive_timeout_ms", 20_000),
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
-                # Two processes must not silently share a port by accident.
-                ("grpc.so_reuseport", 0),
+                # Processes share a port only on purpose (FLOWPILOT_WORKERS > 1).
+                ("grpc.so_reuseport", 1 if os.environ.get(_WORKER_ENV) else 0),
             ],
         )
         self.health = health.aio.HealthServicer()
@@ -153,9 +156,33 @@ class GrpcServer:
 C = TypeVar("C", bound=ServiceConfig)
 
 
+_WORKER_ENV = "FLOWPILOT_WORKER_PROCESS"
+
+
+def _supervise(module: str, workers: int) -> None:
+    """Runs ``workers`` copies of the service on one port (SO_REUSEPORT); the
+    kernel spreads connections over them. Signals are passed on; it exits when
+    every worker has."""
+    env = {**os.environ, _WORKER_ENV: "1", "FLOWPILOT_WORKERS": "1"}
+    children = [subprocess.Popen([sys.executable, "-m", module], env=env) for _ in range(workers)]  # noqa: S603
+
+    def forward(signum: int, frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    raise SystemExit(max(codes, default=0))
+
+
 def run_service(config_type: type[C], build: Callable[[C, Database], GrpcServer]) -> None:
     """``python -m services.<name>``: configure from the environment and serve."""
     config = config_type()  # required fields come from the environment
+    if config.workers > 1 and not os.environ.get(_WORKER_ENV):
+        _supervise(config_type.__module__.rsplit(".", 1)[0], config.workers)
+        return
     logs.configure(config.log_level, service=config.service_name)
     telemetry.setup(f"flowpilot-{config.service_name}")
     telemetry.instrument_database()

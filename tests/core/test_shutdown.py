@@ -78,3 +78,50 @@ async def test_sigterm_lets_the_rpc_in_flight_finish(database: RunDatabase, keys
             process.kill()
             await process.wait()
         await admin.dispose()
+
+
+async def test_several_workers_share_one_port(database: RunDatabase, keys: Keys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import psutil
+
+    port = _free_port()
+    key = tmp_path / "public.pem"
+    key.write_text(keys.public_pem)
+    env = {
+        **os.environ,
+        "FLOWPILOT_PORT": str(port),
+        "FLOWPILOT_WORKERS": "2",
+        "FLOWPILOT_DATABASE_URL": database.runtime_url("settings"),
+        "FLOWPILOT_JWT_PUBLIC_KEY": str(key),
+        "FLOWPILOT_JWT_ISSUER": ISSUER,
+        "FLOWPILOT_JWT_AUDIENCE": AUDIENCE,
+    }
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.settings", env=env)
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        listening: set[int] = set()
+        while asyncio.get_running_loop().time() < deadline and len(listening) < 2:
+            listening = {
+                c.pid
+                for c in psutil.Process(process.pid).children()
+                if any(
+                    conn.laddr.port == port and conn.status == psutil.CONN_LISTEN
+                    for conn in c.net_connections()
+                )
+            }
+            await asyncio.sleep(0.2)
+        assert len(listening) == 2
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = settings_pb2_grpc.SettingsServiceStub(channel)
+            got = await stub.GetSetting(
+                settings_pb2.GetSettingRequest(name="settings/notes.format"),
+                metadata=keys.metadata(account_id=uuid.uuid4(), role=Role.VIEWER),
+                wait_for_ready=True,
+                timeout=20,
+            )
+            assert got.value.string_value == "markdown"
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
