@@ -61,6 +61,8 @@ class ServiceConfig(AuthConfig):
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
     # In-flight RPCs get this long to finish on SIGTERM.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=300)
+    # On SIGTERM, health reports NOT_SERVING this long before new work is refused.
+    shutdown_drain_seconds: float = Field(default=0.5, ge=0, le=60)
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
     keepalive_time_seconds: int = Field(default=60, ge=10)
     log_level: str = "INFO"

@@ -71,13 +71,13 @@ class GrpcServer:
         registrations: Sequence[Registration],
         on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
         on_start: Sequence[Callable[[], None]] = (),
-        drain_seconds: float = 0.5,
+        drain_seconds: float | None = None,
     ) -> None:
         self.config = config
         self._registrations = list(registrations)
         self._on_stop = list(on_stop)
         self._on_start = list(on_start)
-        self._drain_seconds = drain_seconds
+        self._drain_seconds = config.shutdown_drain_seconds if drain_seconds is None else drain_seconds
         self._stopped = asyncio.Event()
         self._stopping = False
         mb = config.max_message_bytes

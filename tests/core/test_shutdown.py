@@ -38,6 +38,7 @@ async def test_sigterm_lets_the_rpc_in_flight_finish(database: RunDatabase, keys
         "FLOWPILOT_JWT_PUBLIC_KEY": str(key),
         "FLOWPILOT_JWT_ISSUER": ISSUER,
         "FLOWPILOT_JWT_AUDIENCE": AUDIENCE,
+        "FLOWPILOT_SHUTDOWN_DRAIN_SECONDS": "3",
     }
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.settings", env=env)
     account = uuid.uuid4()
@@ -64,10 +65,12 @@ async def test_sigterm_lets_the_rpc_in_flight_finish(database: RunDatabase, keys
                 in_flight = asyncio.ensure_future(stub.UpdateSetting(update, metadata=md, timeout=20))
                 await asyncio.sleep(0.5)
                 process.send_signal(signal.SIGTERM)
-                await asyncio.sleep(0.2)
-                status = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+                for _ in range(40):  # within the 3-second drain
+                    status = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+                    if status.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                        break
+                    await asyncio.sleep(0.05)
                 assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
-                await asyncio.sleep(0.5)
                 assert not in_flight.done()
                 await lock.execute(text("ROLLBACK"))
             finished = await in_flight

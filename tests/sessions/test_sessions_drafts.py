@@ -96,14 +96,18 @@ async def test_resolve_turns_successful_scripts_into_drafts(
             text("UPDATE sessions.outbox SET delivered_at = NULL WHERE dedupe_key = :s"),
             {"s": s.name.split("/")[1]},
         )
-    await asyncio.sleep(1.0)
-    async with admin.connect() as conn:
-        delivered = (
-            await conn.execute(
-                text("SELECT delivered_at IS NOT NULL FROM sessions.outbox WHERE dedupe_key = :s"),
-                {"s": s.name.split("/")[1]},
-            )
-        ).scalar_one()
+    delivered = False
+    for _ in range(100):  # the worker polls every 0.2 s
+        await asyncio.sleep(0.1)
+        async with admin.connect() as conn:
+            delivered = (
+                await conn.execute(
+                    text("SELECT delivered_at IS NOT NULL FROM sessions.outbox WHERE dedupe_key = :s"),
+                    {"s": s.name.split("/")[1]},
+                )
+            ).scalar_one()
+        if delivered:
+            break
     await admin.dispose()
     assert delivered
     assert len(await _drafts(library_channel, me, want=3, wait=0.5)) == 2
