@@ -16,6 +16,7 @@ from services.core import telemetry
 from services.core.ai import AI
 from services.core.ai.offline import OfflineBackend
 from services.core.db import Database
+from services.core.server import GrpcServer
 from services.library.service import LibraryConfig
 from services.library.service import build as build_library
 from services.sessions.service import SessionsConfig
@@ -123,14 +124,14 @@ def ai_backend() -> CountingBackend:
 
 
 @pytest.fixture(scope="session")
-async def sessions_address(
+async def sessions_server(
     database: RunDatabase,
     keys: Keys,
     settings_address: str,
     library_address: str,
     ai_backend: CountingBackend,
     service_keys: dict[str, Keys],
-) -> AsyncIterator[str]:
+) -> AsyncIterator[GrpcServer]:
     config = SessionsConfig(
         **service_config_kwargs(database, keys, "sessions", service_keys),
         settings_address=settings_address,
@@ -142,9 +143,14 @@ async def sessions_address(
     )
     db = Database.connect(config.database_url, pool_size=10)
     server = build_sessions(config, db, ai=AI(ai_backend))
-    port = await server.start()
-    yield f"127.0.0.1:{port}"
+    await server.start()
+    yield server
     await server.stop()
+
+
+@pytest.fixture(scope="session")
+def sessions_address(sessions_server: GrpcServer) -> str:
+    return f"127.0.0.1:{sessions_server.port}"
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,6 +32,13 @@ from services.core.db import Database
 from services.core.rpc import RuntimeInterceptor, method_rules
 
 log = logging.getLogger("flowpilot.server")
+
+
+class Background(Protocol):
+    """Work a service runs beside its server, started and stopped with it."""
+
+    def start(self) -> None: ...
+    async def stop(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +77,13 @@ class GrpcServer:
         domain: str,
         registrations: Sequence[Registration],
         on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
-        on_start: Sequence[Callable[[], None]] = (),
+        background: Sequence[Background] = (),
         drain_seconds: float | None = None,
     ) -> None:
         self.config = config
         self._registrations = list(registrations)
         self._on_stop = list(on_stop)
-        self._on_start = list(on_start)
+        self.background = list(background)
         self._drain_seconds = config.shutdown_drain_seconds if drain_seconds is None else drain_seconds
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -121,8 +128,8 @@ class GrpcServer:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         for registration in self._registrations:
             await self.health.set(registration.service_name, health_pb2.HealthCheckResponse.SERVING)
-        for begin in self._on_start:
-            begin()  # background work (e.g. outbox delivery) runs beside the server
+        for work in self.background:
+            work.start()  # e.g. outbox delivery, the stale-walk sweep
         log.info("serving", extra={"fields": {"address": f"{self.config.host}:{self.port}"}})
         return self.port
 
@@ -136,6 +143,8 @@ class GrpcServer:
         # Give load balancers and health checks a moment to see NOT_SERVING.
         await asyncio.sleep(self._drain_seconds)
         await self._server.stop(self.config.shutdown_grace_seconds)
+        for work in self.background:
+            await work.stop()
         for close in self._on_stop:
             await close()
         log.info("stopped")

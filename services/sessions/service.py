@@ -45,7 +45,6 @@ def build(config: SessionsConfig, db: Database, *, ai: AI | None = None) -> Grpc
     servicer = SessionsServicer(db, ai or make_ai(), settings, outbox=delivery)
 
     async def close() -> None:
-        await delivery.stop()
         await settings_channel.close()
         await library_channel.close()
 
@@ -57,6 +56,6 @@ def build(config: SessionsConfig, db: Database, *, ai: AI | None = None) -> Grpc
                 SERVICE_NAME, lambda s: sessions_pb2_grpc.add_SessionsServiceServicer_to_server(servicer, s)
             )
         ],
-        on_start=[delivery.start],
+        background=[delivery],
         on_stop=[close, db.dispose],
     )

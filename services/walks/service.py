@@ -55,7 +55,6 @@ def build(
     )
 
     async def close() -> None:
-        await sweep.stop()
         await settings_channel.close()
         await sessions_channel.close()
 
@@ -67,6 +66,6 @@ def build(
                 SERVICE_NAME, lambda s: walks_pb2_grpc.add_WalksServiceServicer_to_server(servicer, s)
             )
         ],
-        on_start=[sweep.start],
+        background=[sweep],
         on_stop=[close, db.dispose],
     )

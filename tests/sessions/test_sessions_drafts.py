@@ -22,6 +22,7 @@ from services.core.ai import AI
 from services.core.ai.offline import OfflineBackend
 from services.core.auth import Role
 from services.core.db import Database
+from services.core.server import GrpcServer
 from services.library.service import LibraryConfig
 from services.library.service import build as build_library
 from services.sessions.service import SessionsConfig
@@ -170,6 +171,18 @@ async def sessions_without_library(
     await server.stop()
 
 
+@pytest.fixture
+async def only_this_replica_delivers(sessions_server: GrpcServer) -> AsyncIterator[None]:
+    """Pauses the shared sessions server's outbox worker: it would deliver the
+    test's rows to its own (running) library, as a replica should."""
+    for work in sessions_server.background:
+        await work.stop()
+    yield
+    for work in sessions_server.background:
+        work.start()
+
+
+@pytest.mark.usefixtures("only_this_replica_delivers")
 async def test_library_down_during_resolve_loses_nothing(
     sessions_without_library: tuple[grpc.aio.Channel, int],
     keys: Keys,
