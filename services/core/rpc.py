@@ -121,15 +121,16 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 if principal_token is not None:
                     unbind_principal(principal_token)
-                log.debug(
-                    "rpc",
-                    extra={
-                        "fields": {
-                            "code": outcome,
-                            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                        }
-                    },
-                )
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "rpc",
+                        extra={
+                            "fields": {
+                                "code": outcome,
+                                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                            }
+                        },
+                    )
                 logs.unbind(log_token)
 
         return behavior
