@@ -15,7 +15,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from services.core import telemetry
 from services.core.ai import AI
 from services.core.ai.offline import OfflineBackend
-from services.core.db import Database
 from services.core.server import GrpcServer
 from services.library.service import LibraryConfig
 from services.library.service import build as build_library
@@ -24,7 +23,7 @@ from services.sessions.service import build as build_sessions
 from services.settings.service import SettingsConfig, build
 from services.walks.service import WalksConfig
 from services.walks.service import build as build_walks
-from tests.support import AUDIENCE, ISSUER, Keys, RunDatabase, private_database
+from tests.support import AUDIENCE, ISSUER, Keys, RunDatabase, private_database, running
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -83,11 +82,8 @@ async def settings_address(
     database: RunDatabase, keys: Keys, service_keys: dict[str, Keys]
 ) -> AsyncIterator[str]:
     config = SettingsConfig(**service_config_kwargs(database, keys, "settings", service_keys))
-    db = Database.connect(config.database_url, pool_size=8)
-    server = build(config, db)
-    port = await server.start()
-    yield f"127.0.0.1:{port}"
-    await server.stop()
+    async with running(build, config, pool_size=8) as server:
+        yield f"127.0.0.1:{server.port}"
 
 
 @pytest.fixture
@@ -141,11 +137,8 @@ async def sessions_server(
         outbox_base_backoff_seconds=0.05,
         outbox_max_backoff_seconds=0.3,
     )
-    db = Database.connect(config.database_url, pool_size=10)
-    server = build_sessions(config, db, ai=AI(ai_backend))
-    await server.start()
-    yield server
-    await server.stop()
+    async with running(build_sessions, config, ai=AI(ai_backend)) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -184,11 +177,8 @@ async def library_address(
         settings_address=settings_address,
         settings_cache_seconds=0,
     )
-    db = Database.connect(config.database_url, pool_size=10)
-    server = build_library(config, db, ai=AI(OfflineBackend()))
-    port = await server.start()
-    yield f"127.0.0.1:{port}"
-    await server.stop()
+    async with running(build_library, config, pool_size=10, ai=AI(OfflineBackend())) as server:
+        yield f"127.0.0.1:{server.port}"
 
 
 @pytest.fixture
@@ -249,11 +239,8 @@ async def walks_address(
         settings_cache_seconds=0,
         sweep_interval_seconds=3600,
     )
-    db = Database.connect(config.database_url, pool_size=10)
-    server = build_walks(config, db, ai=AI(walks_backend), clock=walks_clock)
-    port = await server.start()
-    yield f"127.0.0.1:{port}"
-    await server.stop()
+    async with running(build_walks, config, pool_size=10, ai=AI(walks_backend), clock=walks_clock) as server:
+        yield f"127.0.0.1:{server.port}"
 
 
 @pytest.fixture

@@ -149,3 +149,17 @@ async def expect_error(
     if reason:
         assert error.reason == reason, error
     return error
+
+
+@asynccontextmanager
+async def running(build: Any, config: Any, *, pool_size: int = 10, **kwargs: Any) -> AsyncIterator[Any]:
+    """A service built by ``build(config, db, **kwargs)``, started on its own
+    pool, stopped (gracefully) at the end."""
+    from services.core.db import Database
+
+    server = build(config, Database.connect(config.database_url, pool_size=pool_size), **kwargs)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

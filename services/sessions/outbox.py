@@ -13,8 +13,6 @@ a cap. The library's import is idempotent, so a redelivery is harmless.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import random
 import uuid
@@ -27,6 +25,7 @@ from opentelemetry import propagate, trace
 from sqlalchemy import func, select, text, update
 
 from services.core.auth import ServiceCredential
+from services.core.background import Periodic
 from services.core.db import Database
 from services.sessions.tables import outbox
 
@@ -65,39 +64,22 @@ class OutboxDelivery:
         self._db = db
         self._library = library
         self._credential = credential
-        self._poll = poll_seconds
         self._base = base_backoff_seconds
         self._max = max_backoff_seconds
         self._batch = batch
         self._timeout = call_timeout_seconds
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.runner = Periodic(
+            "outbox-delivery",
+            self.deliver_due,
+            poll_seconds,
+            first_round_now=True,
+            enabled=credential is not None,
+            off_reason="no service key (FLOWPILOT_SERVICE_PRIVATE_KEY)",
+        )
 
     def kick(self) -> None:
         """Deliver soon (after a resolve), without waiting for the next poll."""
-        self._wake.set()
-
-    def start(self) -> None:
-        if self._credential is None:
-            log.warning("no service key (FLOWPILOT_SERVICE_PRIVATE_KEY): outbox delivery is off")
-            return
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="outbox-delivery")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.deliver_due()
-            except Exception:  # the worker must outlive any one failure
-                log.exception("outbox delivery round failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll)
-            self._wake.clear()
+        self.runner.kick()
 
     async def deliver_due(self) -> int:
         """One round over every account with due rows; returns rows delivered."""

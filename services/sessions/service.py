@@ -56,6 +56,6 @@ def build(config: SessionsConfig, db: Database, *, ai: AI | None = None) -> Grpc
                 SERVICE_NAME, lambda s: sessions_pb2_grpc.add_SessionsServiceServicer_to_server(servicer, s)
             )
         ],
-        background=[delivery],
+        background=[delivery.runner],
         on_stop=[close, db.dispose],
     )

@@ -21,8 +21,10 @@ class SettingsConfig(ServiceConfig):
     port: int = 50053
 
 
-def build(config: SettingsConfig, db: Database) -> GrpcServer:
-    servicer = SettingsServicer(db)
+def build(
+    config: SettingsConfig, db: Database, *, servicer_type: type[SettingsServicer] = SettingsServicer
+) -> GrpcServer:
+    servicer = servicer_type(db)
     return GrpcServer(
         config=config,
         domain=DOMAIN,

@@ -66,6 +66,6 @@ def build(
                 SERVICE_NAME, lambda s: walks_pb2_grpc.add_WalksServiceServicer_to_server(servicer, s)
             )
         ],
-        background=[sweep],
+        background=[sweep.runner],
         on_stop=[close, db.dispose],
     )

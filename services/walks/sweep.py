@@ -10,13 +10,12 @@ used to read the account's setting from the settings service).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from services.core.auth import Principal, ServiceCredential, bind_principal, unbind_principal
+from services.core.background import Periodic
 from services.core.clients import SettingsReader
 from services.core.db import Database
 from services.walks import storage
@@ -38,9 +37,15 @@ class StaleWalkSweep:
         self._db = db
         self._settings = settings
         self._credential = credential
-        self._interval = interval_seconds
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self.runner = Periodic(
+            "stale-walk-sweep",
+            self.sweep_all,
+            interval_seconds,
+            first_round_now=False,
+            enabled=credential is not None,
+            off_reason="no service key (FLOWPILOT_SERVICE_PRIVATE_KEY)",
+        )
 
     async def sweep_account(self, principal: Principal) -> tuple[int, int]:
         """(walks abandoned, hours used) for the principal's account."""
@@ -70,25 +75,3 @@ class StaleWalkSweep:
             except Exception:  # one account's failure must not stop the others
                 log.exception("sweep failed for an account", extra={"fields": {"account_id": str(account)}})
         return total
-
-    def start(self) -> None:
-        if self._credential is None:
-            log.warning(
-                "no service key (FLOWPILOT_SERVICE_PRIVATE_KEY): the periodic stale-walk sweep is off"
-            )
-            return
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="stale-walk-sweep")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.sweep_all()
-            except Exception:
-                log.exception("stale-walk sweep failed")

@@ -16,11 +16,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.core.auth import Role, generate_keypair
 from services.core.db import Database
 from services.core.errors import FailedPrecondition
-from services.core.server import GrpcServer, Registration
-from services.settings.service import DOMAIN, SERVICE_NAME, SettingsConfig
+from services.core.server import GrpcServer
+from services.settings.service import DOMAIN, SERVICE_NAME, SettingsConfig, build
 from services.settings.servicer import SettingsServicer
 from tests.conftest import service_config_kwargs
-from tests.support import AUDIENCE, ISSUER, Keys, RunDatabase, failure
+from tests.support import AUDIENCE, ISSUER, Keys, RunDatabase, failure, running
 
 GET = settings_pb2.GetSettingRequest(name="settings/notes.format")
 
@@ -98,23 +98,11 @@ async def exploding(
     database: RunDatabase, keys: Keys
 ) -> AsyncIterator[tuple[settings_pb2_grpc.SettingsServiceStub, GrpcServer]]:
     config = SettingsConfig(**service_config_kwargs(database, keys, "settings"))
-    db = Database.connect(config.database_url, pool_size=2)
-    servicer = _Exploding(db)
-    server = GrpcServer(
-        config=config,
-        domain=DOMAIN,
-        registrations=[
-            Registration(
-                SERVICE_NAME,
-                lambda s: settings_pb2_grpc.add_SettingsServiceServicer_to_server(servicer, s),
-            )
-        ],
-        on_stop=[db.dispose],
-    )
-    port = await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with (
+        running(build, config, pool_size=2, servicer_type=_Exploding) as server,
+        grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
         yield settings_pb2_grpc.SettingsServiceStub(channel), server
-    await server.stop()
 
 
 async def test_unexpected_errors_are_internal_without_detail(
@@ -156,22 +144,9 @@ class _Slow(SettingsServicer):
 async def test_graceful_shutdown_finishes_in_flight_rpcs(
     database: RunDatabase, keys: Keys, account: uuid.UUID
 ) -> None:
-    config = SettingsConfig(**service_config_kwargs(database, keys, "settings"))
-    db = Database.connect(config.database_url, pool_size=2)
-    servicer = _Slow(db)
-    servicer.started = asyncio.Event()
-    server = GrpcServer(
-        config=config,
-        domain=DOMAIN,
-        registrations=[
-            Registration(
-                SERVICE_NAME,
-                lambda s: settings_pb2_grpc.add_SettingsServiceServicer_to_server(servicer, s),
-            )
-        ],
-        on_stop=[db.dispose],
-        drain_seconds=0.5,
-    )
+    config = SettingsConfig(**service_config_kwargs(database, keys, "settings"), shutdown_drain_seconds=0.5)
+    _Slow.started = asyncio.Event()
+    server = build(config, Database.connect(config.database_url, pool_size=2), servicer_type=_Slow)
     port = await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = settings_pb2_grpc.SettingsServiceStub(channel)
@@ -179,7 +154,7 @@ async def test_graceful_shutdown_finishes_in_flight_rpcs(
         in_flight = asyncio.ensure_future(
             stub.GetSetting(GET, metadata=keys.metadata(account_id=account, role=Role.VIEWER))
         )
-        await servicer.started.wait()
+        await _Slow.started.wait()
         stopping = asyncio.ensure_future(server.stop())
         await asyncio.sleep(0.1)
         reply = await health.Check(health_pb2.HealthCheckRequest(service=""))

@@ -61,7 +61,8 @@ def _echo_handler(method: descriptor.MethodDescriptor) -> grpc.RpcMethodHandler[
         body.update(json_format.MessageToDict(request, preserving_proto_field_name=True))
         metadata = dict(context.invocation_metadata() or ())
         text = name or str(metadata.get("x-request-id", ""))
-        if name == "messages/headers":  # report what reached the service
+        if name == "messages/headers":  # report what reached the service, and answer with metadata
+            await context.send_initial_metadata((("x-served-by", "echo"), ("x-internal-host", "10.0.0.7")))
             text = json.dumps(
                 {
                     k: v

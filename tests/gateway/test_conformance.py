@@ -28,6 +28,7 @@ async def base(echo: str) -> AsyncIterator[str]:
         services=[MESSAGING],
         max_body_bytes=2048,
         cors_origins=["https://app.example"],
+        response_metadata=["x-served-by"],
     ) as url:
         yield url
 
@@ -276,3 +277,6 @@ async def test_only_allowed_headers_reach_the_service(http: httpx.AsyncClient) -
     assert seen["authorization"] == "Bearer test-token"  # forwarded unchanged
     assert seen["x-request-id"] == "r-1"
     assert "x-internal-secret" not in seen and "cookie" not in seen
+    # Only allow-listed response metadata comes back as headers.
+    assert response.headers["x-served-by"] == "echo"
+    assert "x-internal-host" not in response.headers

@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from services.core.ai import AI
 from services.core.ai.offline import OfflineBackend
 from services.core.auth import Role
-from services.core.db import Database
 from services.core.server import GrpcServer
 from services.library.service import LibraryConfig
 from services.library.service import build as build_library
@@ -29,7 +28,7 @@ from services.sessions.service import SessionsConfig
 from services.sessions.service import build as build_sessions
 from tests.conftest import service_config_kwargs
 from tests.sessions.helpers import Caller
-from tests.support import Keys, RunDatabase
+from tests.support import Keys, RunDatabase, running
 
 
 async def _resolved_with_scripts(me: Caller, *, extra_failed: bool = True) -> pb.Session:
@@ -163,12 +162,11 @@ async def sessions_without_library(
         outbox_base_backoff_seconds=0.05,
         outbox_max_backoff_seconds=0.2,
     )
-    db = Database.connect(config.database_url, pool_size=4)
-    server = build_sessions(config, db, ai=AI(OfflineBackend()))
-    port = await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with (
+        running(build_sessions, config, pool_size=4, ai=AI(OfflineBackend())) as server,
+        grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
         yield channel, library_port
-    await server.stop()
 
 
 @pytest.fixture
@@ -215,15 +213,14 @@ async def test_library_down_during_resolve_loses_nothing(
         **{**service_config_kwargs(database, keys, "library", service_keys), "port": library_port},
         settings_address=settings_address,
     )
-    db = Database.connect(config.database_url, pool_size=2)
-    library = build_library(config, db, ai=AI(OfflineBackend()))
-    await library.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{library_port}") as library_channel:
+        async with (
+            running(build_library, config, pool_size=2, ai=AI(OfflineBackend())),
+            grpc.aio.insecure_channel(f"127.0.0.1:{library_port}") as library_channel,
+        ):
             drafts = await _drafts(library_channel, me, want=2, wait=15)
         assert sorted(d.suggested_name for d in drafts) == ["Flush DNS", "Restart spooler"]
     finally:
-        await library.stop()
         await admin.dispose()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx2
 import pytest
 
-from services.core.ai import AI, Preferences, SessionContext, Tier
+from services.core.ai import AI, Preferences, SessionContext
 from services.core.ai.anthropic_backend import AnthropicBackend
 from services.core.errors import FailedPrecondition, Internal, Unavailable
 from tests.core.ai.transport import Replay
@@ -108,7 +108,3 @@ async def test_rejected_request_is_internal_with_a_reason() -> None:
     with pytest.raises(Internal) as caught:
         await _ai(Replay([(400, "invalid_request.json")])).suggest_fix(CTX, Preferences())
     assert caught.value.reason == "MODEL_REQUEST_REJECTED"
-
-
-def test_tier_enum_values() -> None:
-    assert {t.value for t in Tier} == {"fast", "deep"}
