@@ -2,20 +2,25 @@
 
 Functions take the RPC's connection (tenant already set) and never commit.
 Row-level security scopes every statement to the caller's account, so a
-missing row and another account's row look the same: None.
+missing row and another account's row look the same: None. The hot reads
+(get a session, list its facts) are :class:`Query` statements for
+``Database.direct``.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, literal, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+import asyncpg
+from sqlalchemy import DateTime, Row, and_, bindparam, func, literal, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.core.db import Query, Record
 from services.sessions.tables import (
     ai_sessions,
     note_previews,
@@ -56,6 +61,22 @@ async def active_session_for(
 
 async def session_by_request_id(conn: AsyncConnection, request_id: uuid.UUID) -> Row[Any] | None:
     return (await conn.execute(select(S).where(S.c.request_id == request_id))).first()
+
+
+_READ_SESSION = Query(select(S).where(S.c.id == bindparam("id")))
+
+
+async def read_session(conn: asyncpg.Connection, session_id: uuid.UUID) -> Record | None:
+    """A session for reading only (direct path)."""
+    return await _READ_SESSION.one_or_none(conn, id=session_id)
+
+
+_SESSION_EXISTS = Query(select(S.c.id).where(S.c.id == bindparam("id")))
+
+
+async def session_exists(conn: asyncpg.Connection, session_id: uuid.UUID) -> bool:
+    """Whether the session is there (direct path), without reading the row."""
+    return await _SESSION_EXISTS.one_or_none(conn, id=session_id) is not None
 
 
 async def get_session(conn: AsyncConnection, session_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
@@ -105,20 +126,37 @@ async def get_fact(conn: AsyncConnection, session_id: uuid.UUID, fact_id: uuid.U
     return (await conn.execute(select(F).where(F.c.session_id == session_id, F.c.id == fact_id))).first()
 
 
+@functools.cache
+def _facts_page(*, show_deleted: bool, paged: bool) -> Query:
+    query = (
+        select(F)
+        .where(F.c.session_id == bindparam("session_id"))
+        .order_by(F.c.create_time, F.c.id)
+        .limit(bindparam("limit"))
+    )
+    if not show_deleted:
+        query = query.where(F.c.deleted_at.is_(None))
+    if paged:
+        position = tuple_(
+            bindparam("after_time", type_=DateTime(timezone=True)), bindparam("after_id", type_=UUID)
+        )
+        query = query.where(tuple_(F.c.create_time, F.c.id) > position)
+    return Query(query)
+
+
 async def list_facts(
-    conn: AsyncConnection,
+    conn: asyncpg.Connection,
     session_id: uuid.UUID,
     *,
     show_deleted: bool,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
-) -> Sequence[Row[Any]]:
-    query = select(F).where(F.c.session_id == session_id).order_by(F.c.create_time, F.c.id).limit(limit)
-    if not show_deleted:
-        query = query.where(F.c.deleted_at.is_(None))
-    if after:
-        query = query.where(tuple_(F.c.create_time, F.c.id) > tuple_(literal(after[0]), literal(after[1])))
-    return (await conn.execute(query)).all()
+) -> list[Record]:
+    """A page of facts in (create_time, id) order, after a keyset position (direct path)."""
+    query = _facts_page(show_deleted=show_deleted, paged=after is not None)
+    if after is None:
+        return await query.all(conn, session_id=session_id, limit=limit)
+    return await query.all(conn, session_id=session_id, limit=limit, after_time=after[0], after_id=after[1])
 
 
 async def active_fact_texts(conn: AsyncConnection, session_id: uuid.UUID, *, limit: int = 500) -> list[str]:

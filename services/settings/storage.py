@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -42,12 +43,12 @@ def _entry(raw: dict[str, Any] | None) -> StoredEntry:
     )
 
 
-async def get_entries(conn: AsyncConnection) -> dict[str, StoredEntry]:
-    """Every key the current account has stored (RLS scopes the row)."""
-    row = (await conn.execute(text("SELECT preferences FROM settings.account_settings"))).first()
-    if row is None:
+async def get_entries(conn: asyncpg.Connection) -> dict[str, StoredEntry]:
+    """Every key the current account has stored (RLS scopes the row; ``Database.direct``)."""
+    preferences = await conn.fetchval("SELECT preferences FROM settings.account_settings")
+    if preferences is None:
         return {}
-    return {key: _entry(raw) for key, raw in row.preferences.items()}
+    return {key: _entry(raw) for key, raw in preferences.items()}
 
 
 # The entry written for a key: the caller's part plus revision, time and author.
