@@ -98,7 +98,8 @@ def proposal(row: Any) -> pb.FlowProposal:
     return message
 
 
-def walk(row: Any) -> pb.Walk:
+def walk(row: Any, tree: pb.Tree | None) -> pb.Walk:
+    """A walk row (without its snapshot) and its tree snapshot, already converted."""
     message = pb.Walk(
         name=names.format_name(WALK, walk=row.id),
         ticket_id=row.ticket_id,
@@ -119,7 +120,6 @@ def walk(row: Any) -> pb.Walk:
         session=f"sessions/{row.escalation_session_id}" if row.escalation_session_id else "",
         creator=str(row.created_by_user_id),
     )
-    tree = trees.to_proto(row.tree)
     if tree is not None:
         message.tree.CopyFrom(tree)
     if row.helpful is not None:

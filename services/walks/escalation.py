@@ -27,10 +27,10 @@ def escalation_request_id(walk_id: uuid.UUID) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"flowpilot://walks/{walk_id}/escalation"))
 
 
-def facts_for(walk: Any, *, reason: str, category: str) -> list[str]:
+def facts_for(walk: Any, tree: dict[str, Any] | None, *, reason: str, category: str) -> list[str]:
     facts = []
     for number, step in enumerate(walk.walked_path, start=1):
-        text = trees.node(walk.tree, step["node"])["text"] if walk.tree else step["node"]
+        text = trees.node(tree, step["node"])["text"] if tree else step["node"]
         facts.append(f"L1 step {number}: {text} → {step['choice']}")
     facts += [f"L1 note: {note['text']}" for note in walk.walk_notes]
     facts.append(f"Escalated by L1 ({category.replace('_', ' ')}): {reason}")
@@ -44,7 +44,9 @@ class SessionsEscalator:
         self._sessions = sessions
         self._timeout = timeout_seconds
 
-    async def escalate(self, walk: Any, *, reason: str, category: str) -> uuid.UUID:
+    async def escalate(
+        self, walk: Any, tree: dict[str, Any] | None, *, reason: str, category: str
+    ) -> uuid.UUID:
         metadata = forwarded()
         title = f"L1 escalation: {walk.ticket_id}"
         problem = (
@@ -74,7 +76,7 @@ class SessionsEscalator:
                 timeout=self._timeout,
             )
             have = {f.text for f in existing.facts}
-            for text in facts_for(walk, reason=reason, category=category):
+            for text in facts_for(walk, tree, reason=reason, category=category):
                 if text not in have:
                     await self._sessions.CreateFact(
                         sessions_pb2.CreateFactRequest(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
@@ -18,7 +18,14 @@ from services.core.ai import AI
 from services.core.auth import current_principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
-from services.core.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, not_found
+from services.core.errors import (
+    Aborted,
+    FailedPrecondition,
+    FieldViolation,
+    Internal,
+    InvalidArgument,
+    not_found,
+)
 from services.walks import convert, storage, trees
 from services.walks.convert import FLOW, PROPOSAL, WALK
 from services.walks.escalation import SessionsEscalator
@@ -28,6 +35,7 @@ Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 MAX_PATH = 200
 MAX_NOTES = 100
+TREE_CACHE_SIZE = 256  # converted tree snapshots kept per process (≤ 500 nodes each)
 
 
 class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
@@ -47,6 +55,10 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         self._escalator = escalator
         self._sweep = sweep
         self._clock = clock
+        # (account, walk) → its tree snapshot as a message. A snapshot never
+        # changes once the walk starts, so each is decoded and converted once
+        # per process instead of on every step.
+        self._trees: dict[tuple[uuid.UUID, uuid.UUID], pb.Tree] = {}
 
     # --- flows -----------------------------------------------------------------------
 
@@ -268,7 +280,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
             if not request.force_new:
                 active = await storage.active_walk_for(conn, user_id=principal.user_id, ticket_id=ticket)
                 if active is not None:
-                    return pb.StartWalkResponse(walk=convert.walk(active), resumed=True)
+                    return pb.StartWalkResponse(walk=await self._message(conn, active), resumed=True)
             tree, version = None, None
             if kind == "flow":
                 flow = await self._flow(conn, request.flow, field="flow")
@@ -290,7 +302,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
                 await storage.lock_ticket(conn, user_id=principal.user_id, ticket_id=ticket)
                 active = await storage.active_walk_for(conn, user_id=principal.user_id, ticket_id=ticket)
                 if active is not None:
-                    return pb.StartWalkResponse(walk=convert.walk(active), resumed=True)
+                    return pb.StartWalkResponse(walk=await self._message(conn, active), resumed=True)
             row = await storage.insert_walk(
                 conn,
                 account_id=principal.account_id,
@@ -307,7 +319,25 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
                 last_step_at=now,
                 **target,
             )
-        return pb.StartWalkResponse(walk=convert.walk(row))
+            return pb.StartWalkResponse(walk=await self._message(conn, row))
+
+    async def _messages(self, conn: AsyncConnection, rows: Sequence[Any]) -> list[pb.Walk]:
+        """Walk messages with their tree snapshots, built in the RPC's transaction."""
+        account = current_principal().account_id
+        found = {r.id: self._trees.get((account, r.id)) for r in rows if r.has_tree}
+        missing = [walk_id for walk_id, tree in found.items() if tree is None]
+        if missing:
+            for walk_id, tree in (await storage.walk_trees(conn, missing)).items():
+                found[walk_id] = message = trees.to_proto(tree)
+                if message is None:
+                    continue
+                if len(self._trees) >= TREE_CACHE_SIZE:
+                    self._trees.pop(next(iter(self._trees)))  # the oldest entry
+                self._trees[(account, walk_id)] = message
+        return [convert.walk(r, found.get(r.id)) for r in rows]
+
+    async def _message(self, conn: AsyncConnection, row: Any) -> pb.Walk:
+        return (await self._messages(conn, [row]))[0]
 
     async def _walk(self, conn: AsyncConnection, name: str, *, lock: bool = False) -> Any:
         row = await storage.get_walk(conn, convert.parse_id(name, WALK, "name"), lock=lock)
@@ -327,7 +357,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
 
     async def GetWalk(self, request: pb.GetWalkRequest, context: Context) -> pb.Walk:
         async with self._db.transaction() as conn:
-            return convert.walk(await self._walk(conn, request.name))
+            return await self._message(conn, await self._walk(conn, request.name))
 
     async def ListWalks(self, request: pb.ListWalksRequest, context: Context) -> pb.ListWalksResponse:
         limit = pagination.page_size(request.page_size)
@@ -350,8 +380,9 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
                     limit=limit + 1,
                 )
             )
+            walks = await self._messages(conn, rows[:limit])
         return pb.ListWalksResponse(
-            walks=[convert.walk(r) for r in rows[:limit]],
+            walks=walks,
             next_page_token=pagination.next_page_token(
                 rows, limit, query_fingerprint=query, key=lambda r: r.started_at.isoformat()
             ),
@@ -360,9 +391,11 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
     async def AdvanceWalk(self, request: pb.AdvanceWalkRequest, context: Context) -> pb.Walk:
         async with self._db.transaction() as conn:
             row = await self._active(conn, request.name)
-            if row.tree is None:
+            if not row.has_tree:
                 raise FailedPrecondition("an ad-hoc walk has no tree to advance in", reason="NO_TREE")
-            node = trees.node(row.tree, row.current_node_id)
+            node = await storage.walk_node(conn, row.id, row.current_node_id)
+            if node is None:
+                raise Internal(f"walk {row.id}: node {row.current_node_id!r} is not in its tree")
             options = node.get("options", [])
             if not options:
                 raise FailedPrecondition(
@@ -392,7 +425,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
                 current_node_id=option["next"],
                 last_step_at=now,
             )
-        return convert.walk(row)
+            return await self._message(conn, row)
 
     async def StepBackWalk(self, request: pb.StepBackWalkRequest, context: Context) -> pb.Walk:
         async with self._db.transaction() as conn:
@@ -407,7 +440,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
                 current_node_id=last["node"],
                 last_step_at=self._clock(),
             )
-        return convert.walk(row)
+            return await self._message(conn, row)
 
     async def AddWalkNote(self, request: pb.AddWalkNoteRequest, context: Context) -> pb.Walk:
         text = validation.nonblank(request.text, "text")
@@ -425,7 +458,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
             row = await storage.update_walk(
                 conn, row.id, walk_notes=[*row.walk_notes, note], last_step_at=now
             )
-        return convert.walk(row)
+            return await self._message(conn, row)
 
     async def ResolveWalk(self, request: pb.ResolveWalkRequest, context: Context) -> pb.Walk:
         notes = validation.nonblank(request.resolution_notes, "resolution_notes")
@@ -441,7 +474,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
                 resolved_at=now,
                 last_step_at=now,
             )
-        return convert.walk(row)
+            return await self._message(conn, row)
 
     async def EscalateWalk(self, request: pb.EscalateWalkRequest, context: Context) -> pb.Walk:
         reason = validation.nonblank(request.reason, "reason")
@@ -453,12 +486,13 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         async with self._db.transaction() as conn:
             row = await self._walk(conn, request.name, lock=True)
             if row.status == "escalated" and row.escalation_session_id is not None:
-                return convert.walk(row)  # a retry: the session exists and is linked
+                return await self._message(conn, row)  # a retry: the session exists and is linked
             if row.status != "active":
                 raise FailedPrecondition(
                     f"walk is {row.status}; only active walks change", reason="WALK_NOT_ACTIVE"
                 )
-            session_id = await self._escalator.escalate(row, reason=reason, category=category)
+            tree = (await storage.walk_trees(conn, [row.id])).get(row.id)
+            session_id = await self._escalator.escalate(row, tree, reason=reason, category=category)
             now = self._clock()
             row = await storage.update_walk(
                 conn,
@@ -470,14 +504,14 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
                 resolved_at=now,
                 last_step_at=now,
             )
-        return convert.walk(row)
+            return await self._message(conn, row)
 
     async def AbandonWalk(self, request: pb.AbandonWalkRequest, context: Context) -> pb.Walk:
         async with self._db.transaction() as conn:
             row = await self._active(conn, request.name)
             now = self._clock()
             row = await storage.update_walk(conn, row.id, status="abandoned", resolved_at=now)
-        return convert.walk(row)
+            return await self._message(conn, row)
 
     async def SweepStaleWalks(
         self, request: pb.SweepStaleWalksRequest, context: Context

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, func, literal, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.walks.tables import flow_proposals, flows, l1_walk_sessions
@@ -75,9 +75,35 @@ async def lock_ticket(conn: AsyncConnection, *, user_id: uuid.UUID, ticket_id: s
     )
 
 
+# A walk as the service reads and writes it: every column but the tree snapshot
+# (up to 500 nodes, never changed after the walk starts), plus whether it has
+# one. Steps touch only the small columns; the snapshot is read with
+# walk_trees() when a process has not converted it yet, and a step looks up its
+# node in SQL (walk_node()).
+_HAS_TREE = func.coalesce(func.jsonb_typeof(W.c.tree) == "object", False)  # ad-hoc walks: JSON null
+WALK = [c for c in W.c if c.name != "tree"] + [_HAS_TREE.label("has_tree")]
+
+
+async def walk_trees(conn: AsyncConnection, walk_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Any]:
+    query = select(W.c.id, W.c.tree).where(W.c.id.in_(walk_ids), _HAS_TREE)
+    return {row.id: row.tree for row in await conn.execute(query)}
+
+
+_NODE = text(
+    "SELECT jsonb_path_query_first(tree, '$.nodes[*] ? (@.id == $id)', jsonb_build_object('id', CAST(:node AS text)))"
+    " AS node FROM walks.l1_walk_sessions WHERE id = :walk"
+).columns(node=JSONB)
+
+
+async def walk_node(conn: AsyncConnection, walk_id: uuid.UUID, node_id: str) -> dict[str, Any] | None:
+    """One node of a walk's tree snapshot, found by PostgreSQL (no tree decoded here)."""
+    node: dict[str, Any] | None = (await conn.execute(_NODE, {"walk": walk_id, "node": node_id})).scalar()
+    return node
+
+
 async def active_walk_for(conn: AsyncConnection, *, user_id: uuid.UUID, ticket_id: str) -> Row[Any] | None:
     query = (
-        select(W)
+        select(*WALK)
         .where(W.c.created_by_user_id == user_id, W.c.ticket_id == ticket_id, W.c.status == "active")
         .order_by(W.c.started_at.desc())
         .limit(1)
@@ -86,16 +112,16 @@ async def active_walk_for(conn: AsyncConnection, *, user_id: uuid.UUID, ticket_i
 
 
 async def insert_walk(conn: AsyncConnection, **values: Any) -> Row[Any]:
-    return (await conn.execute(insert(W).values(**values).returning(W))).one()
+    return (await conn.execute(insert(W).values(**values).returning(*WALK))).one()
 
 
 async def get_walk(conn: AsyncConnection, walk_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
-    query = select(W).where(W.c.id == walk_id)
-    return (await conn.execute(query.with_for_update() if lock else query)).first()
+    query = select(*WALK).where(W.c.id == walk_id)
+    return (await conn.execute(query.with_for_update(of=W) if lock else query)).first()
 
 
 async def update_walk(conn: AsyncConnection, walk_id: uuid.UUID, **values: Any) -> Row[Any]:
-    return (await conn.execute(update(W).where(W.c.id == walk_id).values(**values).returning(W))).one()
+    return (await conn.execute(update(W).where(W.c.id == walk_id).values(**values).returning(*WALK))).one()
 
 
 async def list_walks(
@@ -107,7 +133,7 @@ async def list_walks(
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
 ) -> Sequence[Row[Any]]:
-    query = select(W).order_by(W.c.started_at.desc(), W.c.id.desc()).limit(limit)
+    query = select(*WALK).order_by(W.c.started_at.desc(), W.c.id.desc()).limit(limit)
     if status:
         query = query.where(W.c.status == status)
     if ticket_id:

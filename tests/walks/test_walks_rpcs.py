@@ -196,6 +196,32 @@ async def test_a_flow_updated_mid_walk_does_not_change_the_walk(tech: Tech) -> N
     assert fresh.flow_version == 2 and fresh.current_node == "z"
 
 
+async def test_every_walk_response_carries_its_own_snapshot(tech: Tech) -> None:
+    # Steps read and write the walk without its tree; the snapshot in each
+    # response comes from a per-process cache. Two flows whose trees differ,
+    # an ad-hoc walk without one, and every RPC that returns a walk.
+    printer = await tech.flow()
+    other = await tech.flow(printer_tree(" (second flow)"), name="Second")
+    ticket = f"T-{uuid.uuid4().hex[:8]}"
+    walk = (await tech.start(ticket, kind=pb.WALK_KIND_FLOW, flow=printer.name)).walk
+    second = (await tech.start(kind=pb.WALK_KIND_FLOW, flow=other.name)).walk
+    adhoc = (await tech.start(kind=pb.WALK_KIND_ADHOC)).walk
+    assert walk.tree == printer.tree and second.tree == other.tree and not adhoc.HasField("tree")
+    responses = [
+        await tech.advance(walk, "Yes"),
+        await tech.call("StepBackWalk", pb.StepBackWalkRequest(name=walk.name)),
+        await tech.call("AddWalkNote", pb.AddWalkNoteRequest(name=walk.name, text="checked cables")),
+        await tech.call("GetWalk", pb.GetWalkRequest(name=walk.name)),
+        (await tech.start(ticket, kind=pb.WALK_KIND_FLOW, flow=printer.name)).walk,  # resumed
+        await tech.call("ResolveWalk", pb.ResolveWalkRequest(name=walk.name, resolution_notes="fixed")),
+    ]
+    assert all(r.name == walk.name and r.tree == printer.tree for r in responses)
+    listed = {w.name: w for w in (await tech.call("ListWalks", pb.ListWalksRequest())).walks}
+    assert listed[walk.name].tree == printer.tree and listed[second.name].tree == other.tree
+    assert not listed[adhoc.name].HasField("tree")
+    await _fails(tech.advance(adhoc, "Yes"), grpc.StatusCode.FAILED_PRECONDITION, reason="NO_TREE")
+
+
 async def test_start_resumes_and_validates_the_target(tech: Tech) -> None:
     flow = await tech.flow()
     first = await tech.start("T-7", kind=pb.WALK_KIND_FLOW, flow=flow.name)
