@@ -1,7 +1,12 @@
 """The framework ceilings: an empty ``grpc.aio`` unary handler and an empty
-ASGI handler, served on the same machine as the suite.
+ASGI handler, served on the same machine as the suite; and the floor of a
+get-session RPC: a ``grpc.aio`` handler that runs only the tenant transaction
+through raw asyncpg (BEGIN, set the tenant, the SELECT, COMMIT) — no auth, no
+validation, no message built — to show what any Python gRPC service doing
+this read under the design's tenancy rule can reach on the machine.
 
-``python -m bench.ceilings grpc PORT`` / ``python -m bench.ceilings asgi PORT``.
+``python -m bench.ceilings grpc PORT`` / ``python -m bench.ceilings asgi PORT`` /
+``python -m bench.ceilings grpc-sql PORT DSN ACCOUNT`` (request: a session id).
 """
 
 from __future__ import annotations
@@ -13,11 +18,28 @@ from typing import Any
 EMPTY_METHOD = "/bench.Empty/Call"
 
 
-async def _grpc(port: int) -> None:
+async def _grpc(port: int, dsn: str | None = None, account: str = "") -> None:
     import grpc
 
-    async def call(request: bytes, context: Any) -> bytes:
+    async def empty(request: bytes, context: Any) -> bytes:
         return b""
+
+    call = empty
+    if dsn:
+        import asyncpg
+
+        # Connections only while measured: the server's slots are shared with the suite.
+        pool = await asyncpg.create_pool(dsn, min_size=0, max_size=16, max_inactive_connection_lifetime=2)
+
+        async def get_session(request: bytes, context: Any) -> bytes:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT set_config('app.current_account_id', $1, true)", account)
+                row = await conn.fetchrow(
+                    "SELECT * FROM sessions.ai_sessions WHERE id = $1", request.decode()
+                )
+            return b"" if row is None else b"1"
+
+        call = get_session
 
     server = grpc.aio.server()
     handler = grpc.method_handlers_generic_handler(
@@ -47,6 +69,8 @@ def main() -> None:
     kind, port = sys.argv[1], int(sys.argv[2])
     if kind == "grpc":
         asyncio.run(_grpc(port))
+    elif kind == "grpc-sql":
+        asyncio.run(_grpc(port, sys.argv[3], sys.argv[4]))
     else:
         import uvicorn
 
