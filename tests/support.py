@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -163,3 +164,26 @@ async def running(build: Any, config: Any, *, pool_size: int = 10, **kwargs: Any
         yield server
     finally:
         await server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_process_env(
+    database: RunDatabase, keys: Keys, key_dir: Path, service: str, port: int, **extra: str
+) -> dict[str, str]:
+    """Environment for ``python -m services.<service>`` as a real process."""
+    key = key_dir / "public.pem"
+    key.write_text(keys.public_pem)
+    return {
+        **os.environ,
+        "FLOWPILOT_PORT": str(port),
+        "FLOWPILOT_DATABASE_URL": database.runtime_url(service),
+        "FLOWPILOT_JWT_PUBLIC_KEY": str(key),
+        "FLOWPILOT_JWT_ISSUER": ISSUER,
+        "FLOWPILOT_JWT_AUDIENCE": AUDIENCE,
+        **extra,
+    }

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -16,21 +15,15 @@ import psutil
 import pytest
 
 from tests.grpcurl import binary
-from tests.support import ROOT
+from tests.support import ROOT, free_port
 from tools.devstack import PROCESSES
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow
 def test_make_run_from_scratch(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("MAKE")}
     env["FLOWPILOT_DEV_DIR"] = str(tmp_path / "dev")
-    ports = {p.name: _free_port() for p in PROCESSES}
+    ports = {p.name: free_port() for p in PROCESSES}
     for process in PROCESSES:
         env[process.port_env] = str(ports[process.name])
     log_path = tmp_path / "run.log"

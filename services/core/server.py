@@ -2,10 +2,11 @@
 
 ``GrpcServer`` owns a ``grpc.aio`` server with explicit message-size and
 keepalive settings, the standard health service, server reflection built from
-the registered descriptors, the OpenTelemetry and runtime interceptors, and a
-graceful shutdown: health goes NOT_SERVING, new work is refused after a short
-drain, in-flight RPCs get ``shutdown_grace_seconds`` to finish, then the
-service's resources (its database pool) are closed.
+the registered descriptors, the runtime around every FlowPilot method
+(``services.core.rpc``; OpenTelemetry's server interceptor too when spans are
+exported), and a graceful shutdown: health goes NOT_SERVING, new work is
+refused after a short drain, in-flight RPCs get ``shutdown_grace_seconds`` to
+finish, then the service's resources (its database pool) are closed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -29,7 +30,7 @@ from services.core import logs, telemetry
 from services.core.auth import ServiceCredential, TokenVerifier
 from services.core.config import ServiceConfig
 from services.core.db import Database
-from services.core.rpc import RuntimeInterceptor, method_rules
+from services.core.rpc import Runtime, method_rules
 
 log = logging.getLogger("flowpilot.server")
 
@@ -88,15 +89,16 @@ class GrpcServer:
         self._stopped = asyncio.Event()
         self._stopping = False
         mb = config.max_message_bytes
+        spans = telemetry.exporting()
+        runtime = Runtime(
+            verifier=verifier_from(config),
+            rules=method_rules(r.service_name for r in self._registrations),
+            domain=domain,
+            spans=spans,
+        )
         self._server = grpc.aio.server(
-            interceptors=[
-                aio_server_interceptor(),
-                RuntimeInterceptor(
-                    verifier=verifier_from(config),
-                    rules=method_rules(r.service_name for r in self._registrations),
-                    domain=domain,
-                ),
-            ],
+            # Server spans with the instrumentation's attributes, only when exported.
+            interceptors=[aio_server_interceptor()] if spans else None,
             options=[
                 ("grpc.max_receive_message_length", mb),
                 ("grpc.max_send_message_length", mb),
@@ -111,7 +113,8 @@ class GrpcServer:
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         for registration in self._registrations:
-            registration.add_to_server(self._server)
+            # Generated registration code takes a server; the registrar wraps what it adds.
+            registration.add_to_server(cast(grpc.aio.Server, runtime.registrar(self._server)))
         reflection.enable_server_reflection(
             [r.service_name for r in self._registrations]
             + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],

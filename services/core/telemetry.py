@@ -52,6 +52,11 @@ def setup(service_name: str, *, processors: list[SpanProcessor] | None = None) -
     return _provider
 
 
+def exporting() -> bool:
+    """Whether this process's spans go anywhere."""
+    return _exporting
+
+
 def instrument_database() -> None:
     """Database spans for every asyncpg statement of the process (idempotent).
 

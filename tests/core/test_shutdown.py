@@ -4,9 +4,7 @@ flight finishes, the process exits cleanly."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import sys
 import uuid
 
@@ -18,28 +16,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.core.auth import Role
-from tests.support import AUDIENCE, ISSUER, Keys, RunDatabase
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support import Keys, RunDatabase, free_port, service_process_env
 
 
 async def test_sigterm_lets_the_rpc_in_flight_finish(database: RunDatabase, keys: Keys, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    port = _free_port()
-    key = tmp_path / "public.pem"
-    key.write_text(keys.public_pem)
-    env = {
-        **os.environ,
-        "FLOWPILOT_PORT": str(port),
-        "FLOWPILOT_DATABASE_URL": database.runtime_url("settings"),
-        "FLOWPILOT_JWT_PUBLIC_KEY": str(key),
-        "FLOWPILOT_JWT_ISSUER": ISSUER,
-        "FLOWPILOT_JWT_AUDIENCE": AUDIENCE,
-        "FLOWPILOT_SHUTDOWN_DRAIN_SECONDS": "3",
-    }
+    port = free_port()
+    env = service_process_env(
+        database, keys, tmp_path, "settings", port, FLOWPILOT_SHUTDOWN_DRAIN_SECONDS="3"
+    )
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.settings", env=env)
     account = uuid.uuid4()
     md = keys.metadata(account_id=account, role=Role.TEAM_ADMIN)
@@ -86,18 +70,8 @@ async def test_sigterm_lets_the_rpc_in_flight_finish(database: RunDatabase, keys
 async def test_several_workers_share_one_port(database: RunDatabase, keys: Keys, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import psutil
 
-    port = _free_port()
-    key = tmp_path / "public.pem"
-    key.write_text(keys.public_pem)
-    env = {
-        **os.environ,
-        "FLOWPILOT_PORT": str(port),
-        "FLOWPILOT_WORKERS": "2",
-        "FLOWPILOT_DATABASE_URL": database.runtime_url("settings"),
-        "FLOWPILOT_JWT_PUBLIC_KEY": str(key),
-        "FLOWPILOT_JWT_ISSUER": ISSUER,
-        "FLOWPILOT_JWT_AUDIENCE": AUDIENCE,
-    }
+    port = free_port()
+    env = service_process_env(database, keys, tmp_path, "settings", port, FLOWPILOT_WORKERS="2")
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.settings", env=env)
     try:
         deadline = asyncio.get_running_loop().time() + 30

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import grpc
@@ -28,7 +27,7 @@ from services.sessions.service import SessionsConfig
 from services.sessions.service import build as build_sessions
 from tests.conftest import service_config_kwargs
 from tests.sessions.helpers import Caller
-from tests.support import Keys, RunDatabase, running
+from tests.support import Keys, RunDatabase, free_port, running
 
 
 async def _resolved_with_scripts(me: Caller, *, extra_failed: bool = True) -> pb.Session:
@@ -143,17 +142,11 @@ async def test_no_drafts_when_the_setting_is_off(
     assert await _drafts(library_channel, me, want=1, wait=1.0) == []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def sessions_without_library(
     database: RunDatabase, keys: Keys, settings_address: str, service_keys: dict[str, Keys]
 ) -> AsyncIterator[tuple[grpc.aio.Channel, int]]:
-    library_port = _free_port()
+    library_port = free_port()
     config = SessionsConfig(
         **service_config_kwargs(database, keys, "sessions", service_keys),
         settings_address=settings_address,
