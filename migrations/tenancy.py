@@ -56,3 +56,34 @@ def drop_definer_function(signature: str, *, reads: dict[str, str]) -> None:
     op.execute(f'SET ROLE "{owner}"')
     for table in reads:
         op.execute(f'REVOKE ALL ON {table} FROM "{maintenance}"')
+
+
+def tenant_read(signature: str, returns: str, body: str) -> None:
+    """A read of the hot paths in one round trip (``Database.read``).
+
+    The function's first statement sets the tenant from its first argument,
+    ``p_tenant uuid`` — transaction-local and bound, as everywhere — and
+    ``body`` (PL/pgSQL, plans cached per connection) then runs as the caller
+    (SECURITY INVOKER), so row-level security applies as to any statement.
+    Called on its own, the setting lives exactly as long as the call's
+    implicit transaction. It refuses to change a tenant already set in an
+    enclosing transaction.
+    """
+    op.execute(
+        f"""CREATE FUNCTION {signature} RETURNS {returns} LANGUAGE plpgsql VOLATILE AS $fn$
+        BEGIN
+            IF coalesce(current_setting('app.current_account_id', true), '') NOT IN ('', p_tenant::text) THEN
+                RAISE EXCEPTION 'a tenant read cannot change the tenant of its transaction'
+                    USING ERRCODE = 'insufficient_privilege';
+            END IF;
+            PERFORM set_config('app.current_account_id', p_tenant::text, true);
+            {body}
+        END
+        $fn$"""
+    )
+    op.execute(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
+    op.execute(f'GRANT EXECUTE ON FUNCTION {signature} TO "{runtime_role()}"')
+
+
+def drop_tenant_read(signature: str) -> None:
+    op.execute(f"DROP FUNCTION IF EXISTS {signature}")

@@ -143,8 +143,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
 
     async def GetSession(self, request: pb.GetSessionRequest, context: Context) -> pb.Session:
         session_id = convert.session_id(request.name)
-        async with self._db.direct() as conn:
-            row = await storage.read_session(conn, session_id)
+        row = await storage.read_session(self._db, session_id)
         if row is None:
             raise not_found("session", f"sessions/{session_id}")
         return convert.session(row)
@@ -328,12 +327,11 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         after = pagination.keyset_after(
             request.page_token, query_fingerprint=query, first=datetime.fromisoformat
         )
-        async with self._db.direct() as conn:
-            if not await storage.session_exists(conn, session_id):
-                raise not_found("session", f"sessions/{session_id}")
-            rows = await storage.list_facts(
-                conn, session_id, show_deleted=request.show_deleted, after=after, limit=limit + 1
-            )
+        rows = await storage.list_facts(
+            self._db, session_id, show_deleted=request.show_deleted, after=after, limit=limit + 1
+        )
+        if rows is None:
+            raise not_found("session", f"sessions/{session_id}")
         token = _next(rows, limit, query)
         return pb.ListFactsResponse(facts=[convert.fact(r) for r in rows[:limit]], next_page_token=token)
 

@@ -3,24 +3,23 @@
 Functions take the RPC's connection (tenant already set) and never commit.
 Row-level security scopes every statement to the caller's account, so a
 missing row and another account's row look the same: None. The hot reads
-(get a session, list its facts) are :class:`Query` statements for
-``Database.direct``.
+(get a session, list its facts) call tenant read functions through
+``Database.read`` (migration sessions_0003).
 """
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import DateTime, Row, and_, bindparam, func, literal, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import UUID, insert
+from sqlalchemy import Row, and_, func, literal, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core.db import Query, Record
+from services.core.db import Database, Record
 from services.sessions.tables import (
     ai_sessions,
     note_previews,
@@ -63,20 +62,10 @@ async def session_by_request_id(conn: AsyncConnection, request_id: uuid.UUID) ->
     return (await conn.execute(select(S).where(S.c.request_id == request_id))).first()
 
 
-_READ_SESSION = Query(select(S).where(S.c.id == bindparam("id")))
-
-
-async def read_session(conn: asyncpg.Connection, session_id: uuid.UUID) -> Record | None:
-    """A session for reading only (direct path)."""
-    return await _READ_SESSION.one_or_none(conn, id=session_id)
-
-
-_SESSION_EXISTS = Query(select(S.c.id).where(S.c.id == bindparam("id")))
-
-
-async def session_exists(conn: asyncpg.Connection, session_id: uuid.UUID) -> bool:
-    """Whether the session is there (direct path), without reading the row."""
-    return await _SESSION_EXISTS.one_or_none(conn, id=session_id) is not None
+async def read_session(db: Database, session_id: uuid.UUID) -> Record | None:
+    """A session for reading only, in one round trip (tenant read function)."""
+    rows = await db.read("sessions.read_session", session_id)
+    return rows[0] if rows else None
 
 
 async def get_session(conn: AsyncConnection, session_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
@@ -126,37 +115,21 @@ async def get_fact(conn: AsyncConnection, session_id: uuid.UUID, fact_id: uuid.U
     return (await conn.execute(select(F).where(F.c.session_id == session_id, F.c.id == fact_id))).first()
 
 
-@functools.cache
-def _facts_page(*, show_deleted: bool, paged: bool) -> Query:
-    query = (
-        select(F)
-        .where(F.c.session_id == bindparam("session_id"))
-        .order_by(F.c.create_time, F.c.id)
-        .limit(bindparam("limit"))
-    )
-    if not show_deleted:
-        query = query.where(F.c.deleted_at.is_(None))
-    if paged:
-        position = tuple_(
-            bindparam("after_time", type_=DateTime(timezone=True)), bindparam("after_id", type_=UUID)
-        )
-        query = query.where(tuple_(F.c.create_time, F.c.id) > position)
-    return Query(query)
-
-
 async def list_facts(
-    conn: asyncpg.Connection,
+    db: Database,
     session_id: uuid.UUID,
     *,
     show_deleted: bool,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
-) -> list[Record]:
-    """A page of facts in (create_time, id) order, after a keyset position (direct path)."""
-    query = _facts_page(show_deleted=show_deleted, paged=after is not None)
-    if after is None:
-        return await query.all(conn, session_id=session_id, limit=limit)
-    return await query.all(conn, session_id=session_id, limit=limit, after_time=after[0], after_id=after[1])
+) -> list[Record] | None:
+    """A page of facts in (create_time, id) order after a keyset position, in
+    one round trip (tenant read function); None when the session is not there."""
+    after_time, after_id = after if after is not None else (None, None)
+    try:
+        return await db.read("sessions.list_facts", session_id, show_deleted, after_time, after_id, limit)
+    except asyncpg.NoDataFoundError:
+        return None
 
 
 async def active_fact_texts(conn: AsyncConnection, session_id: uuid.UUID, *, limit: int = 500) -> list[str]:

@@ -89,8 +89,7 @@ class SettingsServicer(settings_pb2_grpc.SettingsServiceServicer):
         self, request: settings_pb2.GetSettingRequest, context: Context
     ) -> settings_pb2.Setting:
         entry = _entry_for(request.name, field="name")
-        async with self._db.direct() as conn:
-            stored = await storage.get_entries(conn)
+        stored = await storage.get_entries(self._db)
         return _setting(entry, stored.get(entry.key, storage.NEVER_SET))
 
     async def ListSettings(
@@ -103,8 +102,7 @@ class SettingsServicer(settings_pb2_grpc.SettingsServiceServicer):
         if after:
             start = next((i for i, key in enumerate(KEYS) if key > str(after[0])), len(KEYS))
         keys = KEYS[start : start + size]
-        async with self._db.direct() as conn:
-            stored = await storage.get_entries(conn)
+        stored = await storage.get_entries(self._db)
         response = settings_pb2.ListSettingsResponse(
             settings=[_setting(CATALOGUE[k], stored.get(k, storage.NEVER_SET)) for k in keys]
         )

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import bindparam
+
+from services.core.db import Database
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +44,12 @@ def _entry(raw: dict[str, Any] | None) -> StoredEntry:
     )
 
 
-async def get_entries(conn: asyncpg.Connection) -> dict[str, StoredEntry]:
-    """Every key the current account has stored (RLS scopes the row; ``Database.direct``)."""
-    preferences = await conn.fetchval("SELECT preferences FROM settings.account_settings")
-    if preferences is None:
+async def get_entries(db: Database) -> dict[str, StoredEntry]:
+    """Every key the caller's account has stored, in one round trip (tenant read function)."""
+    rows = await db.read("settings.read_preferences")
+    if not rows:
         return {}
-    return {key: _entry(raw) for key, raw in preferences.items()}
+    return {key: _entry(raw) for key, raw in rows[0].preferences.items()}
 
 
 # The entry written for a key: the caller's part plus revision, time and author.

@@ -6,10 +6,11 @@ import uuid
 
 import pytest
 from sqlalchemy import make_url, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.core.config import to_asyncpg_url
-from services.core.db import Database
+from services.core.db import Database, _read_sql
 from services.core.errors import Unavailable
 from tests.support import RunDatabase
 
@@ -28,10 +29,35 @@ async def test_a_full_server_is_unavailable_not_an_internal_error(database: RunD
             async with db.transaction(uuid.uuid4()):
                 pass
         with pytest.raises(Unavailable):
-            async with db.direct(uuid.uuid4()):
-                pass
+            await db.read("settings.read_preferences", account_id=uuid.uuid4())
     finally:
         await db.dispose()
         async with admin.connect() as conn:
             await conn.execute(text(f'DROP ROLE "{role}"'))
         await admin.dispose()
+
+
+async def test_a_tenant_read_never_changes_the_tenant_of_an_open_transaction(database: RunDatabase) -> None:
+    mine, other = uuid.uuid4(), uuid.uuid4()
+    db = Database.connect(database.runtime_url("settings"), pool_size=1)
+    try:
+        async with db.transaction(mine) as conn:
+            # Same tenant inside a transaction: allowed (and a no-op for the setting).
+            await conn.execute(text("SELECT * FROM settings.read_preferences(:t)"), {"t": mine})
+            with pytest.raises(DBAPIError, match="cannot change the tenant"):
+                await conn.execute(text("SELECT * FROM settings.read_preferences(:t)"), {"t": other})
+        # On its own, the call's tenant is gone with its implicit transaction.
+        assert await db.read("settings.read_preferences", account_id=other) == []
+        async with db.engine.connect() as conn:
+            leftover = (
+                await conn.execute(text("SELECT current_setting('app.current_account_id', true)"))
+            ).scalar_one()
+            assert leftover in (None, "")
+    finally:
+        await db.dispose()
+
+
+def test_read_takes_schema_qualified_function_names_only() -> None:
+    with pytest.raises(ValueError, match="schema-qualified"):
+        _read_sql("read_preferences; DROP TABLE x", 0)
+    assert _read_sql("sessions.list_facts", 2) == "SELECT * FROM sessions.list_facts($1, $2, $3)"

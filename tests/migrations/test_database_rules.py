@@ -128,3 +128,52 @@ async def test_runtime_roles_are_unprivileged_and_own_nothing(database: RunDatab
                     assert usage is (other == schema), f"{role} usage on {other}: {usage}"
     finally:
         await engine.dispose()
+
+
+async def test_every_service_function_is_a_narrow_definer_or_a_tenant_read(database: RunDatabase) -> None:
+    """Functions in service schemas are of two kinds only: SECURITY DEFINER
+    ones owned by the maintenance role (cross-tenant, narrow), or tenant reads
+    that run as the caller with the tenant as first argument. Neither is open
+    to PUBLIC, and only the schema's own runtime role may call them."""
+    engine = create_async_engine(database.admin_url)
+    try:
+        async with engine.connect() as conn:
+            functions = (
+                await conn.execute(
+                    text(
+                        """
+                        SELECT n.nspname AS schema, p.oid::regprocedure::text AS signature,
+                               p.prosecdef AS definer, pg_get_userbyid(p.proowner) AS owner,
+                               l.lanname AS language, p.proargnames[1] AS first_name,
+                               p.proargtypes[0]::regtype::text AS first_type,
+                               has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute
+                        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                        JOIN pg_language l ON l.oid = p.prolang
+                        WHERE n.nspname = ANY(:schemas)
+                        """
+                    ),
+                    {"schemas": list(SCHEMAS)},
+                )
+            ).all()
+            reads = [f for f in functions if not f.definer]
+            assert {f.signature.split("(")[0] for f in reads} >= {
+                "sessions.read_session",
+                "sessions.list_facts",
+                "settings.read_preferences",
+            }
+            for f in functions:
+                assert not f.public_execute, f"{f.signature} is executable by PUBLIC"
+                if f.definer:
+                    assert f.owner == database.roles.maintenance, f.signature
+                else:
+                    assert (f.language, f.first_name, f.first_type) == ("plpgsql", "p_tenant", "uuid"), f
+                for schema in SCHEMAS:
+                    allowed = (
+                        await conn.execute(
+                            text("SELECT has_function_privilege(:r, CAST(:f AS regprocedure), 'EXECUTE')"),
+                            {"r": database.roles.runtime(schema), "f": f.signature},
+                        )
+                    ).scalar_one()
+                    assert allowed is (schema == f.schema), f"{schema} runtime on {f.signature}: {allowed}"
+    finally:
+        await engine.dispose()

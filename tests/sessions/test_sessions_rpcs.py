@@ -260,14 +260,23 @@ async def test_fact_source_ref_must_be_in_this_sessions_lane(me: Caller) -> None
 async def test_fact_pages(me: Caller) -> None:
     s = await me.session()
     made = [await me.fact(s, f"fact {i}") for i in range(7)]
-    seen, token = [], ""
-    while True:
-        page = await me.call("ListFacts", pb.ListFactsRequest(parent=s.name, page_size=3, page_token=token))
-        seen += [f.name for f in page.facts]
-        token = page.next_page_token
-        if not token:
-            break
-    assert seen == [f.name for f in made]
+    for gone in (made[1], made[4]):
+        await me.call("DeleteFact", pb.DeleteFactRequest(name=gone.name))
+
+    async def every_page(show_deleted: bool) -> list[str]:
+        seen, token = [], ""
+        while True:
+            page = await me.call(
+                "ListFacts",
+                pb.ListFactsRequest(parent=s.name, page_size=2, page_token=token, show_deleted=show_deleted),
+            )
+            seen += [f.name for f in page.facts]
+            token = page.next_page_token
+            if not token:
+                return seen
+
+    assert await every_page(show_deleted=True) == [f.name for f in made]
+    assert await every_page(show_deleted=False) == [f.name for i, f in enumerate(made) if i not in (1, 4)]
 
 
 async def test_fixes(me: Caller) -> None:

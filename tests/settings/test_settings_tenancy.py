@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import asyncpg
 import grpc
 import pytest
 from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
@@ -122,13 +121,8 @@ async def test_pooled_connection_carries_no_tenant_after_a_request(database: Run
         with pytest.raises(DBAPIError):
             async with db.transaction(account) as conn:
                 await conn.execute(text("SELECT 1/0"))
-        # The direct path (hot reads on the driver's connection) behaves the same.
-        async with db.direct(account) as raw:
-            assert await raw.fetchval("SELECT count(*) FROM settings.account_settings") == 1
-            assert await raw.fetchval("SELECT pg_backend_pid()") == backend
-        with pytest.raises(asyncpg.DivisionByZeroError):
-            async with db.direct(account) as raw:
-                await raw.fetchval("SELECT 1/0")
+        # A tenant read function sets the tenant for its own call only.
+        assert len(await db.read("settings.read_preferences", account_id=account)) == 1
         # The same pooled connection (pool of one) now has no tenant.
         async with db.engine.connect() as conn:
             assert (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one() == backend
