@@ -256,7 +256,7 @@ def specs(
             "kind": "sql",
             "dsn": runtime.render_as_string(hide_password=False),
             "account": str(seeded.account),
-            "tasks": [[["SELECT * FROM sessions.ai_sessions WHERE id = $1", [s]]] for s in seeded.sessions],
+            "tasks": [[["SELECT * FROM sessions.read_session($1, $2)", [s]]] for s in seeded.sessions],
         },
         "list facts / grpc": grpc_rotating(
             "sessions",

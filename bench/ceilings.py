@@ -1,9 +1,10 @@
 """The framework ceilings: an empty ``grpc.aio`` unary handler and an empty
 ASGI handler, served on the same machine as the suite; and the floor of a
-get-session RPC: a ``grpc.aio`` handler that runs only the tenant transaction
-through raw asyncpg (BEGIN, set the tenant, the SELECT, COMMIT) — no auth, no
-validation, no message built — to show what any Python gRPC service doing
-this read under the design's tenancy rule can reach on the machine.
+get-session RPC: a ``grpc.aio`` handler that runs only the tenant read
+(one call of ``sessions.read_session``, which sets the tenant and reads in its
+own transaction) through raw asyncpg — no auth, no validation, no message
+built — to show what any Python gRPC service doing this read under the
+design's tenancy rule can reach on the machine.
 
 ``python -m bench.ceilings grpc PORT`` / ``python -m bench.ceilings asgi PORT`` /
 ``python -m bench.ceilings grpc-sql PORT DSN ACCOUNT`` (request: a session id).
@@ -26,16 +27,23 @@ async def _grpc(port: int, dsn: str | None = None, account: str = "") -> None:
 
     call = empty
     if dsn:
+        import uuid
+
         import asyncpg
 
+        async def nothing_to_reset(conn: Any) -> None:
+            return None
+
         # Connections only while measured: the server's slots are shared with the suite.
-        pool = await asyncpg.create_pool(dsn, min_size=0, max_size=16, max_inactive_connection_lifetime=2)
+        pool = await asyncpg.create_pool(
+            dsn, min_size=0, max_size=16, max_inactive_connection_lifetime=2, reset=nothing_to_reset
+        )
+        tenant = uuid.UUID(account)
 
         async def get_session(request: bytes, context: Any) -> bytes:
-            async with pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT set_config('app.current_account_id', $1, true)", account)
+            async with pool.acquire() as conn:
                 row = await conn.fetchrow(
-                    "SELECT * FROM sessions.ai_sessions WHERE id = $1", request.decode()
+                    "SELECT * FROM sessions.read_session($1, $2)", tenant, uuid.UUID(request.decode())
                 )
             return b"" if row is None else b"1"
 
