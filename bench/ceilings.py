@@ -31,8 +31,7 @@ async def _grpc(port: int, dsn: str | None = None, account: str = "") -> None:
 
         import asyncpg
 
-        async def nothing_to_reset(conn: Any) -> None:
-            return None
+        from bench.load import nothing_to_reset
 
         # Connections only while measured: the server's slots are shared with the suite.
         pool = await asyncpg.create_pool(
