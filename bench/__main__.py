@@ -175,8 +175,10 @@ def start_suite(
             **base,
             "FLOWPILOT_PORT": str(suite.ports[service]),
             "FLOWPILOT_DATABASE_URL": url,
-            # 4 services x 16 + monolith + floor + raw asyncpg stay under 100 slots.
+            # Transactions 4 x 16, tenant reads (sessions, settings) 2 x 8, the
+            # monolith's 10, the floor's and raw asyncpg's 16 (never at once): under 100 slots.
             "FLOWPILOT_DB_POOL_SIZE": str(max(4, 16 // workers)),
+            "FLOWPILOT_DB_READ_POOL_SIZE": str(max(2, 8 // workers)),
         }
         suite.spawn(service, ["-m", f"services.{service}"], env)
     suite.spawn("gateway", ["-m", "gateway"], {**base, "FLOWPILOT_PORT": str(suite.ports["gateway"])})

@@ -57,7 +57,9 @@ class ServiceConfig(AuthConfig):
     port: int = Field(default=0, ge=0, le=65535)
     # The service's own login role, e.g. postgresql+asyncpg://flowpilot_settings@host/db
     database_url: str = Field(min_length=1)
+    # Connections for transactions, and (apart) for the one-call tenant reads.
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_read_pool_size: int = Field(default=10, ge=1, le=200)
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
     # In-flight RPCs get this long to finish on SIGTERM.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=300)

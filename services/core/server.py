@@ -204,6 +204,7 @@ def run_service(config_type: type[C], build: Callable[[C, Database], GrpcServer]
             config.database_url,
             pool_size=config.db_pool_size,
             pool_timeout=config.db_pool_timeout_seconds,
+            read_pool_size=config.db_read_pool_size,
             application_name=f"flowpilot-{config.service_name}",
         )
         await build(config, db).serve_until_signalled()

@@ -11,7 +11,9 @@ Violations name the field by its proto path, as AIP-193 asks
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from flowpilot.api.v1 import access_pb2
@@ -47,6 +49,42 @@ def _is_set(message: Message, field: Field) -> bool:
     if field.type == _TYPE_MESSAGE or field.has_presence:
         return message.HasField(field.name)
     return bool(getattr(message, field.name))
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """What the annotations ask of one field, read from its options once."""
+
+    field: Field
+    name: str
+    required: bool
+    identifier: bool
+    limit: int
+    unit: str  # for a length limit on a scalar: characters or bytes; "" for none
+    nested: bool  # a message (or repeated message) whose own fields are checked
+
+
+@functools.cache
+def _rules(message_type: descriptor.Descriptor) -> tuple[_Rule, ...]:
+    """The fields of ``message_type`` that carry a rule (the rest are skipped per call)."""
+    rules = []
+    for field in message_type.fields:
+        fb = behaviors(field)
+        is_message = field.type == _TYPE_MESSAGE
+        nested = is_message and not _opaque(field) and not (field.is_repeated and _is_map(field))
+        unit = {_TYPE_STRING: "characters", _TYPE_BYTES: "bytes"}.get(field.type, "")
+        rule = _Rule(
+            field=field,
+            name=field.name,
+            required=_REQUIRED in fb,
+            identifier=_IDENTIFIER in fb,
+            limit=max_size(field),
+            unit=unit if not field.is_repeated else "",
+            nested=nested,
+        )
+        if rule.required or rule.identifier or rule.limit or rule.nested:
+            rules.append(rule)
+    return tuple(rules)
 
 
 def violations(request: Message) -> list[FieldViolation]:
@@ -97,40 +135,27 @@ def _walk(
     is_update: bool,
     depth: int,
 ) -> None:
-    for field in message.DESCRIPTOR.fields:
-        path = f"{prefix}{field.name}"
-        fb = behaviors(field)
-        in_resource = is_update and depth == 1
-        if _REQUIRED in fb and not in_resource and not _is_set(message, field):
-            found.append(FieldViolation(path, "is required"))
-        if _IDENTIFIER in fb and in_resource and not _is_set(message, field):
-            found.append(FieldViolation(path, "is required to name the resource to update"))
-        limit = max_size(field)
-        value = getattr(message, field.name)
+    in_resource = is_update and depth == 1
+    for rule in _rules(message.DESCRIPTOR):
+        field = rule.field
+        if rule.required and not in_resource and not _is_set(message, field):
+            found.append(FieldViolation(f"{prefix}{rule.name}", "is required"))
+        if rule.identifier and in_resource and not _is_set(message, field):
+            found.append(FieldViolation(f"{prefix}{rule.name}", "is required to name the resource to update"))
+        value = getattr(message, rule.name)
         if field.is_repeated:
-            if limit and len(value) > limit:
-                found.append(FieldViolation(path, f"must have at most {limit} elements"))
-            if field.type == _TYPE_MESSAGE and not _opaque(field) and not _is_map(field):
+            if rule.limit and len(value) > rule.limit:
+                found.append(
+                    FieldViolation(f"{prefix}{rule.name}", f"must have at most {rule.limit} elements")
+                )
+            if rule.nested:
                 for index, item in enumerate(value):
-                    _walk(
-                        item,
-                        f"{path}[{index}].",
-                        found,
-                        is_update=False,
-                        depth=depth + 1,
-                    )
+                    _walk(item, f"{prefix}{rule.name}[{index}].", found, is_update=False, depth=depth + 1)
             continue
-        if field.type in (_TYPE_STRING, _TYPE_BYTES) and limit and len(value) > limit:
-            unit = "characters" if field.type == _TYPE_STRING else "bytes"
-            found.append(FieldViolation(path, f"must be at most {limit} {unit}"))
-        elif field.type == _TYPE_MESSAGE and not _opaque(field) and message.HasField(field.name):
-            _walk(
-                value,
-                f"{path}.",
-                found,
-                is_update=is_update,
-                depth=depth + 1,
-            )
+        if rule.unit and rule.limit and len(value) > rule.limit:
+            found.append(FieldViolation(f"{prefix}{rule.name}", f"must be at most {rule.limit} {rule.unit}"))
+        elif rule.nested and message.HasField(rule.name):
+            _walk(value, f"{prefix}{rule.name}.", found, is_update=is_update, depth=depth + 1)
 
 
 def _opaque(field: Field) -> bool:

@@ -110,7 +110,7 @@ async def test_pooled_connection_carries_no_tenant_after_a_request(database: Run
 
     account = uuid.uuid4()
     await _seed(database, account)
-    db = Database.connect(database.runtime_url("settings"), pool_size=1)
+    db = Database.connect(database.runtime_url("settings"), pool_size=1, read_pool_size=1)
     try:
         async with db.transaction(account) as conn:
             assert (
@@ -121,8 +121,6 @@ async def test_pooled_connection_carries_no_tenant_after_a_request(database: Run
         with pytest.raises(DBAPIError):
             async with db.transaction(account) as conn:
                 await conn.execute(text("SELECT 1/0"))
-        # A tenant read function sets the tenant for its own call only.
-        assert len(await db.read("settings.read_preferences", account_id=account)) == 1
         # The same pooled connection (pool of one) now has no tenant.
         async with db.engine.connect() as conn:
             assert (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one() == backend
@@ -133,5 +131,15 @@ async def test_pooled_connection_carries_no_tenant_after_a_request(database: Run
             assert (
                 await conn.execute(text("SELECT count(*) FROM settings.account_settings"))
             ).scalar_one() == 0
+        # A tenant read function sets the tenant for its own call only: its
+        # connection (one for reads) has none afterwards and sees no rows.
+        assert len(await db.read("settings.read_preferences", account_id=account)) == 1
+        [after] = await db.reads.fetch(
+            "SELECT current_setting('app.current_account_id', true) AS tenant,"
+            " (SELECT count(*) FROM settings.account_settings) AS visible"
+        )
+        assert after["tenant"] in (None, "")
+        assert after["visible"] == 0
+        assert db.reads.open == 1
     finally:
         await db.dispose()
