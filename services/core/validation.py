@@ -137,25 +137,23 @@ def _walk(
 ) -> None:
     in_resource = is_update and depth == 1
     for rule in _rules(message.DESCRIPTOR):
-        field = rule.field
+        field, path = rule.field, f"{prefix}{rule.name}"
         if rule.required and not in_resource and not _is_set(message, field):
-            found.append(FieldViolation(f"{prefix}{rule.name}", "is required"))
+            found.append(FieldViolation(path, "is required"))
         if rule.identifier and in_resource and not _is_set(message, field):
-            found.append(FieldViolation(f"{prefix}{rule.name}", "is required to name the resource to update"))
+            found.append(FieldViolation(path, "is required to name the resource to update"))
         value = getattr(message, rule.name)
         if field.is_repeated:
             if rule.limit and len(value) > rule.limit:
-                found.append(
-                    FieldViolation(f"{prefix}{rule.name}", f"must have at most {rule.limit} elements")
-                )
+                found.append(FieldViolation(path, f"must have at most {rule.limit} elements"))
             if rule.nested:
                 for index, item in enumerate(value):
-                    _walk(item, f"{prefix}{rule.name}[{index}].", found, is_update=False, depth=depth + 1)
+                    _walk(item, f"{path}[{index}].", found, is_update=False, depth=depth + 1)
             continue
         if rule.unit and rule.limit and len(value) > rule.limit:
-            found.append(FieldViolation(f"{prefix}{rule.name}", f"must be at most {rule.limit} {rule.unit}"))
+            found.append(FieldViolation(path, f"must be at most {rule.limit} {rule.unit}"))
         elif rule.nested and message.HasField(rule.name):
-            _walk(value, f"{prefix}{rule.name}.", found, is_update=is_update, depth=depth + 1)
+            _walk(value, f"{path}.", found, is_update=is_update, depth=depth + 1)
 
 
 def _opaque(field: Field) -> bool:
