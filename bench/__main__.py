@@ -86,6 +86,24 @@ class Suite:
                 self.peak_rss[name] = max(self.peak_rss.get(name, 0), rss)
             time.sleep(0.2)
 
+    def cpu(self) -> dict[str, dict[int, float]]:
+        """CPU seconds used so far, by pid, of: the suite's processes (with their
+        workers), PostgreSQL's, and the load generators (this process's other children)."""
+        suite: dict[int, psutil.Process] = {}
+        for process in self.processes.values():
+            try:
+                root = psutil.Process(process.pid)
+                suite |= {p.pid: p for p in [root, *root.children(recursive=True)]}
+            except psutil.Error:
+                continue
+        load = [p for p in psutil.Process().children() if p.pid not in suite]
+        postgres = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+        return {
+            "server": _cpu_seconds(suite.values()),
+            "postgres": _cpu_seconds(postgres),
+            "load": _cpu_seconds(load),
+        }
+
     def stop(self) -> None:
         self._stop.set()
         for process in self.processes.values():
@@ -95,6 +113,27 @@ class Suite:
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _cpu_seconds(processes: Any) -> dict[int, float]:
+    seconds = {}
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        seconds[process.pid] = times.user + times.system
+    return seconds
+
+
+def cpu_per_request(
+    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]], requests: float
+) -> dict[str, float]:
+    """µs of CPU per request in each group; a process that started during the run counts whole."""
+    return {
+        group: round(1e6 * sum(t - before[group].get(pid, 0.0) for pid, t in after[group].items()) / requests)
+        for group in after
+    }
 
 
 def wait_ready(port: int, seconds: float = 60) -> None:
@@ -360,9 +399,15 @@ def specs(
 
 
 def measure(
-    pool: Any, spec: dict[str, Any], concurrency: int, duration: float, repeats: int
+    pool: Any,
+    spec: dict[str, Any],
+    concurrency: int,
+    duration: float,
+    repeats: int,
+    suite: Suite | None = None,
 ) -> dict[str, Any]:
-    """Median over repeats of throughput, p50 and p99; load split over 2 processes above 8 tasks."""
+    """Median over repeats of throughput, p50, p99 and (with ``suite``) CPU per
+    request; load split over 2 processes above 8 tasks."""
     runs = []
     for _ in range(repeats):
         parts = 2 if concurrency > 8 else 1
@@ -375,12 +420,20 @@ def measure(
             }
             for i in range(parts)
         ]
+        before = suite.cpu() if suite else None
         results = pool.map(load.run, chunk)
         latencies = [x for part in results for x in part]
-        runs.append(load.summarise(latencies, duration - 0.5))
-    return {key: statistics.median(r[key] for r in runs) for key in ("rps", "p50_ms", "p99_ms")} | {
-        "runs": runs
-    }
+        run = load.summarise(latencies, duration - load.WARMUP)
+        if before is not None and suite is not None and run["count"]:
+            # Latencies are kept after the warm-up; CPU is spent over the whole run.
+            run["cpu_us"] = cpu_per_request(
+                before, suite.cpu(), run["count"] * duration / (duration - load.WARMUP)
+            )
+        runs.append(run)
+    summary = {key: statistics.median(r[key] for r in runs) for key in ("rps", "p50_ms", "p99_ms")}
+    if all("cpu_us" in r for r in runs):
+        summary["cpu_us"] = {g: statistics.median(r["cpu_us"][g] for r in runs) for g in runs[0]["cpu_us"]}
+    return summary | {"runs": runs}
 
 
 def report(results: dict[str, Any], out: Path) -> None:
@@ -389,12 +442,22 @@ def report(results: dict[str, Any], out: Path) -> None:
     (out / "latest.json").write_text(json.dumps(results, indent=2))
     lines = [f"# FlowPilot benchmark — {stamp}", "", results["machine"], ""]
     lines += [
-        "| path | concurrency | throughput (req/s) | p50 (ms) | p99 (ms) |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "CPU per request (µs): of the serving processes (the suite's, the references'),"
+        " of PostgreSQL, and of the load generators. PostgreSQL's is blank where connections"
+        " close within a run (raw asyncpg's load generator; the monolith's pool overflow).",
+        "",
+        "| path | concurrency | throughput (req/s) | p50 (ms) | p99 (ms) | server CPU | PostgreSQL CPU | load CPU |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, by_c in results["paths"].items():
         for c, r in by_c.items():
-            lines.append(f"| {name} | {c} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
+            cpu = r.get("cpu_us", {})
+            # Connections that close within a run take their backend's CPU with them.
+            postgres = "" if name.endswith(("/ raw asyncpg", "/ monolith")) else cpu.get("postgres", "")
+            lines.append(
+                f"| {name} | {c} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f}"
+                f" | {cpu.get('server', '')} | {postgres} | {cpu.get('load', '')} |"
+            )
     lines += [
         "",
         "## Targets (ratios from this run)",
@@ -440,7 +503,7 @@ def targets(
     out = []
 
     def add(target: str, value: float, goal: str, met: bool) -> None:
-        out.append({"target": target, "value": round(value, 2), "goal": goal, "met": met})
+        out.append({"target": target, "value": round(value, 3), "goal": goal, "met": met})
 
     mono = rps("get session / monolith", 16)
     add(
@@ -548,7 +611,7 @@ def main() -> None:
                     continue
                 paths[name] = {}
                 for c in concurrencies:
-                    paths[name][str(c)] = measure(pool, spec, c, args.duration, args.repeats)
+                    paths[name][str(c)] = measure(pool, spec, c, args.duration, args.repeats, suite)
                     r = paths[name][str(c)]
                     print(
                         f"{name:32} c={c:<3} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms",

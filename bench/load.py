@@ -14,6 +14,8 @@ import time
 import uuid
 from typing import Any
 
+WARMUP = 0.5  # seconds of each run whose latencies are not kept
+
 Call = list[Any]  # grpc: [path, payload bytes]; http: [method, url, json body | None]; sql: [query, args]
 
 
@@ -86,7 +88,7 @@ async def _sql(spec: dict[str, Any]) -> list[float]:
 async def _drive(spec: dict[str, Any], latencies: list[float], do: Any) -> None:
     tasks: list[list[Call]] = spec["tasks"]
     deadline = time.perf_counter() + spec["duration"]
-    warmup = spec.get("warmup", 0.5)
+    warmup = spec.get("warmup", WARMUP)
 
     async def worker(calls: list[Call]) -> None:
         i = 0
