@@ -11,7 +11,9 @@ string form. Anything the request cannot mean is a 400 naming the problem.
 from __future__ import annotations
 
 import base64
+import functools
 import json
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -255,4 +257,66 @@ def render(route: Route, response: Message) -> bytes:
                 field.json_name
             )
             return json.dumps(value).encode()
-    return json.dumps(json_format.MessageToDict(target, always_print_fields_with_no_presence=True)).encode()
+    return json.dumps(to_json_object(target)).encode()
+
+
+# A sub-message this large (serialized) is rendered once per distinct content
+# and remembered: a walk's tree snapshot comes back whole on every step, and
+# json_format renders it in Python, field by field. Renderings of up to
+# _REMEMBERED_BYTES of serialized content are kept per process (least
+# recently used go first).
+_LARGE_BYTES = 2048
+_REMEMBERED_BYTES = 4 * 1024 * 1024
+_rendered: OrderedDict[tuple[str, bytes], dict[str, Any]] = OrderedDict()
+_rendered_bytes = 0
+
+
+def to_json_object(message: Message) -> dict[str, Any]:
+    """``json_format.MessageToDict`` (every field, lowerCamelCase), with large
+    singular sub-messages taken from the memo of earlier renderings. The
+    result must be read, not changed: parts of it are shared."""
+    large = [
+        field
+        for field in _singular_message_fields(message.DESCRIPTOR)
+        if message.HasField(field.name) and getattr(message, field.name).ByteSize() > _LARGE_BYTES
+    ]
+    if not large:
+        return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    rest = type(message)()
+    rest.CopyFrom(message)
+    for field in large:
+        rest.ClearField(field.name)
+    out: dict[str, Any] = json_format.MessageToDict(rest, always_print_fields_with_no_presence=True)
+    for field in large:
+        out[field.json_name] = _remembered(getattr(message, field.name))
+    return out
+
+
+def _remembered(message: Message) -> dict[str, Any]:
+    global _rendered_bytes
+    key = (message.DESCRIPTOR.full_name, message.SerializeToString(deterministic=True))
+    found = _rendered.get(key)
+    if found is not None:
+        _rendered.move_to_end(key)
+        return found
+    found = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    if len(key[1]) <= _REMEMBERED_BYTES:
+        _rendered[key] = found
+        _rendered_bytes += len(key[1])
+        while _rendered_bytes > _REMEMBERED_BYTES:
+            (_, dropped), _ = _rendered.popitem(last=False)
+            _rendered_bytes -= len(dropped)
+    return found
+
+
+@functools.cache
+def _singular_message_fields(message: descriptor.Descriptor) -> tuple[descriptor.FieldDescriptor, ...]:
+    """Fields that may hold a large sub-message: singular, not a well-known type
+    (those have JSON forms of their own and are small)."""
+    return tuple(
+        field
+        for field in message.fields
+        if field.message_type is not None
+        and not field.is_repeated
+        and not field.message_type.full_name.startswith("google.protobuf.")
+    )
