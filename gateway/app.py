@@ -128,20 +128,23 @@ class Gateway:
 
     async def _body(self, request: Request) -> bytes:
         limit = self.config.max_body_bytes
+
+        def too_large() -> HttpError:
+            return HttpError(
+                413,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"body larger than {limit} bytes",
+                reason="BODY_TOO_LARGE",
+            )
+
         declared = request.headers.get("content-length")
-        too_large = HttpError(
-            413,
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"body larger than {limit} bytes",
-            reason="BODY_TOO_LARGE",
-        )
         if declared and declared.isdigit() and int(declared) > limit:
-            raise too_large
+            raise too_large()
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise too_large
+                raise too_large()
             chunks.append(chunk)
         return b"".join(chunks)
 
