@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import pytest
@@ -18,6 +19,41 @@ from services.core.errors import Unavailable
 from tests.support import RunDatabase
 
 READ = "settings.read_preferences"
+BACKEND_PID = "SELECT pg_backend_pid() AS pid"
+
+
+@asynccontextmanager
+async def reads(
+    database: RunDatabase, *, size: int, wait_seconds: float = 5.0
+) -> AsyncIterator[tuple[Database, str]]:
+    """The settings role's database with ``size`` read connections, disposed at
+    the end, and the ``application_name`` its connections carry (unique)."""
+    name = f"reads-{uuid.uuid4().hex[:8]}"
+    db = Database.connect(
+        database.runtime_url("settings"),
+        pool_size=1,
+        read_pool_size=size,
+        pool_timeout=wait_seconds,
+        application_name=name,
+    )
+    try:
+        yield db, name
+    finally:
+        await db.dispose()
+
+
+async def as_admin(database: RunDatabase, sql: str, **params: Any) -> Any:
+    admin = create_async_engine(to_asyncpg_url(database.admin_url))
+    try:
+        async with admin.connect() as conn:
+            return (await conn.execute(text(sql), params)).scalar_one()
+    finally:
+        await admin.dispose()
+
+
+async def backends(database: RunDatabase, application_name: str) -> int:
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = :n"
+    return int(await as_admin(database, sql, n=application_name))
 
 
 @asynccontextmanager
@@ -32,71 +68,39 @@ async def reads_blocked(database: RunDatabase) -> AsyncIterator[None]:
         await admin.dispose()
 
 
-async def backends(database: RunDatabase, application_name: str) -> int:
-    admin = create_async_engine(to_asyncpg_url(database.admin_url))
-    try:
-        async with admin.connect() as conn:
-            return int(
-                (
-                    await conn.execute(
-                        text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n"),
-                        {"n": application_name},
-                    )
-                ).scalar_one()
-            )
-    finally:
-        await admin.dispose()
-
-
-def connect(database: RunDatabase, *, size: int, timeout: float = 5.0) -> tuple[Database, str]:
-    name = f"reads-{uuid.uuid4().hex[:8]}"
-    db = Database.connect(
-        database.runtime_url("settings"),
-        pool_size=1,
-        read_pool_size=size,
-        pool_timeout=timeout,
-        application_name=name,
-    )
-    return db, name
+async def read(db: Database) -> list[Any]:
+    return await db.read(READ, account_id=uuid.uuid4())
 
 
 async def test_concurrent_reads_share_at_most_size_connections(database: RunDatabase) -> None:
-    db, name = connect(database, size=2)
-    try:
-        results = await asyncio.gather(*(db.read(READ, account_id=uuid.uuid4()) for _ in range(20)))
-        assert results == [[]] * 20
+    async with reads(database, size=2) as (db, name):
+        assert await asyncio.gather(*(read(db) for _ in range(20))) == [[]] * 20
         assert db.reads.open == 2
         assert await backends(database, name) == 2
-    finally:
-        await db.dispose()
     assert db.reads.open == 0
     assert await backends(database, name) == 0
 
 
 async def test_a_read_waits_for_a_connection_then_is_unavailable(database: RunDatabase) -> None:
-    db, _ = connect(database, size=1, timeout=0.3)
-    try:
+    async with reads(database, size=1, wait_seconds=0.3) as (db, _):
         async with reads_blocked(database):
-            holder = asyncio.create_task(db.read(READ, account_id=uuid.uuid4()))
+            holder = asyncio.create_task(read(db))
             await asyncio.sleep(0.2)  # holds the only connection, waiting on the lock
             with pytest.raises(Unavailable, match="no database connection free"):
-                await db.read(READ, account_id=uuid.uuid4())
+                await read(db)
             assert not holder.done()
         # The lock is gone: the held read finishes and its connection serves the next.
         assert await holder == []
-        assert await db.read(READ, account_id=uuid.uuid4()) == []
+        assert await read(db) == []
         assert db.reads.open == 1
-    finally:
-        await db.dispose()
 
 
 async def test_a_cancelled_read_closes_its_connection_and_frees_the_slot(database: RunDatabase) -> None:
-    db, name = connect(database, size=1)
-    try:
+    async with reads(database, size=1) as (db, name):
         async with reads_blocked(database):
-            cancelled = asyncio.create_task(db.read(READ, account_id=uuid.uuid4()))
+            cancelled = asyncio.create_task(read(db))
             await asyncio.sleep(0.2)
-            waiting = asyncio.create_task(db.read(READ, account_id=uuid.uuid4()))
+            waiting = asyncio.create_task(read(db))
             await asyncio.sleep(0.1)
             cancelled.cancel()  # e.g. the RPC's deadline passed mid-read
             with pytest.raises(asyncio.CancelledError):
@@ -108,68 +112,47 @@ async def test_a_cancelled_read_closes_its_connection_and_frees_the_slot(databas
             assert not waiting.done()
         assert await waiting == []
         assert await backends(database, name) == 1
-    finally:
-        await db.dispose()
 
 
 async def test_an_error_from_postgresql_keeps_the_connection(database: RunDatabase) -> None:
-    db, _ = connect(database, size=1)
-    try:
-        [before] = await db.reads.fetch("SELECT pg_backend_pid() AS pid")
+    async with reads(database, size=1) as (db, _):
+        [before] = await db.reads.fetch(BACKEND_PID)
         # As a read function does for a session that is not there (P0002): the
         # statement fails, its implicit transaction ends, the connection is fine.
         with pytest.raises(asyncpg.NoDataFoundError):
             await db.reads.fetch("DO $$ BEGIN RAISE no_data_found; END $$")
-        [after] = await db.reads.fetch("SELECT pg_backend_pid() AS pid")
+        [after] = await db.reads.fetch(BACKEND_PID)
         assert after["pid"] == before["pid"]
-    finally:
-        await db.dispose()
 
 
 async def test_after_dispose_reads_are_unavailable(database: RunDatabase) -> None:
-    db, _ = connect(database, size=1)
-    await db.read(READ, account_id=uuid.uuid4())
-    await db.dispose()
+    async with reads(database, size=1) as (db, _):
+        await read(db)
     assert db.reads.open == 0
     with pytest.raises(Unavailable):
-        await db.read(READ, account_id=uuid.uuid4())
-
-
-async def terminate(database: RunDatabase, pid: int) -> None:
-    admin = create_async_engine(to_asyncpg_url(database.admin_url))
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
-    finally:
-        await admin.dispose()
+        await read(db)
 
 
 async def test_a_connection_dropped_while_idle_is_replaced_unseen(database: RunDatabase) -> None:
-    db, _ = connect(database, size=1)
-    try:
-        [first] = await db.reads.fetch("SELECT pg_backend_pid() AS pid")
-        await terminate(database, first["pid"])  # e.g. the server restarted
+    async with reads(database, size=1) as (db, _):
+        [first] = await db.reads.fetch(BACKEND_PID)
+        await as_admin(database, "SELECT pg_terminate_backend(:p)", p=first["pid"])  # e.g. a restart
         await asyncio.sleep(0.2)
-        assert await db.read(READ, account_id=uuid.uuid4()) == []
-        [second] = await db.reads.fetch("SELECT pg_backend_pid() AS pid")
+        assert await read(db) == []
+        [second] = await db.reads.fetch(BACKEND_PID)
         assert second["pid"] != first["pid"]
         assert db.reads.open == 1
-    finally:
-        await db.dispose()
 
 
 async def test_a_connection_dropped_mid_read_is_unavailable_and_replaced(database: RunDatabase) -> None:
-    db, _ = connect(database, size=1)
-    try:
-        [first] = await db.reads.fetch("SELECT pg_backend_pid() AS pid")
+    async with reads(database, size=1) as (db, _):
+        [first] = await db.reads.fetch(BACKEND_PID)
         async with reads_blocked(database):
-            read = asyncio.create_task(db.read(READ, account_id=uuid.uuid4()))
+            pending = asyncio.create_task(read(db))
             await asyncio.sleep(0.2)
-            await terminate(database, first["pid"])
+            await as_admin(database, "SELECT pg_terminate_backend(:p)", p=first["pid"])
             with pytest.raises(Unavailable, match="retry later"):
-                await read
+                await pending
         assert db.reads.open == 0
-        assert await db.read(READ, account_id=uuid.uuid4()) == []
+        assert await read(db) == []
         assert db.reads.open == 1
-    finally:
-        await db.dispose()
