@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from migrations.roles import SCHEMAS
 from tests.support import RunDatabase
@@ -11,169 +14,171 @@ from tests.support import RunDatabase
 VERSION_TABLE = "alembic_version"
 
 
-async def test_every_service_table_has_forced_rls_and_a_full_policy(database: RunDatabase) -> None:
+@pytest.fixture
+async def catalogue(database: RunDatabase) -> AsyncIterator[AsyncConnection]:
+    """A superuser connection to this run's database, for reading the catalogue."""
     engine = create_async_engine(database.admin_url)
     try:
         async with engine.connect() as conn:
-            tables = (
-                await conn.execute(
+            yield conn
+    finally:
+        await engine.dispose()
+
+
+async def test_every_service_table_has_forced_rls_and_a_full_policy(
+    database: RunDatabase, catalogue: AsyncConnection
+) -> None:
+    tables = (
+        await catalogue.execute(
+            text(
+                """
+                SELECT n.nspname AS schema, c.relname AS name,
+                       c.relrowsecurity AS enabled, c.relforcerowsecurity AS forced
+                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = ANY(:schemas) AND c.relkind IN ('r', 'p')
+                  AND c.relname <> :version
+                """
+            ),
+            {"schemas": list(SCHEMAS), "version": VERSION_TABLE},
+        )
+    ).all()
+    assert tables, "no service tables found"
+    for table in tables:
+        assert table.enabled and table.forced, f"{table.schema}.{table.name} lacks forced RLS"
+        policies = (
+            await catalogue.execute(
+                text(
+                    "SELECT qual, with_check, cmd FROM pg_policies WHERE schemaname = :s AND tablename = :t"
+                ),
+                {"s": table.schema, "t": table.name},
+            )
+        ).all()
+        assert len(policies) == 1, f"{table.schema}.{table.name}: {policies}"
+        policy = policies[0]
+        assert policy.cmd == "ALL"
+        for clause in (policy.qual, policy.with_check):
+            assert clause is not None
+            assert "account_id" in clause and "current_account_id()" in clause and "SELECT" in clause
+        # account_id is NOT NULL and leads every composite and every unique
+        # index (uniqueness checks bypass RLS).
+        nullable = (
+            await catalogue.execute(
+                text(
+                    "SELECT is_nullable FROM information_schema.columns "
+                    "WHERE table_schema = :s AND table_name = :t AND column_name = 'account_id'"
+                ),
+                {"s": table.schema, "t": table.name},
+            )
+        ).scalar_one()
+        assert nullable == "NO"
+        leading = (
+            await catalogue.execute(
+                text(
+                    """
+                    SELECT i.indexrelid::regclass::text AS index, a.attname AS first
+                    FROM pg_index i JOIN pg_attribute a
+                      ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                    WHERE i.indrelid = CAST(:q AS regclass)
+                      AND (i.indisunique OR i.indnatts > 1)
+                    """
+                ),
+                {"q": f"{table.schema}.{table.name}"},
+            )
+        ).all()
+        for index in leading:
+            assert index.first == "account_id", f"{index.index} does not lead with account_id"
+
+
+async def test_runtime_roles_are_unprivileged_and_own_nothing(
+    database: RunDatabase, catalogue: AsyncConnection
+) -> None:
+    for schema in SCHEMAS:
+        role = database.roles.runtime(schema)
+        attrs = (
+            await catalogue.execute(
+                text(
+                    "SELECT rolsuper, rolbypassrls, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = :r"
+                ),
+                {"r": role},
+            )
+        ).one()
+        assert not any(attrs), f"{role}: {attrs}"
+        owned = (
+            (
+                await catalogue.execute(
                     text(
                         """
-                        SELECT n.nspname AS schema, c.relname AS name,
-                               c.relrowsecurity AS enabled, c.relforcerowsecurity AS forced
-                        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                        WHERE n.nspname = ANY(:schemas) AND c.relkind IN ('r', 'p')
-                          AND c.relname <> :version
-                        """
+                    SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE r.rolname = :r
+                    UNION ALL SELECT count(*) FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE r.rolname = :r
+                    UNION ALL SELECT count(*) FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner WHERE r.rolname = :r
+                    """
                     ),
-                    {"schemas": list(SCHEMAS), "version": VERSION_TABLE},
+                    {"r": role},
                 )
-            ).all()
-            assert tables, "no service tables found"
-            for table in tables:
-                assert table.enabled and table.forced, f"{table.schema}.{table.name} lacks forced RLS"
-                policies = (
-                    await conn.execute(
-                        text(
-                            "SELECT qual, with_check, cmd FROM pg_policies WHERE schemaname = :s AND tablename = :t"
-                        ),
-                        {"s": table.schema, "t": table.name},
-                    )
-                ).all()
-                assert len(policies) == 1, f"{table.schema}.{table.name}: {policies}"
-                policy = policies[0]
-                assert policy.cmd == "ALL"
-                for clause in (policy.qual, policy.with_check):
-                    assert clause is not None
-                    assert "account_id" in clause and "current_account_id()" in clause and "SELECT" in clause
-                # account_id is NOT NULL and leads every composite and every unique
-                # index (uniqueness checks bypass RLS).
-                nullable = (
-                    await conn.execute(
-                        text(
-                            "SELECT is_nullable FROM information_schema.columns "
-                            "WHERE table_schema = :s AND table_name = :t AND column_name = 'account_id'"
-                        ),
-                        {"s": table.schema, "t": table.name},
-                    )
-                ).scalar_one()
-                assert nullable == "NO"
-                leading = (
-                    await conn.execute(
-                        text(
-                            """
-                            SELECT i.indexrelid::regclass::text AS index, a.attname AS first
-                            FROM pg_index i JOIN pg_attribute a
-                              ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-                            WHERE i.indrelid = CAST(:q AS regclass)
-                              AND (i.indisunique OR i.indnatts > 1)
-                            """
-                        ),
-                        {"q": f"{table.schema}.{table.name}"},
-                    )
-                ).all()
-                for index in leading:
-                    assert index.first == "account_id", f"{index.index} does not lead with account_id"
-    finally:
-        await engine.dispose()
-
-
-async def test_runtime_roles_are_unprivileged_and_own_nothing(database: RunDatabase) -> None:
-    engine = create_async_engine(database.admin_url)
-    try:
-        async with engine.connect() as conn:
-            for schema in SCHEMAS:
-                role = database.roles.runtime(schema)
-                attrs = (
-                    await conn.execute(
-                        text(
-                            "SELECT rolsuper, rolbypassrls, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = :r"
-                        ),
-                        {"r": role},
-                    )
-                ).one()
-                assert not any(attrs), f"{role}: {attrs}"
-                owned = (
-                    (
-                        await conn.execute(
-                            text(
-                                """
-                            SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE r.rolname = :r
-                            UNION ALL SELECT count(*) FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE r.rolname = :r
-                            UNION ALL SELECT count(*) FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner WHERE r.rolname = :r
-                            """
-                            ),
-                            {"r": role},
-                        )
-                    )
-                    .scalars()
-                    .all()
+            )
+            .scalars()
+            .all()
+        )
+        assert sum(owned) == 0, f"{role} owns objects"
+        member_of_owner = (
+            await catalogue.execute(
+                text("SELECT pg_has_role(:r, :o, 'MEMBER')"),
+                {"r": role, "o": database.roles.owner},
+            )
+        ).scalar_one()
+        assert member_of_owner is False
+        # Usage on its own schema only.
+        for other in SCHEMAS:
+            usage = (
+                await catalogue.execute(
+                    text("SELECT has_schema_privilege(:r, :s, 'USAGE')"),
+                    {"r": role, "s": other},
                 )
-                assert sum(owned) == 0, f"{role} owns objects"
-                member_of_owner = (
-                    await conn.execute(
-                        text("SELECT pg_has_role(:r, :o, 'MEMBER')"),
-                        {"r": role, "o": database.roles.owner},
-                    )
-                ).scalar_one()
-                assert member_of_owner is False
-                # Usage on its own schema only.
-                for other in SCHEMAS:
-                    usage = (
-                        await conn.execute(
-                            text("SELECT has_schema_privilege(:r, :s, 'USAGE')"),
-                            {"r": role, "s": other},
-                        )
-                    ).scalar_one()
-                    assert usage is (other == schema), f"{role} usage on {other}: {usage}"
-    finally:
-        await engine.dispose()
+            ).scalar_one()
+            assert usage is (other == schema), f"{role} usage on {other}: {usage}"
 
 
-async def test_every_service_function_is_a_narrow_definer_or_a_tenant_read(database: RunDatabase) -> None:
+async def test_every_service_function_is_a_narrow_definer_or_a_tenant_read(
+    database: RunDatabase, catalogue: AsyncConnection
+) -> None:
     """Functions in service schemas are of two kinds only: SECURITY DEFINER
     ones owned by the maintenance role (cross-tenant, narrow), or tenant reads
     that run as the caller with the tenant as first argument. Neither is open
     to PUBLIC, and only the schema's own runtime role may call them."""
-    engine = create_async_engine(database.admin_url)
-    try:
-        async with engine.connect() as conn:
-            functions = (
-                await conn.execute(
-                    text(
-                        """
-                        SELECT n.nspname AS schema, p.oid::regprocedure::text AS signature,
-                               p.prosecdef AS definer, pg_get_userbyid(p.proowner) AS owner,
-                               l.lanname AS language, p.proargnames[1] AS first_name,
-                               p.proargtypes[0]::regtype::text AS first_type,
-                               has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute
-                        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-                        JOIN pg_language l ON l.oid = p.prolang
-                        WHERE n.nspname = ANY(:schemas)
-                        """
-                    ),
-                    {"schemas": list(SCHEMAS)},
+    functions = (
+        await catalogue.execute(
+            text(
+                """
+                SELECT n.nspname AS schema, p.oid::regprocedure::text AS signature,
+                       p.prosecdef AS definer, pg_get_userbyid(p.proowner) AS owner,
+                       l.lanname AS language, p.proargnames[1] AS first_name,
+                       p.proargtypes[0]::regtype::text AS first_type,
+                       has_function_privilege('public', p.oid, 'EXECUTE') AS public_execute
+                FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                JOIN pg_language l ON l.oid = p.prolang
+                WHERE n.nspname = ANY(:schemas)
+                """
+            ),
+            {"schemas": list(SCHEMAS)},
+        )
+    ).all()
+    reads = [f for f in functions if not f.definer]
+    assert {f.signature.split("(")[0] for f in reads} >= {
+        "sessions.read_session",
+        "sessions.list_facts",
+        "settings.read_preferences",
+    }
+    for f in functions:
+        assert not f.public_execute, f"{f.signature} is executable by PUBLIC"
+        if f.definer:
+            assert f.owner == database.roles.maintenance, f.signature
+        else:
+            assert (f.language, f.first_name, f.first_type) == ("plpgsql", "p_tenant", "uuid"), f
+        for schema in SCHEMAS:
+            allowed = (
+                await catalogue.execute(
+                    text("SELECT has_function_privilege(:r, CAST(:f AS regprocedure), 'EXECUTE')"),
+                    {"r": database.roles.runtime(schema), "f": f.signature},
                 )
-            ).all()
-            reads = [f for f in functions if not f.definer]
-            assert {f.signature.split("(")[0] for f in reads} >= {
-                "sessions.read_session",
-                "sessions.list_facts",
-                "settings.read_preferences",
-            }
-            for f in functions:
-                assert not f.public_execute, f"{f.signature} is executable by PUBLIC"
-                if f.definer:
-                    assert f.owner == database.roles.maintenance, f.signature
-                else:
-                    assert (f.language, f.first_name, f.first_type) == ("plpgsql", "p_tenant", "uuid"), f
-                for schema in SCHEMAS:
-                    allowed = (
-                        await conn.execute(
-                            text("SELECT has_function_privilege(:r, CAST(:f AS regprocedure), 'EXECUTE')"),
-                            {"r": database.roles.runtime(schema), "f": f.signature},
-                        )
-                    ).scalar_one()
-                    assert allowed is (schema == f.schema), f"{schema} runtime on {f.signature}: {allowed}"
-    finally:
-        await engine.dispose()
+            ).scalar_one()
+            assert allowed is (schema == f.schema), f"{schema} runtime on {f.signature}: {allowed}"
