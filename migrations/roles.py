@@ -13,7 +13,13 @@ Runs as an administrator before the migrations, and is idempotent.
   only way to use it is to call those functions, which return account ids.
 - ``tenancy.current_account_id()`` is the fail-closed current account: the
   transaction's ``app.current_account_id`` as a uuid, NULL when unset or
-  empty, so a policy comparing against it matches nothing.
+  empty, so a policy comparing against it matches nothing. It has no
+  ``SET search_path`` on purpose: a function with a ``SET`` clause is never
+  inlined, and every policy would pay a SQL-function call with a setting
+  saved and restored (measured: 13 µs per statement against 2, a third of a
+  tenant read inside PostgreSQL). Its names are qualified with ``pg_catalog``
+  (searched first whatever the path) and no login role can create objects
+  in any schema, so nothing can stand in for them.
 """
 
 from __future__ import annotations
@@ -82,8 +88,8 @@ async def bootstrap(conn: AsyncConnection, roles: RoleNames, *, runtime_password
             """
             CREATE OR REPLACE FUNCTION tenancy.current_account_id() RETURNS uuid
             LANGUAGE sql STABLE PARALLEL SAFE
-            SET search_path = pg_catalog
-            AS $$ SELECT CAST(NULLIF(current_setting('app.current_account_id', true), '') AS uuid) $$
+            AS $$ SELECT CAST(NULLIF(pg_catalog.current_setting('app.current_account_id', true), '')
+                              AS pg_catalog.uuid) $$
             """
         )
     )

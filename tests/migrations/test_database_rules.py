@@ -89,6 +89,37 @@ async def test_every_service_table_has_forced_rls_and_a_full_policy(
             assert index.first == "account_id", f"{index.index} does not lead with account_id"
 
 
+async def test_the_tenant_lookup_is_inlined_into_every_policy(
+    database: RunDatabase, catalogue: AsyncConnection
+) -> None:
+    """A ``SET`` clause on ``tenancy.current_account_id()`` (or any change that
+    keeps PostgreSQL from inlining it) would make every statement under RLS
+    call it as a function: the plan would name it instead of its body."""
+    tables = (
+        await catalogue.execute(
+            text(
+                """
+                SELECT n.nspname AS schema, c.relname AS name
+                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = ANY(:schemas) AND c.relkind = 'r' AND c.relname <> :version
+                """
+            ),
+            {"schemas": list(SCHEMAS), "version": VERSION_TABLE},
+        )
+    ).all()
+    assert tables
+    for table in tables:
+        await catalogue.execute(text(f'SET LOCAL ROLE "{database.roles.runtime(table.schema)}"'))
+        plan = "\n".join(
+            (await catalogue.execute(text(f'EXPLAIN VERBOSE SELECT 1 FROM "{table.schema}"."{table.name}"')))
+            .scalars()
+            .all()
+        )
+        await catalogue.rollback()
+        assert "current_setting('app.current_account_id'" in plan, f"{table.schema}.{table.name}: {plan}"
+        assert "current_account_id()" not in plan, f"{table.schema}.{table.name}: {plan}"
+
+
 async def test_runtime_roles_are_unprivileged_and_own_nothing(
     database: RunDatabase, catalogue: AsyncConnection
 ) -> None:
