@@ -21,9 +21,9 @@ from flowpilot.api.v1 import access_pb2
 from google.protobuf import descriptor, descriptor_pool
 from google.protobuf.message import Message
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 
-from services.core import logs
+from services.core import logs, telemetry
 from services.core.auth import Role, TokenVerifier, bind_principal, unbind_principal
 from services.core.errors import FlowPilotError, InvalidArgument, internal_status, to_grpc_status
 from services.core.validation import violations
@@ -82,7 +82,6 @@ class Runtime:
         self._rules = rules
         self._domain = domain
         self._spans = spans
-        self._tracer = trace.get_tracer("flowpilot.rpc")
 
     def registrar(self, server: grpc.aio.Server) -> Registrar:
         """What a generated ``add_*Servicer_to_server`` is given instead of the server."""
@@ -101,17 +100,16 @@ class Runtime:
     def _behavior(self, rule: MethodRule, inner: Handler) -> Handler:
         domain = self._domain
         verifier = self._verifier
-        tracer = None if self._spans else self._tracer
+        own_span = not self._spans
 
         async def behavior(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             started = time.perf_counter()
             metadata = dict(context.invocation_metadata() or ())
             span_token = None
-            if tracer is not None:
-                span = tracer.start_span(
-                    rule.full_name, context=propagate.extract(metadata), kind=trace.SpanKind.SERVER
+            if own_span:
+                span_token = otel_context.attach(
+                    trace.set_span_in_context(telemetry.continue_trace(metadata))
                 )
-                span_token = otel_context.attach(trace.set_span_in_context(span))
             log_token = logs.bind(method=rule.full_name)
             principal_token = None
             outcome = "OK"
@@ -155,7 +153,6 @@ class Runtime:
                 logs.unbind(log_token)
                 if span_token is not None:
                     otel_context.detach(span_token)
-                    span.end()
 
         return behavior
 

@@ -12,15 +12,18 @@ yet). W3C trace context is the propagator.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 _provider: TracerProvider | None = None
 _exporting = False
+_ids = RandomIdGenerator()
 
 
 def setup(service_name: str, *, processors: list[SpanProcessor] | None = None) -> TracerProvider:
@@ -70,3 +73,30 @@ def instrument_database() -> None:
     instrumentor = AsyncPGInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument()
+
+
+def continue_trace(carrier: Mapping[str, str | bytes]) -> trace.Span:
+    """A span that continues the caller's W3C trace context from ``carrier``
+    (or starts a trace), for a process whose spans go nowhere.
+
+    It is never recorded, but has a span id of its own and keeps the caller's
+    trace id, sampled flag and trace state, so logs carry the trace and a
+    sampling decision made upstream reaches the services called next. Built
+    directly rather than through the tracer: the SDK records a span whose
+    parent is sampled even when nothing exports it (12 µs per RPC) and
+    clears the sampled flag of one it drops.
+    """
+    parent = trace.get_current_span(propagate.extract(carrier)).get_span_context()
+    if not parent.is_valid:
+        return trace.NonRecordingSpan(
+            trace.SpanContext(_ids.generate_trace_id(), _ids.generate_span_id(), is_remote=False)
+        )
+    return trace.NonRecordingSpan(
+        trace.SpanContext(
+            parent.trace_id,
+            _ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=parent.trace_flags,
+            trace_state=parent.trace_state,
+        )
+    )

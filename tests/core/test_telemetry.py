@@ -11,11 +11,14 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
+from opentelemetry import propagate, trace
 
+from services.core import telemetry
 from services.core.auth import Role
 from tests.support import Keys, RunDatabase, free_port, service_process_env
 
@@ -98,3 +101,33 @@ async def test_a_service_that_exports_nothing_still_continues_the_callers_trace(
     assert continued["span_id"] != caller_span
     assert re.fullmatch(r"[0-9a-f]{32}", fresh["trace_id"]) and int(fresh["trace_id"], 16) != 0
     assert fresh["trace_id"] != caller_trace
+
+
+@pytest.mark.parametrize("flags", ["01", "00"], ids=["sampled", "not-sampled"])
+def test_continue_trace_keeps_the_callers_trace_flags_and_state(flags: str) -> None:
+    caller_trace, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    span = telemetry.continue_trace(
+        {"traceparent": f"00-{caller_trace}-{caller_span}-{flags}", "tracestate": "vendor=abc"}
+    )
+    context = span.get_span_context()
+    assert not span.is_recording()
+    assert format(context.trace_id, "032x") == caller_trace
+    assert format(context.span_id, "016x") != caller_span and context.span_id != 0
+    assert context.trace_flags.sampled is (flags == "01")
+    assert context.trace_state.get("vendor") == "abc"
+    # What a call made under it sends on: the same trace, this span as parent, the same decision.
+    sent: dict[str, str] = {}
+    propagate.inject(sent, context=trace.set_span_in_context(span))
+    assert sent["traceparent"] == f"00-{caller_trace}-{context.span_id:016x}-{flags}"
+
+
+@pytest.mark.parametrize(
+    "carrier",
+    [{}, {"traceparent": "not a trace context"}, {"traceparent": "00-" + "0" * 32 + "-" + "1" * 16 + "-01"}],
+    ids=["none", "malformed", "all-zero trace id"],
+)
+def test_continue_trace_starts_a_trace_without_a_valid_caller_context(carrier: dict[str, Any]) -> None:
+    first, second = (telemetry.continue_trace(carrier).get_span_context() for _ in range(2))
+    assert first.is_valid and second.is_valid
+    assert first.trace_id != second.trace_id
+    assert not first.trace_flags.sampled
