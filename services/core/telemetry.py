@@ -82,9 +82,10 @@ def continue_trace(carrier: Mapping[str, str | bytes]) -> trace.Span:
     It is never recorded, but has a span id of its own and keeps the caller's
     trace id, sampled flag and trace state, so logs carry the trace and a
     sampling decision made upstream reaches the services called next. Built
-    directly rather than through the tracer: the SDK records a span whose
-    parent is sampled even when nothing exports it (12 µs per RPC) and
-    clears the sampled flag of one it drops.
+    directly rather than through the tracer: its parent-based sampler
+    records a span whose caller is sampled although nothing exports it
+    (12 µs per RPC), and a sampler that drops every span would also clear
+    the sampled flag passed on.
     """
     parent = trace.get_current_span(propagate.extract(carrier)).get_span_context()
     if not parent.is_valid:
