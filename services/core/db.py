@@ -22,9 +22,10 @@ import asyncio
 import collections
 import functools
 import json
+import operator
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -43,13 +44,26 @@ _QUALIFIED_NAME = re.compile(r"[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*")
 
 class Record(asyncpg.Record):  # type: ignore[misc]  # asyncpg is untyped
     """A row of :meth:`Database.read`, readable by attribute like SQLAlchemy's rows,
-    so one converter serves both paths."""
+    so one converter serves both paths.
+
+    ``__getattr__`` (Python, after a failed lookup) costs ~0.7 µs an attribute,
+    11 µs to convert a fact; so once a statement has returned rows, its later
+    rows are of a subclass whose columns are properties (:meth:`with_columns`).
+    """
 
     def __getattr__(self, name: str) -> Any:
         try:
             return self[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    @classmethod
+    def with_columns(cls, names: Iterable[str]) -> type[Record]:
+        """A subclass reading each column by name through a C item getter
+        (~0.05 µs); a column named like a method of the record (``keys``,
+        ``get``…) stays readable by key only, as on the base class."""
+        columns = {n: property(operator.itemgetter(n)) for n in names if not hasattr(cls, n)}
+        return type("Record", (cls,), columns)
 
 
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
@@ -79,6 +93,7 @@ class ReadConnections:
         self._waiters: collections.deque[asyncio.Future[asyncpg.Connection]] = collections.deque()
         self._open = 0
         self._closed = False
+        self._record_classes: dict[str, type[Record]] = {}  # by statement: a few per service
 
     @property
     def open(self) -> int:
@@ -91,7 +106,9 @@ class ReadConnections:
                 self._discard(conn)  # dropped while idle (e.g. the server restarted)
             conn = await self._acquire()
         try:
-            rows: list[Record] = await conn.fetch(query, *args, record_class=Record)
+            rows: list[Record] = await conn.fetch(
+                query, *args, record_class=self._record_classes.get(query, Record)
+            )
         except asyncpg.PostgresConnectionError:
             self._discard(conn)
             raise
@@ -102,6 +119,8 @@ class ReadConnections:
             self._discard(conn)
             raise
         self._release(conn)
+        if rows and query not in self._record_classes:
+            self._record_classes[query] = Record.with_columns(rows[0].keys())
         return rows
 
     async def close(self) -> None:

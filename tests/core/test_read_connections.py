@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.core.config import to_asyncpg_url
-from services.core.db import Database
+from services.core.db import Database, Record
 from services.core.errors import Unavailable
 from tests.support import RunDatabase
 
@@ -156,3 +156,21 @@ async def test_a_connection_dropped_mid_read_is_unavailable_and_replaced(databas
         assert db.reads.open == 0
         assert await read(db) == []
         assert db.reads.open == 1
+
+
+async def test_rows_read_by_attribute_the_same_before_and_after_their_columns_become_properties(
+    database: RunDatabase,
+) -> None:
+    query = "SELECT 1 AS number, 'x' AS text, 2 AS keys, NULL::int AS nothing"
+    async with reads(database, size=1) as (db, _):
+        first, later = (await db.reads.fetch(query))[0], (await db.reads.fetch(query))[0]
+        other = (await db.reads.fetch("SELECT 3 AS number"))[0]
+    assert type(first) is Record  # found through __getattr__
+    assert type(later) is not Record and isinstance(later, Record)
+    assert isinstance(vars(type(later))["number"], property)
+    for row in (first, later):
+        assert (row.number, row.text, row.nothing) == (1, "x", None)
+        assert row["keys"] == 2 and list(row.keys()) == ["number", "text", "keys", "nothing"]
+        with pytest.raises(AttributeError):
+            _ = row.missing
+    assert other.number == 3 and type(other) is Record  # another statement, its own class
