@@ -16,10 +16,10 @@ Runs as an administrator before the migrations, and is idempotent.
   empty, so a policy comparing against it matches nothing. It has no
   ``SET search_path`` on purpose: a function with a ``SET`` clause is never
   inlined, and every policy would pay a SQL-function call with a setting
-  saved and restored (measured: 13 µs per statement against 2; a
-  get-session tenant read's round trip went from 123 to 91 µs). Its names are qualified with ``pg_catalog``
-  (searched first whatever the path) and no login role can create objects
-  in any schema, so nothing can stand in for them.
+  saved and restored (measured: 13 µs per statement against 2; a get-session
+  tenant read's round trip went from 123 to 91 µs). Its names are qualified
+  with ``pg_catalog`` (searched first whatever the path) and no login role
+  can create objects in any schema, so nothing can stand in for them.
 """
 
 from __future__ import annotations
