@@ -167,6 +167,22 @@ async def test_runtime_roles_are_unprivileged_and_own_nothing(
                 )
             ).scalar_one()
             assert usage is (other == schema), f"{role} usage on {other}: {usage}"
+        # Nothing it could create would stand in for a name in a policy: no
+        # CREATE on any schema, no temporary objects.
+        creatable = (
+            (
+                await catalogue.execute(
+                    text(
+                        "SELECT nspname FROM pg_namespace WHERE has_schema_privilege(:r, oid, 'CREATE')"
+                        " UNION ALL SELECT 'TEMPORARY' WHERE has_database_privilege(:r, current_database(), 'TEMP')"
+                    ),
+                    {"r": role},
+                )
+            )
+            .scalars()
+            .all()
+        )
+        assert creatable == [], f"{role} can create in {creatable}"
 
 
 async def test_every_service_function_is_a_narrow_definer_or_a_tenant_read(
