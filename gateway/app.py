@@ -180,6 +180,7 @@ class Gateway:
         except grpc.aio.AioRpcError as error:
             status, body = errors.from_rpc_error(error)
             headers = dict(reply_headers)
+            headers.update(errors.retry_after_headers(body))
             if status == 401:
                 headers["WWW-Authenticate"] = 'Bearer realm="flowpilot", error="invalid_token"'
             return _json(status, errors.status_json(body), headers)

@@ -102,6 +102,19 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> tuple[int, status_pb2.Status]
     return http_status(error.code()), status
 
 
+def retry_after_headers(status: status_pb2.Status) -> dict[str, str]:
+    """``Retry-After`` (whole seconds, rounded up) when the backend said how long
+    to wait (a ``google.rpc.RetryInfo`` detail); otherwise nothing."""
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            delay = info.retry_delay
+            seconds = delay.seconds + (1 if delay.nanos > 0 else 0)
+            return {"Retry-After": str(max(0, seconds))}
+    return {}
+
+
 def status_json(status: status_pb2.Status) -> bytes:
     body: dict[str, Any] = json_format.MessageToDict(status, preserving_proto_field_name=False)
     body.setdefault("code", 0)
