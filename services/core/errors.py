@@ -1,9 +1,10 @@
 """The one exception tree of the suite, and its mapping to gRPC rich status.
 
 Domain code raises these; the runtime interceptor is the only place that turns
-them into ``google.rpc.Status`` (with ``ErrorInfo`` and, for invalid input,
-``BadRequest`` field violations). Anything else that escapes a handler becomes
-INTERNAL with a generic message; its detail goes to the log only.
+them into ``google.rpc.Status`` (with ``ErrorInfo``; for invalid input,
+``BadRequest`` field violations; for a limit with a known wait, ``RetryInfo``).
+Anything else that escapes a handler becomes INTERNAL with a generic message;
+its detail goes to the log only.
 
     FlowPilotError
     ├── InvalidArgument      INVALID_ARGUMENT   (field violations)
@@ -13,7 +14,7 @@ INTERNAL with a generic message; its detail goes to the log only.
     ├── Aborted              ABORTED            (stale etag, lost race)
     ├── Unauthenticated      UNAUTHENTICATED
     ├── PermissionDenied     PERMISSION_DENIED
-    ├── ResourceExhausted    RESOURCE_EXHAUSTED
+    ├── ResourceExhausted    RESOURCE_EXHAUSTED (a limit; RetryInfo when the wait is known)
     ├── Unavailable          UNAVAILABLE        (a dependency is down)
     └── Internal             INTERNAL           (detail never sent)
 """
@@ -24,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -104,8 +105,21 @@ class PermissionDenied(FlowPilotError):
 
 
 class ResourceExhausted(FlowPilotError):
+    """``retry_delay``: seconds until a retry can succeed, sent as ``RetryInfo``."""
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     default_reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        retry_delay: float | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_delay = retry_delay
 
 
 class Unavailable(FlowPilotError):
@@ -125,7 +139,7 @@ def not_found(kind: str, name: str) -> NotFound:
 
 
 def to_grpc_status(error: FlowPilotError, *, domain: str) -> grpc.Status:
-    """Rich status for ``error``: message, ErrorInfo and BadRequest details."""
+    """Rich status for ``error``: message, ErrorInfo, BadRequest and RetryInfo details."""
     details: list[any_pb2.Any] = []
     info = any_pb2.Any()
     info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata))
@@ -141,6 +155,12 @@ def to_grpc_status(error: FlowPilotError, *, domain: str) -> grpc.Status:
             )
         )
         details.append(bad)
+    if isinstance(error, ResourceExhausted) and error.retry_delay is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(max(0, round(error.retry_delay * 1e9)))
+        retry = any_pb2.Any()
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        details.append(retry)
     status = status_pb2.Status(
         code=getattr(code_pb2, error.code.name), message=error.message, details=details
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,8 +13,12 @@ from flowpilot.sessions.v1 import sessions_pb2 as pb
 from flowpilot.sessions.v1 import sessions_pb2_grpc
 from google.protobuf import field_mask_pb2
 
+from services.core.ai import AI
 from services.core.auth import Role
-from tests.support import Keys
+from services.sessions.service import SessionsConfig
+from services.sessions.service import build as build_sessions
+from tests.conftest import service_config_kwargs
+from tests.support import Keys, RunDatabase, running
 
 
 @dataclass
@@ -69,3 +75,25 @@ class Caller:
 
 def mask(*paths: str) -> field_mask_pb2.FieldMask:
     return field_mask_pb2.FieldMask(paths=list(paths))
+
+
+@asynccontextmanager
+async def sessions_with(
+    ai: AI,
+    *,
+    database: RunDatabase,
+    keys: Keys,
+    service_keys: dict[str, Keys],
+    settings_address: str,
+    library_address: str,
+) -> AsyncIterator[str]:
+    """A sessions server of its own on ``ai`` (the shared one's AI is shared by
+    every test); yields its address."""
+    config = SessionsConfig(
+        **service_config_kwargs(database, keys, "sessions", service_keys),
+        settings_address=settings_address,
+        settings_cache_seconds=0,
+        library_address=library_address,
+    )
+    async with running(build_sessions, config, pool_size=4, ai=ai) as server:
+        yield f"127.0.0.1:{server.port}"

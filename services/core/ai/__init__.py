@@ -10,7 +10,8 @@ is the default without ``ANTHROPIC_API_KEY``.
 :class:`AI` applies what is the same for every backend: redaction of secrets
 before anything reaches a model and in generated notes (when the account's
 ``notes.redact_sensitive`` is on), the model tier (``ai.model_tier``, ``auto``
-picking by size and difficulty) and the context budget.
+picking by size and difficulty), the context budget, and the per-account limit
+on model calls (RESOURCE_EXHAUSTED with a retry delay past it).
 """
 
 from services.core.ai.service import AI, AIConfig, Preferences, make_ai

@@ -1,4 +1,5 @@
-"""The AI facade the services call: redaction, tiers and backend selection."""
+"""The AI facade the services call: redaction, tiers, the per-account limit on
+model calls, and backend selection."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from services.core.ai.types import (
     Templatized,
     Tier,
 )
+from services.core.auth import current_principal
+from services.core.errors import ResourceExhausted
+from services.core.ratelimit import TokenBuckets
 
 
 class Backend(Protocol):
@@ -43,6 +47,10 @@ class AIConfig(BaseSettings):
     max_retries: int = Field(default=2, ge=0, le=10)
     # `auto` goes deep above this many context tokens.
     deep_above_tokens: int = Field(default=6000, ge=0)
+    # Model calls one account may make, per replica: a steady rate, and how
+    # many at once after a quiet spell. 0 calls per minute turns the limit off.
+    calls_per_minute: float = Field(default=60.0, ge=0)
+    burst: int = Field(default=20, ge=1, le=10_000)
 
 
 @dataclass(frozen=True)
@@ -59,9 +67,36 @@ _HARD = {"decision_tree"}
 
 
 class AI:
-    def __init__(self, backend: Backend, *, deep_above_tokens: int = 6000) -> None:
+    """Every model call of every service goes through one of these methods; each
+    takes a token of the caller's account from ``limiter`` (when given) before
+    anything reaches the backend, or raises RESOURCE_EXHAUSTED with a retry
+    delay. The account is the current RPC's principal."""
+
+    def __init__(
+        self, backend: Backend, *, deep_above_tokens: int = 6000, limiter: TokenBuckets | None = None
+    ) -> None:
         self.backend = backend
         self._deep_above = deep_above_tokens
+        self._limiter = limiter
+
+    def _spend(self) -> None:
+        if self._limiter is None:
+            return
+        wait = self._limiter.take(current_principal().account_id)
+        if wait > 0:
+            # Whole seconds rounded up from the nanoseconds RetryInfo carries, as
+            # the gateway's Retry-After is.
+            seconds = max(1, -(-round(wait * 1e9) // 1_000_000_000))
+            raise ResourceExhausted(
+                f"too many AI requests for this account; retry in {seconds} s",
+                reason="AI_RATE_LIMITED",
+                metadata={
+                    "retry_after_seconds": str(seconds),
+                    "calls_per_minute": f"{self._limiter.per_minute:g}",
+                    "burst": str(self._limiter.burst),
+                },
+                retry_delay=wait,
+            )
 
     def _tier(self, prefs: Preferences, task: str, size_tokens: int) -> Tier:
         if prefs.tier in ("fast", "deep"):
@@ -75,6 +110,7 @@ class AI:
         return estimate_tokens(session_context(ctx, budget_tokens=1_000_000))
 
     async def suggest_fix(self, ctx: SessionContext, prefs: Preferences) -> FixSuggestion:
+        self._spend()
         ctx = self._prepare(ctx, prefs)
         fix = await self.backend.suggest_fix(ctx, tier=self._tier(prefs, "fix", self._size(ctx)))
         if prefs.redact:
@@ -89,6 +125,7 @@ class AI:
         return fix
 
     async def write_resolution_note(self, ctx: SessionContext, prefs: Preferences) -> Document:
+        self._spend()
         ctx = self._prepare(ctx, prefs)
         doc = await self.backend.write_resolution_note(
             ctx, fmt=prefs.fmt, tier=self._tier(prefs, "note", self._size(ctx))
@@ -96,6 +133,7 @@ class AI:
         return doc.model_copy(update={"text": redact(doc.text)}) if prefs.redact else doc
 
     async def write_escalation_package(self, ctx: SessionContext, prefs: Preferences) -> Document:
+        self._spend()
         ctx = self._prepare(ctx, prefs)
         doc = await self.backend.write_escalation_package(
             ctx, fmt=prefs.fmt, tier=self._tier(prefs, "package", self._size(ctx))
@@ -103,6 +141,7 @@ class AI:
         return doc.model_copy(update={"text": redact(doc.text)}) if prefs.redact else doc
 
     async def templatize_script(self, script: ScriptDraft, prefs: Preferences) -> Templatized:
+        self._spend()
         # Redacted first: a password in a script must never become a default.
         if prefs.redact:
             script = ScriptDraft(
@@ -113,6 +152,7 @@ class AI:
         )
 
     async def build_decision_tree(self, problem: str, prefs: Preferences) -> DecisionTree:
+        self._spend()
         if prefs.redact:
             problem = redact(problem)
         return await self.backend.build_decision_tree(
@@ -120,22 +160,32 @@ class AI:
         )
 
 
-def make_ai(config: AIConfig | None = None) -> AI:
-    """Anthropic when ``ANTHROPIC_API_KEY`` is set, otherwise offline."""
+def make_ai(config: AIConfig | None = None, *, backend: Backend | None = None) -> AI:
+    """The facade as ``config`` says, on ``backend`` when given; otherwise
+    Anthropic when ``ANTHROPIC_API_KEY`` is set, else offline."""
     config = config or AIConfig()
+    limiter = (
+        TokenBuckets(per_minute=config.calls_per_minute, burst=config.burst)
+        if config.calls_per_minute > 0
+        else None
+    )
+    if backend is None:
+        backend = _backend(config)
+    return AI(backend, deep_above_tokens=config.deep_above_tokens, limiter=limiter)
+
+
+def _backend(config: AIConfig) -> Backend:
     api_key = os.environ.get("ANTHROPIC_API_KEY")
     if api_key:
         from services.core.ai.anthropic_backend import AnthropicBackend
 
-        backend: Backend = AnthropicBackend(
+        return AnthropicBackend(
             api_key=api_key,
             fast_model=config.fast_model,
             deep_model=config.deep_model,
             timeout_seconds=config.timeout_seconds,
             max_retries=config.max_retries,
         )
-    else:
-        from services.core.ai.offline import OfflineBackend
+    from services.core.ai.offline import OfflineBackend
 
-        backend = OfflineBackend()
-    return AI(backend, deep_above_tokens=config.deep_above_tokens)
+    return OfflineBackend()
