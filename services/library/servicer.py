@@ -26,8 +26,8 @@ from services.core.errors import (
     InvalidArgument,
     not_found,
 )
-from services.library import convert, storage, templates
-from services.library.convert import LANE_ITEM, SESSION
+from services.library import convert, provenance, search, storage, templates
+from services.library.convert import LANE_ITEM
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -104,15 +104,15 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
         self, request: pb.ListScriptTemplatesRequest, context: Context
     ) -> pb.ListScriptTemplatesResponse:
         limit = pagination.page_size(request.page_size)
-        query_text = request.query.strip() or None
+        searched = search.parse(request.query)
         language = convert.language(request.language, "language") if request.language else None
         order = {
             pb.TEMPLATE_ORDER_USAGE: "usage",
             pb.TEMPLATE_ORDER_RECENCY: "recency",
-        }.get(request.order_by, "relevance" if query_text else "recency")
+        }.get(request.order_by, "relevance" if searched is not None else "recency")
         fingerprint = pagination.fingerprint(
             current_principal().account_id,
-            {"q": query_text, "tag": request.tag, "language": language, "order": order},
+            {"q": request.query.strip() or None, "tag": request.tag, "language": language, "order": order},
         )
         after = pagination.decode_token(request.page_token, query_fingerprint=fingerprint)
         position = None
@@ -126,7 +126,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
         async with self._db.transaction() as conn:
             rows = list(
                 await storage.list_templates(
-                    conn, query=query_text, tag=request.tag.strip().lower() or None, language=language,
+                    conn, search=searched, tag=request.tag.strip().lower() or None, language=language,
                     order=order, after=position, limit=limit + 1,
                 )
             )  # fmt: skip
@@ -201,59 +201,30 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
     async def CreateDraftTemplate(
         self, request: pb.CreateDraftTemplateRequest, context: Context
     ) -> pb.DraftTemplate:
-        principal = current_principal()
         given = request.draft_template
         validation.nonblank(given.script_body, "draft_template.script_body")
-        body = given.script_body
         language = convert.language(given.language, "draft_template.language")
         request_id = (
             convert.parse_uuid(request.request_id, field="request_id", what="UUID")
             if request.request_id
             else None
         )
-        session_id, lane_item = None, None
-        if given.provenance.lane_item:
-            parts = names.parse(
-                given.provenance.lane_item, LANE_ITEM, field="draft_template.provenance.lane_item"
-            )
-            session_id = convert.parse_uuid(
-                parts["session"], field="draft_template.provenance.lane_item", what="lane item name"
-            )
-            lane_item = parts["lane_item"]
-        elif given.provenance.session:
-            raise InvalidArgument(
-                FieldViolation("draft_template.provenance.lane_item", "is required with a session")
-            )
-        user = (
-            convert.parse_uuid(given.provenance.user, field="draft_template.provenance.user", what="user id")
-            if given.provenance.user
-            else None
-        )
+        # `provenance` is output only: the caller is the source, nothing else.
+        source = provenance.by_hand(current_principal())
         async with self._db.transaction() as conn:
             row = await storage.insert_draft(
                 conn,
-                account_id=principal.account_id,
                 id=uuid.uuid4(),
-                script_body=body,
+                script_body=given.script_body,
                 language=language,
                 suggested_name=given.suggested_name.strip(),
-                source_session_id=session_id,
-                source_user_id=user,
-                source_ticket_ref=given.provenance.ticket_ref or None,
-                source_lane_item_id=lane_item,
                 request_id=request_id,
-                created_by=principal.user_id,
+                **source.columns(),
             )
-            if row is None:  # a repeat: the same source or request id
-                row = (
-                    await storage.draft_by_source(conn, session_id, lane_item)
-                    if session_id and lane_item
-                    else None
-                )
-                if row is None and request_id is not None:
-                    row = await storage.draft_by_request(conn, request_id)
-                if row is None:
-                    raise Aborted("a concurrent create conflicted; retry", reason="CONCURRENT_CREATE")
+            if row is None and request_id is not None:  # a repeat of the same request id
+                row = await storage.draft_by_request(conn, request_id)
+            if row is None:
+                raise Aborted("a concurrent create conflicted; retry", reason="CONCURRENT_CREATE")
         return convert.draft(row)
 
     async def _draft(self, conn: Any, name: str, *, lock: bool = False) -> Any:
@@ -385,13 +356,12 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
     async def ImportSessionScripts(
         self, request: pb.ImportSessionScriptsRequest, context: Context
     ) -> pb.ImportSessionScriptsResponse:
-        principal = current_principal()
-        session_id = convert.parse_uuid(
-            names.parse(request.session, SESSION, field="session")["session"],
-            field="session",
-            what="session name",
+        session_id, source = provenance.from_session(
+            current_principal(),
+            session=request.session,
+            resolved_by=request.resolved_by,
+            ticket_ref=request.ticket_ref,
         )
-        resolved_by = convert.parse_uuid(request.resolved_by, field="resolved_by", what="user id")
         rows_in: list[dict[str, Any]] = []
         for index, script in enumerate(request.scripts):
             field = f"scripts[{index}]"
@@ -408,16 +378,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
             )
         async with self._db.transaction() as conn:
             for values in rows_in:
-                await storage.insert_draft(
-                    conn,
-                    account_id=principal.account_id,
-                    id=uuid.uuid4(),
-                    source_session_id=session_id,
-                    source_user_id=resolved_by,
-                    source_ticket_ref=request.ticket_ref or None,
-                    created_by=resolved_by,
-                    **values,
-                )
+                await storage.insert_draft(conn, id=uuid.uuid4(), **source.columns(), **values)
             rows = {r.source_lane_item_id: r for r in await storage.drafts_of_session(conn, session_id)}
         # In the order the scripts were given.
         ordered = [rows[v["source_lane_item_id"]] for v in rows_in if v["source_lane_item_id"] in rows]

@@ -3,15 +3,31 @@ connection (tenant already set) and never commit."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Float, Row, and_, cast, func, literal, literal_column, or_, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    Float,
+    Row,
+    and_,
+    cast,
+    false,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import TSQUERY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
+from sqlalchemy.sql.operators import custom_op
 
+from services.library.search import Search
 from services.library.tables import draft_templates, script_templates
 
 T, D = script_templates, draft_templates
@@ -51,19 +67,38 @@ async def record_use(conn: AsyncConnection, template_id: uuid.UUID) -> int | Non
     return (await conn.execute(query)).scalar()
 
 
+_ENGLISH: ColumnElement[Any] = literal_column("'english'::regconfig")
+_NOT: custom_op[Any] = custom_op("!!")
+
+
+def _tsquery(search: Search) -> ColumnElement[Any] | None:
+    """The terms joined with ``&&`` (an excluded one under ``!!``). Each term
+    is bound as plain text for ``phraseto_tsquery``, so none of it is parsed
+    as tsquery syntax. None when there is no term."""
+    parts: list[ColumnElement[Any]] = []
+    for term in search.terms:
+        part: ColumnElement[Any] = func.phraseto_tsquery(_ENGLISH, term.text, type_=TSQUERY)
+        if term.exclude:
+            part = UnaryExpression(part, operator=_NOT, type_=TSQUERY).self_group()
+        parts.append(part)
+    if not parts:
+        return None
+    return functools.reduce(lambda a, b: a.op("&&", return_type=TSQUERY)(b), parts)
+
+
 async def list_templates(
     conn: AsyncConnection,
     *,
-    query: str | None,
+    search: Search | None,
     tag: str | None,
     language: str | None,
     order: str,
     after: list[Any] | None,
     limit: int,
 ) -> Sequence[Row[Any]]:
-    """``order`` is relevance (needs ``query``), usage or recency; ``after`` the
+    """``order`` is relevance (needs ``search``), usage or recency; ``after`` the
     keyset position of the last row of the previous page."""
-    ts_query = func.websearch_to_tsquery(literal_column("'english'::regconfig"), query) if query else None
+    ts_query = _tsquery(search) if search is not None else None
     rank_expr = (
         cast(func.ts_rank(T.c.search, ts_query), Float) if ts_query is not None else literal(0.0, Float)
     )
@@ -71,6 +106,8 @@ async def list_templates(
     statement = select(T, rank)
     if ts_query is not None:
         statement = statement.where(T.c.search.op("@@")(ts_query))
+    elif search is not None:  # a query with no term left matches nothing
+        statement = statement.where(false())
     if tag:
         statement = statement.where(T.c.tags.contains([tag]))
     if language:
@@ -100,11 +137,6 @@ async def insert_draft(conn: AsyncConnection, **values: Any) -> Row[Any] | None:
     """Inserts unless the same (session, lane item) or request id exists: None then."""
     statement = insert(D).values(**values).on_conflict_do_nothing().returning(D)
     return (await conn.execute(statement)).first()
-
-
-async def draft_by_source(conn: AsyncConnection, session_id: uuid.UUID, lane_item_id: str) -> Row[Any] | None:
-    query = select(D).where(D.c.source_session_id == session_id, D.c.source_lane_item_id == lane_item_id)
-    return (await conn.execute(query)).first()
 
 
 async def draft_by_request(conn: AsyncConnection, request_id: uuid.UUID) -> Row[Any] | None:

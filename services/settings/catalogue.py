@@ -3,6 +3,10 @@
 This is the single source of truth for what a setting is. The service
 validates every write against it and answers reads with its defaults; other
 services read settings through the settings service, never from here.
+
+A key that is not in the catalogue names a setting that does not exist, so
+every RPC answers NOT_FOUND for it (AIP-131, AIP-134): a read, a reset, and an
+update whatever value it sets (there is no entry to check the value against).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import enum
 from dataclasses import dataclass
 
 from services.core.auth import Role
-from services.core.errors import FieldViolation, InvalidArgument
+from services.core.errors import FieldViolation, InvalidArgument, not_found
 
 Value = bool | int | str
 
@@ -107,3 +111,12 @@ CATALOGUE: dict[str, Entry] = {
 }
 
 KEYS = sorted(CATALOGUE)
+
+
+def find(key: str, *, name: str) -> Entry:
+    """The entry of ``key``; NOT_FOUND (naming the resource ``name``) when the
+    catalogue has no such key."""
+    entry = CATALOGUE.get(key)
+    if entry is None:
+        raise not_found("setting", name)
+    return entry

@@ -12,9 +12,9 @@ from google.protobuf import struct_pb2
 from services.core import names, pagination, validation
 from services.core.auth import current_principal
 from services.core.db import Database
-from services.core.errors import Aborted, FieldViolation, InvalidArgument, not_found
+from services.core.errors import Aborted, FieldViolation, InvalidArgument
 from services.core.messages import set_time
-from services.settings import storage
+from services.settings import catalogue, storage
 from services.settings.catalogue import CATALOGUE, KEYS, Entry, Kind, Value
 
 PATTERN = "settings/{setting}"
@@ -29,11 +29,8 @@ _VALUE_TYPES = {
 
 
 def _entry_for(name: str, *, field: str) -> Entry:
-    key = names.parse(name, PATTERN, field=field)["setting"]
-    entry = CATALOGUE.get(key)
-    if entry is None:
-        raise not_found("setting", name)
-    return entry
+    """A malformed name is INVALID_ARGUMENT; a key not in the catalogue NOT_FOUND."""
+    return catalogue.find(names.parse(name, PATTERN, field=field)["setting"], name=name)
 
 
 def _expected_revision(etag: str, *, field: str) -> int | None:

@@ -9,9 +9,12 @@ from typing import Any
 import grpc
 from flowpilot.library.v1 import library_pb2 as pb
 from flowpilot.library.v1 import library_pb2_grpc
+from sqlalchemy import Row, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from services.core.auth import Role
-from tests.support import Keys
+from services.core.auth import Role, ServiceCredential
+from services.library.tables import draft_templates
+from tests.support import Keys, RunDatabase
 
 
 @dataclass
@@ -47,25 +50,57 @@ class Librarian:
             "CreateScriptTemplate", pb.CreateScriptTemplateRequest(script_template=message)
         )
 
-    async def draft(
-        self,
-        body: str = "Get-Service spooler",
-        *,
-        session: uuid.UUID | None = None,
-        item: str | None = None,
-        **kwargs: Any,
-    ) -> pb.DraftTemplate:
-        provenance = pb.Provenance()
-        if session is not None:
-            provenance.lane_item = f"sessions/{session}/laneItems/{item or uuid.uuid4().hex}"
-            provenance.ticket_ref = "CW #100"
-            provenance.user = str(self.user)
+    async def draft(self, body: str = "Get-Service spooler", **kwargs: Any) -> pb.DraftTemplate:
+        """A draft made by hand (``provenance``, if given, is sent as a claim)."""
         message = pb.DraftTemplate(
             script_body=body,
             language=pb.LANGUAGE_POWERSHELL,
             suggested_name=kwargs.pop("suggested_name", ""),
-            provenance=provenance,
+            provenance=kwargs.pop("provenance", None),
         )
         return await self.call(
             "CreateDraftTemplate", pb.CreateDraftTemplateRequest(draft_template=message, **kwargs)
         )
+
+    async def import_scripts(
+        self, caller: ServiceCredential | str, request: pb.ImportSessionScriptsRequest
+    ) -> pb.ImportSessionScriptsResponse:
+        """``ImportSessionScripts`` as a service: ``caller``'s token for this
+        account, or the token given."""
+        token = caller if isinstance(caller, str) else caller.token_for(self.account)
+        stub = library_pb2_grpc.LibraryServiceStub(self.channel)
+        return await stub.ImportSessionScripts(request, metadata=(("authorization", f"Bearer {token}"),))
+
+
+def session_scripts(
+    session: uuid.UUID, *items: str, resolved_by: uuid.UUID, ticket_ref: str = "CW #100"
+) -> pb.ImportSessionScriptsRequest:
+    """What the sessions service sends for a resolved session: one script per lane item."""
+    return pb.ImportSessionScriptsRequest(
+        session=f"sessions/{session}",
+        resolved_by=str(resolved_by),
+        ticket_ref=ticket_ref,
+        scripts=[
+            pb.SessionScript(
+                lane_item=f"sessions/{session}/laneItems/{item}",
+                script_body=f"Get-Service {item}",
+                language=pb.LANGUAGE_POWERSHELL,
+                title=f"Script {item}",
+            )
+            for item in items
+        ],
+    )
+
+
+async def draft_rows(database: RunDatabase, account: uuid.UUID) -> list[Row[Any]]:
+    """The account's draft rows as stored, oldest first (read as the library's login, under RLS)."""
+    engine = create_async_engine(database.runtime_url("library"))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("SELECT set_config('app.current_account_id', :a, true)"), {"a": str(account)}
+            )
+            query = select(draft_templates).order_by(draft_templates.c.create_time, draft_templates.c.id)
+            return list((await conn.execute(query)).all())
+    finally:
+        await engine.dispose()

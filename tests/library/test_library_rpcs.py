@@ -12,15 +12,22 @@ from google.protobuf import field_mask_pb2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from services.core.auth import Role
-from tests.library.helpers import Librarian
-from tests.support import Keys, RunDatabase
+from services.core.auth import Role, ServiceCredential
+from tests.library.helpers import Librarian, session_scripts
+from tests.support import AUDIENCE, Keys, RunDatabase
 from tests.support import expect_error as _fails
 
 
 @pytest.fixture
 def lib(library_channel: grpc.aio.Channel, keys: Keys) -> Librarian:
     return Librarian(library_channel, keys)
+
+
+@pytest.fixture
+def sessions_service(service_keys: dict[str, Keys]) -> ServiceCredential:
+    return ServiceCredential(
+        service="sessions", private_key=service_keys["sessions"].private_pem, audience=AUDIENCE
+    )
 
 
 async def test_template_crud(lib: Librarian) -> None:
@@ -200,15 +207,16 @@ async def test_render(lib: Librarian) -> None:
     )
 
 
-async def test_drafts_are_idempotent_and_reviewable(lib: Librarian) -> None:
+async def test_drafts_are_idempotent_and_reviewable(
+    lib: Librarian, sessions_service: ServiceCredential
+) -> None:
     session = uuid.uuid4()
-    first = await lib.draft(
-        "Get-Service spooler | Restart-Service",
-        session=session,
-        item="item1",
-        suggested_name="Restart spooler (draft)",
-    )
-    again = await lib.draft("different body", session=session, item="item1")
+    request = session_scripts(session, "item1", resolved_by=lib.user)
+    request.scripts[0].script_body = "Get-Service spooler | Restart-Service"
+    request.scripts[0].title = "Restart spooler (draft)"
+    (first,) = (await lib.import_scripts(sessions_service, request)).draft_templates
+    request.scripts[0].script_body = "different body"
+    (again,) = (await lib.import_scripts(sessions_service, request)).draft_templates
     assert again.name == first.name and again.script_body == first.script_body
     request_id = str(uuid.uuid4())
     by_request = await lib.draft("echo 1", request_id=request_id)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 
 import grpc
 import pytest
 from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from google.protobuf import field_mask_pb2, struct_pb2
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.core.auth import Role, ServiceCredential
 from services.settings.catalogue import CATALOGUE
-from tests.support import AUDIENCE, Keys, failure
+from tests.support import AUDIENCE, ROOT, Keys, RunDatabase, failure
 
 
 @pytest.fixture
@@ -346,3 +349,73 @@ async def test_roles(stub, keys: Keys, service_keys: dict[str, Keys], account: u
     assert read.value.string_value == "markdown"
     for role in (Role.TEAM_ADMIN, Role.SUPER_ADMIN):
         await stub.UpdateSetting(request, metadata=keys.metadata(account_id=account, role=role))
+
+
+UNKNOWN = "settings/no.such.key"
+
+
+async def test_a_key_not_in_the_catalogue_is_not_found_in_every_rpc(
+    stub, keys: Keys, account: uuid.UUID, database: RunDatabase
+) -> None:
+    admin = keys.metadata(account_id=account, role=Role.TEAM_ADMIN)
+    before = await stub.ListSettings(settings_pb2.ListSettingsRequest(), metadata=admin)
+    calls = {
+        "GetSetting": stub.GetSetting(settings_pb2.GetSettingRequest(name=UNKNOWN), metadata=admin),
+        # Whatever the value: there is no entry to check it against.
+        "UpdateSetting": stub.UpdateSetting(
+            _update(UNKNOWN, struct_pb2.Value(bool_value=True)), metadata=admin
+        ),
+        "UpdateSetting (odd value)": stub.UpdateSetting(
+            _update(UNKNOWN, struct_pb2.Value(string_value="pdf")), metadata=admin
+        ),
+        "UpdateSetting (etag)": stub.UpdateSetting(
+            _update(UNKNOWN, struct_pb2.Value(number_value=1), "7"), metadata=admin
+        ),
+        "ResetSetting": stub.ResetSetting(settings_pb2.ResetSettingRequest(name=UNKNOWN), metadata=admin),
+        "ResetSetting (etag)": stub.ResetSetting(
+            settings_pb2.ResetSettingRequest(name=UNKNOWN, etag="7"), metadata=admin
+        ),
+    }
+    for label, call in calls.items():
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        error = failure(caught.value)
+        assert (error.code, error.reason, error.message) == (
+            grpc.StatusCode.NOT_FOUND,
+            "NOT_FOUND",
+            f"setting {UNKNOWN!r} not found",
+        ), label
+    # A malformed name is another matter: INVALID_ARGUMENT.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetSetting(settings_pb2.GetSettingRequest(name="no.such.key"), metadata=admin)
+    assert failure(caught.value).violations.keys() == {"name"}
+    # Nothing was written: no row for the account, the same listing.
+    assert await stub.ListSettings(settings_pb2.ListSettingsRequest(), metadata=admin) == before
+    engine = create_async_engine(database.runtime_url("settings"))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("SELECT set_config('app.current_account_id', :a, true)"), {"a": str(account)}
+            )
+            rows = (await conn.execute(text("SELECT count(*) FROM settings.account_settings"))).scalar_one()
+    finally:
+        await engine.dispose()
+    assert rows == 0
+
+
+def _rpc_comments() -> dict[str, str]:
+    """Each SettingsService RPC's comment, from the proto source."""
+    source = (ROOT / "protos/flowpilot/settings/v1/settings.proto").read_text()
+    found = re.findall(r"((?:  //[^\n]*\n)+)  rpc (\w+)\(", source)
+    return {
+        rpc: " ".join(line.strip().removeprefix("//").strip() for line in block.splitlines())
+        for block, rpc in found
+    }
+
+
+def test_the_proto_documents_not_found_for_an_unknown_key() -> None:
+    comments = _rpc_comments()
+    for rpc in ("GetSetting", "UpdateSetting", "ResetSetting"):
+        errors = comments[rpc].partition("Errors:")[2]
+        assert "NOT_FOUND for a key that is not in the catalogue" in errors, (rpc, errors)
+        assert "unknown key" not in errors, (rpc, errors)
