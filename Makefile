@@ -30,7 +30,7 @@ lint: $(STAMP) $(GEN_STAMP) $(BUF)
 # docker-compose.yml is validated, not run (no container engine is needed).
 check-compose:
 	@if command -v docker-compose >/dev/null 2>&1; then \
-		FLOWPILOT_JWT_PUBLIC_KEY=x POSTGRES_PASSWORD=x FLOWPILOT_DB_RUNTIME_PASSWORD=x FLOWPILOT_SESSIONS_SERVICE_KEY=x FLOWPILOT_WALKS_SERVICE_KEY=x \
+		FLOWPILOT_JWT_PUBLIC_KEY=x FLOWPILOT_PAGE_TOKEN_SECRETS=x POSTGRES_PASSWORD=x FLOWPILOT_DB_RUNTIME_PASSWORD=x FLOWPILOT_SESSIONS_SERVICE_KEY=x FLOWPILOT_WALKS_SERVICE_KEY=x \
 		docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml: valid"; \
 	else echo "docker-compose not installed: install it (apt-get install docker-compose) to validate"; exit 1; fi
 

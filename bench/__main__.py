@@ -16,6 +16,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -46,6 +47,8 @@ from services.core.auth import Role, generate_keypair, mint_token
 from services.core.config import to_asyncpg_url
 
 ROOT = Path(__file__).resolve().parent.parent
+# One secret for the suite a bench run starts (services verify page tokens the bench makes).
+PAGE_TOKEN_SECRET = secrets.token_urlsafe(48)
 ISSUER, AUDIENCE = "flowpilot-bench-identity", "flowpilot"
 SESSIONS, LIBRARY, SETTINGS, WALKS = (
     "/flowpilot.sessions.v1.SessionsService/",
@@ -197,6 +200,7 @@ def start_suite(
         "FLOWPILOT_JWT_PUBLIC_KEY": str(public_key),
         "FLOWPILOT_JWT_ISSUER": ISSUER,
         "FLOWPILOT_JWT_AUDIENCE": AUDIENCE,
+        "FLOWPILOT_PAGE_TOKEN_SECRETS": PAGE_TOKEN_SECRET,
         "FLOWPILOT_LOG_LEVEL": "WARNING",
         "FLOWPILOT_WORKERS": str(workers),
         **{
@@ -284,6 +288,7 @@ def specs(
     fingerprint = pagination.fingerprint(
         seeded.account, {"session": str(seeded.session_1m), "deleted": False}
     )
+    pagination.use_secrets([PAGE_TOKEN_SECRET])  # the suite's own, to start deep in a list
     deep_token = pagination.encode_token(extra["deep_position"], query_fingerprint=fingerprint)
     return {
         "get session / grpc": grpc_rotating(

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from services.core import telemetry
-from services.core.ai import AI
+from services.core.ai import make_ai
 from services.core.ai.offline import OfflineBackend
 from services.core.server import GrpcServer
 from services.library.service import LibraryConfig
@@ -23,7 +23,7 @@ from services.sessions.service import build as build_sessions
 from services.settings.service import SettingsConfig, build
 from services.walks.service import WalksConfig
 from services.walks.service import build as build_walks
-from tests.support import AUDIENCE, ISSUER, Keys, RunDatabase, private_database, running
+from tests.support import AUDIENCE, ISSUER, PAGE_TOKEN_SECRET, Keys, RunDatabase, private_database, running
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -69,6 +69,7 @@ def service_config_kwargs(
         **extra,
         "database_url": database.runtime_url(schema),
         "jwt_public_key": keys.public_pem,
+        "page_token_secrets": [PAGE_TOKEN_SECRET],
         "jwt_issuer": ISSUER,
         "jwt_audience": AUDIENCE,
         "host": "127.0.0.1",
@@ -137,7 +138,7 @@ async def sessions_server(
         outbox_base_backoff_seconds=0.05,
         outbox_max_backoff_seconds=0.3,
     )
-    async with running(build_sessions, config, ai=AI(ai_backend)) as server:
+    async with running(build_sessions, config, ai=make_ai(backend=ai_backend)) as server:
         yield server
 
 
@@ -177,7 +178,7 @@ async def library_address(
         settings_address=settings_address,
         settings_cache_seconds=0,
     )
-    async with running(build_library, config, pool_size=10, ai=AI(OfflineBackend())) as server:
+    async with running(build_library, config, pool_size=10, ai=make_ai(backend=OfflineBackend())) as server:
         yield f"127.0.0.1:{server.port}"
 
 
@@ -239,7 +240,9 @@ async def walks_address(
         settings_cache_seconds=0,
         sweep_interval_seconds=3600,
     )
-    async with running(build_walks, config, pool_size=10, ai=AI(walks_backend), clock=walks_clock) as server:
+    async with running(
+        build_walks, config, pool_size=10, ai=make_ai(backend=walks_backend), clock=walks_clock
+    ) as server:
         yield f"127.0.0.1:{server.port}"
 
 

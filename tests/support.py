@@ -32,6 +32,7 @@ from services.core.config import to_asyncpg_url
 ROOT = Path(__file__).resolve().parent.parent
 ISSUER = "flowpilot-test-identity"
 AUDIENCE = "flowpilot"
+PAGE_TOKEN_SECRET = "test-page-token-secret-" + "0123456789abcdef" * 2
 
 
 def admin_server_url() -> str:
@@ -185,5 +186,6 @@ def service_process_env(
         "FLOWPILOT_JWT_PUBLIC_KEY": str(key),
         "FLOWPILOT_JWT_ISSUER": ISSUER,
         "FLOWPILOT_JWT_AUDIENCE": AUDIENCE,
+        "FLOWPILOT_PAGE_TOKEN_SECRETS": PAGE_TOKEN_SECRET,
         **extra,
     }

@@ -32,7 +32,15 @@ from migrations.__main__ import migrate
 from migrations.roles import RoleNames
 from services.core.auth import Role
 from services.core.config import to_asyncpg_url
-from tools.token import DEV_AUDIENCE, DEV_ISSUER, dev_dir, dev_keys, dev_service_keys, dev_token
+from tools.token import (
+    DEV_AUDIENCE,
+    DEV_ISSUER,
+    dev_dir,
+    dev_keys,
+    dev_page_token_secret,
+    dev_service_keys,
+    dev_token,
+)
 
 DEV_DATABASE = "flowpilot"
 
@@ -157,6 +165,7 @@ def main() -> None:
     password = os.environ.get("FLOWPILOT_DB_RUNTIME_PASSWORD")
     asyncio.run(migrate(admin_url, roles, runtime_password=password))
     _, public_key = dev_keys()
+    page_secret = os.environ.get("FLOWPILOT_PAGE_TOKEN_SECRETS") or dev_page_token_secret()
     service_keys = dev_service_keys([p.name for p in PROCESSES if p.schema])
     trusted = ";".join(f"{name}={public}" for name, (_, public) in service_keys.items())
     host = os.environ.get("FLOWPILOT_HOST", "127.0.0.1")
@@ -173,6 +182,7 @@ def main() -> None:
                 "FLOWPILOT_JWT_PUBLIC_KEY": str(public_key),
                 "FLOWPILOT_JWT_ISSUER": DEV_ISSUER,
                 "FLOWPILOT_JWT_AUDIENCE": DEV_AUDIENCE,
+                "FLOWPILOT_PAGE_TOKEN_SECRETS": page_secret,
             }
             if proc.schema:
                 env["FLOWPILOT_DATABASE_URL"] = runtime_url(admin_url, roles.runtime(proc.schema), password)

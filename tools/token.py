@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import uuid
 from pathlib import Path
 
@@ -53,6 +54,17 @@ def dev_service_keys(services: list[str]) -> dict[str, tuple[Path, Path]]:
             public.write_text(public_pem)
         keys[service] = (private, public)
     return keys
+
+
+def dev_page_token_secret() -> str:
+    """The dev stack's page-token secret, created when missing."""
+    folder = dev_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "page-token-secret"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def dev_token(

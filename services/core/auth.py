@@ -17,8 +17,10 @@ import uuid
 from dataclasses import dataclass
 
 import jwt
+from cachetools import TLRUCache
 
 from services.core.errors import PermissionDenied, Unauthenticated
+from services.core.ids import canonical_uuid
 
 
 class Role(enum.IntEnum):
@@ -54,6 +56,8 @@ class Principal:
     # The bearer token as received, forwarded on synchronous calls to other
     # services. Never logged, never stored.
     token: str
+    # For a service token: the name of the service that signed it.
+    service: str | None = None
 
     def require(self, minimum: Role) -> None:
         """Raises PERMISSION_DENIED unless this principal may act at ``minimum``.
@@ -106,6 +110,8 @@ class TokenVerifier:
 
     Only a service issuer may grant the ``service`` role, and a service issuer
     may grant nothing else, so neither kind of key can forge the other kind.
+    Every token must carry ``iat`` and live at most ``max_lifetime_seconds``
+    (``exp - iat``): a leaked token cannot be made to last for ever.
     """
 
     def __init__(
@@ -116,31 +122,35 @@ class TokenVerifier:
         audience: str,
         algorithm: str = "EdDSA",
         leeway_seconds: float = 30.0,
+        max_lifetime_seconds: float = 24 * 3600,
         service_keys: dict[str, str] | None = None,
+        cache_entries: int = 10_000,
     ) -> None:
         self._user_issuer = issuer
         self._keys = {issuer: public_key}
+        self._services = {service_issuer(service): service for service in service_keys or {}}
         for service, key in (service_keys or {}).items():
             self._keys[service_issuer(service)] = key
         self._audience = audience
         self._algorithms = [algorithm]
         self._leeway = leeway_seconds
-        self._cache: dict[str, tuple[Principal, float]] = {}
-        self._cache_size = 10_000
+        self._max_lifetime = max_lifetime_seconds
+        # Verified tokens until they expire, at most ``cache_entries`` of them
+        # (least recently used go first).
+        self._cache: TLRUCache[str, tuple[Principal, float]] = TLRUCache(
+            maxsize=cache_entries,
+            ttu=lambda _token, entry, _now: entry[1] + self._leeway,
+            timer=time.time,
+        )
 
     def verify(self, token: str) -> Principal:
         """The principal of a valid token. Verified tokens are remembered until
-        they expire (a bounded cache): a client sends the same token on every
-        call, and the signature check is the costliest step of an RPC."""
+        they expire: a client sends the same token on every call, and the
+        signature check is the costliest step of an RPC."""
         cached = self._cache.get(token)
         if cached is not None:
-            principal, expires = cached
-            if time.time() < expires + self._leeway:
-                return principal
-            del self._cache[token]
+            return cached[0]
         principal, expires = self._verify(token)
-        if len(self._cache) >= self._cache_size:
-            self._cache.pop(next(iter(self._cache)))  # the oldest entry
         self._cache[token] = (principal, expires)
         return principal
 
@@ -158,21 +168,30 @@ class TokenVerifier:
                 audience=self._audience,
                 issuer=issuer,
                 leeway=self._leeway,
-                options={"require": ["exp", "iss", "aud", "sub"]},
+                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
             )
         except jwt.ExpiredSignatureError as exc:
             raise Unauthenticated("token expired") from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated("token is not valid") from exc
-        try:
-            user_id = uuid.UUID(str(claims["sub"]))
-            account_id = uuid.UUID(str(claims["account_id"]))
-        except (KeyError, ValueError) as exc:
-            raise Unauthenticated("token sub and account_id must be UUIDs") from exc
+        expires, issued = claims["exp"], claims["iat"]
+        if not _number(expires) or not _number(issued) or expires - issued > self._max_lifetime:
+            raise Unauthenticated(f"token lifetime (exp - iat) exceeds {int(self._max_lifetime)} seconds")
+        user_id = canonical_uuid(claims["sub"])
+        account_id = canonical_uuid(claims.get("account_id"))
+        if user_id is None or account_id is None:
+            raise Unauthenticated("token sub and account_id must be lower-case hyphenated UUIDs")
         role = Role.from_claim(claims.get("role"))
         if (role is Role.SERVICE) != (issuer != self._user_issuer):
             raise Unauthenticated("token role does not match its issuer")
-        return Principal(user_id=user_id, account_id=account_id, role=role, token=token), float(claims["exp"])
+        principal = Principal(
+            user_id=user_id,
+            account_id=account_id,
+            role=role,
+            token=token,
+            service=self._services.get(str(issuer)),
+        )
+        return principal, float(expires)
 
     def verify_header(self, value: str | None) -> Principal:
         if not value:
@@ -181,6 +200,10 @@ class TokenVerifier:
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("authorization must be 'Bearer <token>'")
         return self.verify(token.strip())
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def mint_token(
@@ -255,4 +278,5 @@ class ServiceCredential:
             account_id=account_id,
             role=Role.SERVICE,
             token=self.token_for(account_id),
+            service=self.service,
         )

@@ -26,6 +26,8 @@ class AuthConfig(BaseSettings):
     jwt_algorithm: str = "EdDSA"
     # Allowed clock skew when checking exp/nbf/iat.
     jwt_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    # Longest accepted token lifetime (exp - iat); tokens without iat are refused.
+    jwt_max_lifetime_seconds: float = Field(default=24 * 3600, gt=0, le=30 * 24 * 3600)
     # Public keys of the services whose own tokens are trusted, as
     # "sessions=<PEM or path>;walks=<PEM or path>".
     service_public_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
@@ -72,11 +74,24 @@ class ServiceConfig(AuthConfig):
     workers: int = Field(default=1, ge=1, le=64)
     # This service's own signing key (PEM or path), for its service tokens.
     service_private_key: str | None = None
+    # Secrets that authenticate page tokens (HMAC-SHA256), comma separated:
+    # the first signs, every one verifies, so a secret can be rotated. The
+    # same on every replica of a deployment.
+    page_token_secrets: Annotated[list[str], NoDecode] = Field(min_length=1)
 
     @field_validator("service_private_key")
     @classmethod
     def _load_private(cls, value: str | None) -> str | None:
         return None if value is None else _pem_or_path(value)
+
+    @field_validator("page_token_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list) and any(len(str(item)) < 32 for item in value):
+            raise ValueError("each secret must be at least 32 characters")
+        return value
 
     @field_validator("database_url")
     @classmethod

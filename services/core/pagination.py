@@ -1,9 +1,16 @@
 """List paging (AIP-158): page sizes and opaque keyset page tokens.
 
-A token holds the sort key of the last row returned and a fingerprint of the
-query and tenant it belongs to; presenting it with another filter, or from
-another account, is INVALID_ARGUMENT. Positions are keyset values (never an
-offset), so pages stay stable while rows are added.
+A token holds the sort key of the last row returned, authenticated with an
+HMAC-SHA256 under the deployment's page-token secret (the first of
+``FLOWPILOT_PAGE_TOKEN_SECRETS`` signs, every one verifies, so a secret can be
+rotated) over the position and a fingerprint of the query and tenant it
+belongs to. A token presented with another filter, from another account,
+altered, forged, or signed by a retired secret is INVALID_ARGUMENT with reason
+``INVALID_PAGE_TOKEN``. Positions are keyset values (never an offset), so
+pages stay stable while rows are added.
+
+The secrets are process configuration, installed once by the server
+bootstrap (:func:`use_secrets`), like the process's logging and tracing.
 """
 
 from __future__ import annotations
@@ -11,17 +18,31 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from services.core.errors import FieldViolation, InvalidArgument
+from services.core.ids import canonical_uuid
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+# Longer tokens are refused before any decoding (ours are well under 1 KiB).
+MAX_TOKEN_CHARS = 2048
+_MAC_BYTES = 16
 
 Position = list[str | int | float | bool | None]
+
+_secrets: list[bytes] = []
+
+
+def use_secrets(secrets: Sequence[str]) -> None:
+    """Installs the page-token secrets of this process (the first signs)."""
+    if not secrets:
+        raise ValueError("at least one page-token secret is needed")
+    _secrets[:] = [s.encode() for s in secrets]
 
 
 def page_size(requested: int) -> int:
@@ -38,26 +59,51 @@ def fingerprint(account_id: uuid.UUID, query: Mapping[str, object]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:24]
 
 
+def invalid_token() -> InvalidArgument:
+    return InvalidArgument(
+        FieldViolation("page_token", "is not a page token of this query"), reason="INVALID_PAGE_TOKEN"
+    )
+
+
+def _mac(secret: bytes, payload: bytes, query_fingerprint: str) -> bytes:
+    signed = payload + b"|" + query_fingerprint.encode()
+    return hmac.new(secret, signed, hashlib.sha256).digest()[:_MAC_BYTES]
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 def encode_token(position: Position, *, query_fingerprint: str) -> str:
-    raw = json.dumps({"p": position, "f": query_fingerprint}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    if not _secrets:
+        raise RuntimeError("page-token secrets are not configured (pagination.use_secrets)")
+    payload = json.dumps(position, separators=(",", ":")).encode()
+    return f"{_b64(payload)}.{_b64(_mac(_secrets[0], payload, query_fingerprint))}"
 
 
 def decode_token(token: str, *, query_fingerprint: str) -> Position | None:
     """The position to resume after, or None for the first page."""
     if not token:
         return None
-    bad = InvalidArgument(FieldViolation("page_token", "is not a page token of this query"))
+    if len(token) > MAX_TOKEN_CHARS or not token.isascii() or token.count(".") != 1:
+        raise invalid_token()
+    payload_text, mac_text = token.split(".")
     try:
-        padded = token + "=" * (-len(token) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise bad from None
-    if not isinstance(data, dict) or data.get("f") != query_fingerprint:
-        raise bad
-    position = data.get("p")
-    if not isinstance(position, list):
-        raise bad
+        payload, mac = _unb64(payload_text), _unb64(mac_text)
+    except (binascii.Error, ValueError):
+        raise invalid_token() from None
+    if not any(hmac.compare_digest(mac, _mac(s, payload, query_fingerprint)) for s in _secrets):
+        raise invalid_token()
+    try:
+        position = json.loads(payload)
+    except ValueError:
+        raise invalid_token() from None
+    if not isinstance(position, list) or not position:
+        raise invalid_token()
     return position
 
 
@@ -68,10 +114,16 @@ def keyset_after(
     position = decode_token(token, query_fingerprint=query_fingerprint)
     if position is None:
         return None
+    if len(position) != 2:
+        raise invalid_token()
+    row_id = canonical_uuid(position[1])
     try:
-        return first(str(position[0])), uuid.UUID(str(position[1]))
-    except (IndexError, ValueError):
-        raise InvalidArgument(FieldViolation("page_token", "is not a page token of this query")) from None
+        key = first(str(position[0]))
+    except (ValueError, TypeError, OverflowError):
+        raise invalid_token() from None
+    if row_id is None:
+        raise invalid_token()
+    return key, row_id
 
 
 def next_page_token(

@@ -1,15 +1,20 @@
 """The runtime: what happens around every RPC of every service.
 
 For each method of the services a server hosts, the access rule comes from
-the proto (``flowpilot.api.v1.minimum_role``); a method without one stops the
-server at start (fail closed). Around each call, in order: verify the bearer
-token, check the role, check the request against its field annotations, bind
-the principal and log context, run the handler, and map whatever escapes to a
-rich status. Health and reflection stay open.
+the proto (``flowpilot.api.v1.minimum_role``, and ``service_callers`` for the
+services whose own tokens may call it); a method without a minimum role, or an
+internal one that names no caller, stops the server at start (fail closed).
+Around each call, in order: verify the bearer token, check the role (or the
+calling service), decode the request (bytes that are not a valid message are
+INVALID_ARGUMENT, never UNKNOWN), check it against its field annotations and
+the text rules every string obeys, bind the principal and log context, run the
+handler, and map whatever escapes to a rich status. Health and reflection stay
+open.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -19,14 +24,21 @@ from typing import Any, cast
 import grpc
 from flowpilot.api.v1 import access_pb2
 from google.protobuf import descriptor, descriptor_pool
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from services.core import logs, telemetry
-from services.core.auth import Role, TokenVerifier, bind_principal, unbind_principal
-from services.core.errors import FlowPilotError, InvalidArgument, internal_status, to_grpc_status
-from services.core.validation import violations
+from services.core.auth import Principal, Role, TokenVerifier, bind_principal, unbind_principal
+from services.core.errors import (
+    FieldViolation,
+    FlowPilotError,
+    InvalidArgument,
+    PermissionDenied,
+    internal_status,
+    to_grpc_status,
+)
+from services.core.validation import text_violations, violations
 
 log = logging.getLogger("flowpilot.rpc")
 
@@ -36,14 +48,36 @@ OPEN_SERVICES = (
     "grpc.reflection.v1.ServerReflection",
 )
 
+# Trailing metadata naming the resource a call created (the gateway answers
+# 201 with its URL); a get-or-create that found one, or a replayed request id,
+# sends none.
+CREATED_METADATA = "flowpilot-created"
+_created: contextvars.ContextVar[list[str]] = contextvars.ContextVar("flowpilot_created")
+
+
+def created(name: str) -> None:
+    """Says that the current call created the resource ``name``."""
+    _created.get().append(name)
+
+
 Handler = Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]
+Decoder = Callable[[bytes], Message]
 
 
 @dataclass(frozen=True, slots=True)
 class MethodRule:
     full_name: str
     minimum_role: Role
-    service_allowed: bool = False
+    # Services whose own tokens may call the method.
+    service_callers: frozenset[str] = frozenset()
+
+    def authorize(self, principal: Principal) -> None:
+        """PERMISSION_DENIED unless ``principal`` may call the method."""
+        if principal.role is Role.SERVICE:
+            if principal.service not in self.service_callers:
+                raise PermissionDenied("this service may not call this method")
+            return
+        principal.require(self.minimum_role)
 
 
 def method_rules(service_names: Iterable[str]) -> dict[str, MethodRule]:
@@ -55,11 +89,14 @@ def method_rules(service_names: Iterable[str]) -> dict[str, MethodRule]:
         for method in service.methods:
             if method.client_streaming or method.server_streaming:
                 raise RuntimeError(f"{method.full_name}: streaming methods are not supported")
-            role = method.GetOptions().Extensions[access_pb2.minimum_role]
+            options = method.GetOptions()
+            role = options.Extensions[access_pb2.minimum_role]
             if role == access_pb2.ROLE_UNSPECIFIED:
                 raise RuntimeError(f"{method.full_name} declares no flowpilot.api.v1.minimum_role")
-            allowed = bool(method.GetOptions().Extensions[access_pb2.service_allowed])
-            rules[f"/{service.full_name}/{method.name}"] = MethodRule(method.full_name, Role(role), allowed)
+            callers = frozenset(options.Extensions[access_pb2.service_callers])
+            if role == access_pb2.ROLE_SERVICE and not callers:
+                raise RuntimeError(f"{method.full_name} is internal but names no service_callers")
+            rules[f"/{service.full_name}/{method.name}"] = MethodRule(method.full_name, Role(role), callers)
     return rules
 
 
@@ -91,18 +128,22 @@ class Runtime:
         rule = self._rules.get(method)
         if rule is None:
             return handler  # not a FlowPilot method: health and reflection are added unwrapped
+        # The request arrives as bytes and is decoded inside the runtime, after
+        # the token is checked: a deserializer's exception would reach the
+        # caller as UNKNOWN with the library's text.
+        decode = cast(Decoder, handler.request_deserializer)
         return grpc.unary_unary_rpc_method_handler(
-            self._behavior(rule, cast(Handler, handler.unary_unary)),
-            request_deserializer=handler.request_deserializer,
+            self._behavior(rule, cast(Handler, handler.unary_unary), decode),
+            request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
 
-    def _behavior(self, rule: MethodRule, inner: Handler) -> Handler:
+    def _behavior(self, rule: MethodRule, inner: Handler, decode: Decoder) -> Handler:
         domain = self._domain
         verifier = self._verifier
         own_span = not self._spans
 
-        async def behavior(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        async def behavior(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             started = time.perf_counter()
             metadata = dict(context.invocation_metadata() or ())
             span_token = None
@@ -117,13 +158,23 @@ class Runtime:
                 header = metadata.get("authorization")
                 principal = verifier.verify_header(header if isinstance(header, str) else None)
                 logs.bind(account_id=str(principal.account_id))  # undone with log_token
-                if not (rule.service_allowed and principal.role is Role.SERVICE):
-                    principal.require(rule.minimum_role)
+                rule.authorize(principal)
+                request = _decoded(decode, raw)
                 found = violations(request)
+                if b"\x00" in raw:  # the only way a string can hold NUL
+                    found += text_violations(request)
                 if found:
                     raise InvalidArgument(found)
                 principal_token = bind_principal(principal)
-                return await inner(request, context)
+                made: list[str] = []
+                created_token = _created.set(made)
+                try:
+                    response = await inner(request, context)
+                finally:
+                    _created.reset(created_token)
+                if made:
+                    context.set_trailing_metadata(((CREATED_METADATA, made[-1]),))
+                return response
             except FlowPilotError as error:
                 outcome = error.code.name
                 await context.abort_with_status(to_grpc_status(error, domain=domain))
@@ -155,6 +206,19 @@ class Runtime:
                     otel_context.detach(span_token)
 
         return behavior
+
+
+def _decoded(decode: Decoder, raw: bytes) -> Message:
+    try:
+        return decode(raw)
+    except DecodeError:
+        # Truncated, nested past protobuf's depth limit, or a string that is
+        # not UTF-8. The parser's text names library internals; say what it means.
+        raise InvalidArgument(
+            FieldViolation("request", "is not a valid message of this method's request type"),
+            "the request could not be decoded",
+            reason="MALFORMED_REQUEST",
+        ) from None
 
 
 class Registrar:

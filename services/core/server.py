@@ -26,7 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-from services.core import logs, telemetry
+from services.core import logs, pagination, telemetry
 from services.core.auth import ServiceCredential, TokenVerifier
 from services.core.config import ServiceConfig
 from services.core.db import Database
@@ -57,6 +57,7 @@ def verifier_from(config: ServiceConfig) -> TokenVerifier:
         audience=config.jwt_audience,
         algorithm=config.jwt_algorithm,
         leeway_seconds=config.jwt_leeway_seconds,
+        max_lifetime_seconds=config.jwt_max_lifetime_seconds,
         service_keys=config.service_public_keys,
     )
 
@@ -90,6 +91,7 @@ class GrpcServer:
         self._stopping = False
         mb = config.max_message_bytes
         spans = telemetry.exporting()
+        pagination.use_secrets(config.page_token_secrets)
         runtime = Runtime(
             verifier=verifier_from(config),
             rules=method_rules(r.service_name for r in self._registrations),

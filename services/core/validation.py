@@ -7,6 +7,10 @@ be set; IDENTIFIER fields must be set on updates) and ``flowpilot.api.v1
 :func:`update_paths` against the effective mask, which only the method knows.
 Violations name the field by its proto path, as AIP-193 asks
 (``setting.value``, ``steps[2].text``).
+
+One rule holds for every string of every request, annotated or not, nested
+or in a map, well-known types included: it may not contain NUL (U+0000),
+which PostgreSQL text and JSON cannot store (:func:`text_violations`).
 """
 
 from __future__ import annotations
@@ -93,6 +97,44 @@ def violations(request: Message) -> list[FieldViolation]:
     is_update = "update_mask" in request.DESCRIPTOR.fields_by_name
     _walk(request, "", found, is_update=is_update, depth=0)
     return found
+
+
+def text_violations(request: Message) -> list[FieldViolation]:
+    """A violation for each string in ``request`` (at any depth) that holds NUL."""
+    found: list[FieldViolation] = []
+    _walk_text(request, "", found)
+    return found
+
+
+def _walk_text(message: Message, prefix: str, found: list[FieldViolation]) -> None:
+    field: Field
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        if field.type == _TYPE_MESSAGE and field.is_repeated and _is_map(field):
+            key_field = field.message_type.fields_by_name["key"]
+            value_field = field.message_type.fields_by_name["value"]
+            for key, item in value.items():
+                where = f"{path}[{key!r}]"
+                if key_field.type == _TYPE_STRING and "\x00" in key:
+                    found.append(FieldViolation(where, _NUL))
+                if value_field.type == _TYPE_MESSAGE:
+                    _walk_text(item, f"{where}.", found)
+                elif value_field.type == _TYPE_STRING and "\x00" in item:
+                    found.append(FieldViolation(where, _NUL))
+        elif field.type == _TYPE_MESSAGE:
+            if field.is_repeated:
+                for index, item in enumerate(value):
+                    _walk_text(item, f"{path}[{index}].", found)
+            else:
+                _walk_text(value, f"{path}.", found)
+        elif field.type == _TYPE_STRING:
+            if field.is_repeated:
+                found += [FieldViolation(f"{path}[{i}]", _NUL) for i, v in enumerate(value) if "\x00" in v]
+            elif "\x00" in value:
+                found.append(FieldViolation(path, _NUL))
+
+
+_NUL = "must not contain the NUL character (U+0000)"
 
 
 def update_paths(

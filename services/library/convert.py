@@ -7,7 +7,7 @@ from typing import Any
 
 from flowpilot.library.v1 import library_pb2 as pb
 
-from services.core import names
+from services.core import ids, names
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.messages import set_time
 
@@ -38,10 +38,7 @@ def language(value: int, field: str) -> str:
 
 
 def parse_uuid(value: str, *, field: str, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidArgument(FieldViolation(field, f"is not a valid {what}")) from None
+    return ids.parse_uuid(value, field=field, what=what)
 
 
 def template_id(name: str, field: str = "name") -> uuid.UUID:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeAlias
 
@@ -13,7 +14,7 @@ from google.protobuf.empty_pb2 import Empty
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 
-from services.core import names, pagination, validation
+from services.core import ids, names, pagination, validation
 from services.core.ai import AI, ScriptDraft
 from services.core.auth import current_principal
 from services.core.clients import SettingsReader
@@ -26,6 +27,7 @@ from services.core.errors import (
     InvalidArgument,
     not_found,
 )
+from services.core.rpc import created
 from services.library import convert, provenance, search, storage, templates
 from services.library.convert import LANE_ITEM
 
@@ -86,7 +88,9 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
                 )
         except IntegrityError as exc:
             raise _name_taken(values["name"]) from exc
-        return convert.template(row)
+        template = convert.template(row)
+        created(template.name)
+        return template
 
     async def _template(self, conn: Any, name: str, *, lock: bool = False, field: str = "name") -> Any:
         row = await storage.get_template(conn, convert.template_id(name, field), lock=lock)
@@ -114,15 +118,14 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
             current_principal().account_id,
             {"q": request.query.strip() or None, "tag": request.tag, "language": language, "order": order},
         )
-        after = pagination.decode_token(request.page_token, query_fingerprint=fingerprint)
-        position = None
-        if after is not None:
-            if len(after) != 2:
-                raise InvalidArgument(FieldViolation("page_token", "is not a page token of this query"))
-            first: Any = after[0]
-            if order == "recency":
-                first = datetime.fromisoformat(str(first))
-            position = [first, convert.parse_uuid(str(after[1]), field="page_token", what="page token")]
+        sort_key: dict[str, Callable[[str], Any]] = {
+            "relevance": float,
+            "usage": int,
+            "recency": datetime.fromisoformat,
+        }
+        position = pagination.keyset_after(
+            request.page_token, query_fingerprint=fingerprint, first=sort_key[order]
+        )
         async with self._db.transaction() as conn:
             rows = list(
                 await storage.list_templates(
@@ -130,15 +133,16 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
                     order=order, after=position, limit=limit + 1,
                 )
             )  # fmt: skip
-        token = ""
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            key = {
+        token = pagination.next_page_token(
+            rows,
+            limit,
+            query_fingerprint=fingerprint,
+            key=lambda last: {
                 "relevance": last.rank,
                 "usage": last.usage_count,
                 "recency": last.create_time.isoformat(),
-            }[order]
-            token = pagination.encode_token([key, str(last.id)], query_fingerprint=fingerprint)
+            }[order],
+        )
         return pb.ListScriptTemplatesResponse(
             script_templates=[convert.template(r) for r in rows[:limit]], next_page_token=token
         )
@@ -151,13 +155,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
             given, request.update_mask.paths, allowed=UPDATABLE, default=UPDATABLE, prefix="script_template"
         )
         values = self._template_values(given, paths)
-        expected = None
-        if given.etag:
-            if not given.etag.isdigit():
-                raise InvalidArgument(
-                    FieldViolation("script_template.etag", "is not an etag returned by this service")
-                )
-            expected = int(given.etag)
+        expected = ids.parse_etag(given.etag, field="script_template.etag")
         try:
             async with self._db.transaction() as conn:
                 row = await self._template(conn, given.name, lock=True, field="script_template.name")
@@ -221,7 +219,11 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
                 request_id=request_id,
                 **source.columns(),
             )
-            if row is None and request_id is not None:  # a repeat of the same request id
+            if row is not None:
+                draft = convert.draft(row)
+                created(draft.name)
+                return draft
+            if request_id is not None:  # a repeat of the same request id
                 row = await storage.draft_by_request(conn, request_id)
             if row is None:
                 raise Aborted("a concurrent create conflicted; retry", reason="CONCURRENT_CREATE")

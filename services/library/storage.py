@@ -93,7 +93,7 @@ async def list_templates(
     tag: str | None,
     language: str | None,
     order: str,
-    after: list[Any] | None,
+    after: Sequence[Any] | None,
     limit: int,
 ) -> Sequence[Row[Any]]:
     """``order`` is relevance (needs ``search``), usage or recency; ``after`` the

@@ -7,7 +7,7 @@ from typing import Any
 
 from flowpilot.sessions.v1 import sessions_pb2 as pb
 
-from services.core import names
+from services.core import ids, names
 from services.core.ai import LaneView
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.messages import set_time
@@ -88,10 +88,7 @@ FIX_STATUS = Enum(
 
 
 def parse_id(value: str, *, field: str, kind: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidArgument(FieldViolation(field, f"is not a valid {kind} name")) from None
+    return ids.parse_uuid(value, field=field, what=f"{kind} id")
 
 
 def session_id(name: str, *, field: str = "name") -> uuid.UUID:

@@ -20,7 +20,7 @@ from flowpilot.sessions.v1 import sessions_pb2_grpc
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core import names, pagination, validation
+from services.core import ids, names, pagination, validation
 from services.core.ai import AI
 from services.core.auth import current_principal
 from services.core.clients import SettingsReader
@@ -33,6 +33,7 @@ from services.core.errors import (
     InvalidArgument,
     not_found,
 )
+from services.core.rpc import created
 from services.sessions import convert, storage
 from services.sessions.convert import FACT, FIX, LANE_ITEM
 from services.sessions.notes import NoteKind, Notes
@@ -49,14 +50,6 @@ def _not_active(row: Any) -> FailedPrecondition:
         reason="SESSION_NOT_ACTIVE",
         metadata={"status": row.status},
     )
-
-
-def _etag(value: str, field: str) -> int | None:
-    if not value:
-        return None
-    if not value.isdigit():
-        raise InvalidArgument(FieldViolation(field, "is not an etag returned by this service"))
-    return int(value)
 
 
 def _next(rows: list[Any], limit: int, query: str) -> str:
@@ -139,7 +132,9 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
                 raise AlreadyExists(
                     "request_id was already used for another request", reason="REQUEST_ID_REUSED"
                 ) from exc
-        return pb.CreateSessionResponse(session=convert.session(row))
+        session = convert.session(row)
+        created(session.name)
+        return pb.CreateSessionResponse(session=session)
 
     async def GetSession(self, request: pb.GetSessionRequest, context: Context) -> pb.Session:
         session_id = convert.session_id(request.name)
@@ -184,7 +179,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
             values["title"] = validation.nonblank(request.session.title, "session.title").strip()
         if "problem" in paths:
             values["problem"] = request.session.problem
-        expected = _etag(request.session.etag, "session.etag")
+        expected = ids.parse_etag(request.session.etag, field="session.etag")
         async with self._db.transaction() as conn:
             row = await self._active(conn, session_id)
             if expected is not None and expected != row.state_version:
@@ -229,7 +224,9 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
                     f"the task lane holds at most {MAX_LANE_ITEMS} items", reason="LANE_FULL"
                 )
             await storage.update_session(conn, session_id, pending_task_lane=[*row.pending_task_lane, item])
-        return convert.lane_item(session_id, item)
+        lane_item = convert.lane_item(session_id, item)
+        created(lane_item.name)
+        return lane_item
 
     async def UpdateLaneItem(self, request: pb.UpdateLaneItemRequest, context: Context) -> pb.LaneItem:
         session_id, item_id = convert.child_ids(
@@ -303,7 +300,9 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
                 created_by=principal.user_id,
             )
             await storage.update_session(conn, session_id)
-        return convert.fact(fact)
+        message = convert.fact(fact)
+        created(message.name)
+        return message
 
     async def _fact(self, conn: AsyncConnection, name: str, field: str = "name") -> tuple[uuid.UUID, Any]:
         session_id, fact_text_id = convert.child_ids(name, FACT, "fact", field=field)

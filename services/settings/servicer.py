@@ -9,10 +9,10 @@ from flowpilot.api.v1 import access_pb2
 from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from google.protobuf import struct_pb2
 
-from services.core import names, pagination, validation
+from services.core import ids, names, pagination, validation
 from services.core.auth import current_principal
 from services.core.db import Database
-from services.core.errors import Aborted, FieldViolation, InvalidArgument
+from services.core.errors import Aborted
 from services.core.messages import set_time
 from services.settings import catalogue, storage
 from services.settings.catalogue import CATALOGUE, KEYS, Entry, Kind, Value
@@ -31,14 +31,6 @@ _VALUE_TYPES = {
 def _entry_for(name: str, *, field: str) -> Entry:
     """A malformed name is INVALID_ARGUMENT; a key not in the catalogue NOT_FOUND."""
     return catalogue.find(names.parse(name, PATTERN, field=field)["setting"], name=name)
-
-
-def _expected_revision(etag: str, *, field: str) -> int | None:
-    if not etag:
-        return None
-    if not etag.isdigit():
-        raise InvalidArgument(FieldViolation(field, "is not an etag returned by this service"))
-    return int(etag)
 
 
 def _to_value(value: Value) -> struct_pb2.Value:
@@ -114,7 +106,7 @@ class SettingsServicer(settings_pb2_grpc.SettingsServiceServicer):
             request.setting, request.update_mask.paths, allowed={"value"}, default={"value"}, prefix="setting"
         )
         entry = _entry_for(request.setting.name, field="setting.name")
-        expected = _expected_revision(request.setting.etag, field="setting.etag")
+        expected = ids.parse_etag(request.setting.etag, field="setting.etag")
         value = entry.validate(_from_value(request.setting.value), field_path="setting.value")
         return await self._write(entry, value=value, reset=False, expected=expected)
 
@@ -122,7 +114,7 @@ class SettingsServicer(settings_pb2_grpc.SettingsServiceServicer):
         self, request: settings_pb2.ResetSettingRequest, context: Context
     ) -> settings_pb2.Setting:
         entry = _entry_for(request.name, field="name")
-        expected = _expected_revision(request.etag, field="etag")
+        expected = ids.parse_etag(request.etag, field="etag")
         return await self._write(entry, value=None, reset=True, expected=expected)
 
     async def _write(

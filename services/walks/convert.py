@@ -7,7 +7,7 @@ from typing import Any
 
 from flowpilot.walks.v1 import walks_pb2 as pb
 
-from services.core import names
+from services.core import ids, names
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.messages import set_time
 from services.walks import trees
@@ -58,10 +58,7 @@ def db(mapping: dict[str, Any], value: int, field: str) -> str:
 
 def parse_id(name: str, pattern: str, field: str) -> uuid.UUID:
     value = next(iter(names.parse(name, pattern, field=field).values()))
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidArgument(FieldViolation(field, f"is not a valid name of the form {pattern}")) from None
+    return ids.parse_uuid(value, field=field, what=f"name of the form {pattern}")
 
 
 def flow(row: Any) -> pb.Flow:

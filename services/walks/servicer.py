@@ -13,7 +13,7 @@ from flowpilot.walks.v1 import walks_pb2_grpc
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core import pagination, validation
+from services.core import ids, pagination, validation
 from services.core.ai import AI
 from services.core.auth import current_principal
 from services.core.clients import SettingsReader
@@ -26,6 +26,7 @@ from services.core.errors import (
     InvalidArgument,
     not_found,
 )
+from services.core.rpc import created
 from services.walks import convert, storage, trees
 from services.walks.convert import FLOW, PROPOSAL, WALK
 from services.walks.escalation import SessionsEscalator
@@ -83,7 +84,9 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
                 tree=tree,
                 created_by=principal.user_id,
             )
-        return convert.flow(row)
+        flow = convert.flow(row)
+        created(flow.name)
+        return flow
 
     async def GetFlow(self, request: pb.GetFlowRequest, context: Context) -> pb.Flow:
         async with self._db.transaction() as conn:
@@ -116,9 +119,10 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
             values["description"] = given.description
         if "tree" in paths:
             values["tree"] = trees.from_proto(given.tree, prefix="flow.tree")
+        expected = ids.parse_etag(given.etag, field="flow.etag")
         async with self._db.transaction() as conn:
             row = await self._flow(conn, given.name, lock=True, field="flow.name")
-            if given.etag and given.etag != str(row.revision):
+            if expected is not None and expected != row.revision:
                 raise Aborted("flow changed since it was read; read it again", reason="ETAG_MISMATCH")
             if row.status == "archived":
                 raise FailedPrecondition("archived flows cannot change", reason="FLOW_ARCHIVED")
@@ -169,7 +173,9 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
                 rationale=given.rationale,
                 created_by=principal.user_id,
             )
-        return convert.proposal(row)
+        proposal = convert.proposal(row)
+        created(proposal.name)
+        return proposal
 
     async def GetFlowProposal(self, request: pb.GetFlowProposalRequest, context: Context) -> pb.FlowProposal:
         async with self._db.transaction() as conn:
@@ -319,7 +325,9 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
                 last_step_at=now,
                 **target,
             )
-            return pb.StartWalkResponse(walk=await self._message(conn, row))
+            walk = await self._message(conn, row)
+        created(walk.name)
+        return pb.StartWalkResponse(walk=walk)
 
     async def _messages(self, conn: AsyncConnection, rows: Sequence[Any]) -> list[pb.Walk]:
         """Walk messages with their tree snapshots, built in the RPC's transaction."""

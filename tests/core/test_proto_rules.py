@@ -55,14 +55,21 @@ def test_there_are_services() -> None:
     }
 
 
-def test_every_rpc_has_a_role_and_an_http_binding() -> None:
+def test_every_rpc_has_a_role_and_public_ones_an_http_binding() -> None:
+    internal = []
     for service in _services():
         for method in service.methods:
             options = method.GetOptions()
-            assert options.Extensions[access_pb2.minimum_role] != access_pb2.ROLE_UNSPECIFIED, (
-                method.full_name
-            )
-            assert options.HasExtension(annotations_pb2.http), method.full_name
+            role = options.Extensions[access_pb2.minimum_role]
+            assert role != access_pb2.ROLE_UNSPECIFIED, method.full_name
+            if role == access_pb2.ROLE_SERVICE:
+                # Internal: named callers, and never reachable over HTTP.
+                internal.append(method.full_name)
+                assert list(options.Extensions[access_pb2.service_callers]), method.full_name
+                assert not options.HasExtension(annotations_pb2.http), method.full_name
+            else:
+                assert options.HasExtension(annotations_pb2.http), method.full_name
+    assert "flowpilot.library.v1.LibraryService.ImportSessionScripts" in internal
 
 
 def test_every_text_and_list_a_caller_sends_is_bounded() -> None:
