@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import re
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -32,13 +31,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 from starlette.types import ASGIApp
 
-from gateway import errors, openapi, transcode
+from gateway import errors, headers, openapi, transcode
 from gateway.config import GatewayConfig
 from gateway.errors import HttpError
 from gateway.routes import Route, compile_routes, discover_services
+from services.core import logs
+from services.core.rpc import CREATED_METADATA
 
 log = logging.getLogger("flowpilot.gateway")
 
+# How long past the call's deadline the gateway still waits before it answers
+# 504 itself (gRPC normally ends the call at the deadline).
+_DEADLINE_SLACK_SECONDS = 0.25
 _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 _UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -64,7 +68,10 @@ class Gateway:
         if missing:
             raise ValueError(f"no backend address for {', '.join(sorted(missing))}")
         self.openapi = openapi.document(self.routes)
-        self._forward = {h.lower() for h in config.forward_headers}
+        self._forward = frozenset(h.lower().encode() for h in config.forward_headers) - {
+            b"authorization",
+            b"x-request-id",
+        }
         self._reply_metadata = {h.lower() for h in config.response_metadata}
 
     def _address(self, route: Route) -> str:
@@ -96,17 +103,21 @@ class Gateway:
             await channel.close()
 
     def _match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
-        allowed: set[str] = set()
+        matched: list[tuple[Route, dict[str, str]]] = []
         for route in self.routes:
             values = route.template.match(path)
-            if values is None:
-                continue
+            if values is not None:
+                matched.append((route, values))
+        # A path that ends in a custom method's verb (``…:resolve``) names that
+        # method: another method there is 405, even when a less specific
+        # template (``{name=sessions/*}``) would take the verb as part of an id.
+        custom = [(r, v) for r, v in matched if r.template.verb is not None]
+        for route, values in custom or matched:
             if route.http_method == method:
                 return route, values
-            allowed.add(route.http_method)
-        if not allowed:
+        if not matched:
             raise HttpError(404, grpc.StatusCode.NOT_FOUND, f"no API at {path}", reason="NO_ROUTE")
-        listed = ", ".join(sorted(allowed))
+        listed = ", ".join(sorted({r.http_method for r, _ in custom or matched}))
         raise HttpError(
             405,
             grpc.StatusCode.UNIMPLEMENTED,
@@ -149,13 +160,18 @@ class Gateway:
         return b"".join(chunks)
 
     async def handle(self, request: Request) -> Response:
-        request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
-        reply_headers = {"X-Request-Id": request_id}
+        reply_headers: dict[str, str] = {}
+        call: Any = None
         try:
+            raw_headers: list[tuple[bytes, bytes]] = request.scope["headers"]
+            headers.check_total(raw_headers)
+            given = dict(raw_headers)
+            request_id = headers.request_id(given.get(b"x-request-id"))
+            reply_headers["X-Request-Id"] = request_id
             raw_path = request.scope.get("raw_path") or request.url.path.encode()
             path = raw_path.decode("utf-8", "replace")
             route, values = self._match(request.method, path)
-            authorization = request.headers.get("authorization")
+            authorization = given.get(b"authorization")
             if not authorization:
                 raise HttpError(
                     401,
@@ -164,30 +180,69 @@ class Gateway:
                     reason="UNAUTHENTICATED",
                     headers={"WWW-Authenticate": 'Bearer realm="flowpilot"'},
                 )
+            metadata = [
+                ("authorization", headers.metadata_value(b"authorization", authorization)),
+                ("x-request-id", request_id),
+                *headers.forwarded(raw_headers, self._forward),
+            ]
             timeout = self._timeout(request)
             query = parse_qsl(request.url.query, keep_blank_values=True)
             message = transcode.build_request(route, values, query, await self._body(request))
-            metadata = [("authorization", authorization), ("x-request-id", request_id)]
-            metadata += [(k, v) for k, v in request.headers.items() if k in self._forward]
             call = self._call(route)(message, metadata=metadata, timeout=timeout)
-            response = await call
-            if self._reply_metadata:
-                for key, value in await call.initial_metadata() or ():
-                    if key in self._reply_metadata and isinstance(value, str):
-                        reply_headers[key] = value
+            # gRPC enforces the deadline; this bounds anything else that could
+            # keep the request waiting (the call is cancelled with it).
+            async with asyncio.timeout(timeout + _DEADLINE_SLACK_SECONDS):
+                response = await call
+                created = await self._created(route, call)
+                if self._reply_metadata:
+                    for key, value in await call.initial_metadata() or ():
+                        if key in self._reply_metadata and isinstance(value, str):
+                            reply_headers[key] = value
         except HttpError as error:
             return _json(error.http, errors.status_json(error.status), {**reply_headers, **error.headers})
         except grpc.aio.AioRpcError as error:
             status, body = errors.from_rpc_error(error)
-            headers = dict(reply_headers)
-            headers.update(errors.retry_after_headers(body))
+            reply = dict(reply_headers)
+            reply.update(errors.retry_after_headers(body))
             if status == 401:
-                headers["WWW-Authenticate"] = 'Bearer realm="flowpilot", error="invalid_token"'
-            return _json(status, errors.status_json(body), headers)
-        code = route.success_status
-        if code == 204:
+                reply["WWW-Authenticate"] = 'Bearer realm="flowpilot", error="invalid_token"'
+            return _json(status, errors.status_json(body), reply)
+        except TimeoutError:
+            if call is not None:
+                call.cancel()
+            timed_out = errors.transport_error(grpc.StatusCode.DEADLINE_EXCEEDED)
+            return _json(504, errors.status_json(timed_out.status), reply_headers)
+        except Exception:
+            log.exception("gateway request failed")
+            failed = errors.internal_error(logs.current_trace_id())
+            return _json(500, errors.status_json(failed.status), reply_headers)
+        if route.empty_response:
             return Response(status_code=204, headers=reply_headers)
-        return _json(code, transcode.render(route, response), reply_headers)
+        if created is not None:
+            reply_headers["Location"] = created
+            return _json(201, transcode.render(route, response), reply_headers)
+        return _json(200, transcode.render(route, response), reply_headers)
+
+    async def _created(self, route: Route, call: Any) -> str | None:
+        """The gateway path of the resource the call created, if it created one.
+
+        Services say so in trailing metadata (``services.core.rpc.created``):
+        a get-or-create that resumed, or a replayed ``request_id``, creates
+        nothing and is 200."""
+        if route.http_method != "POST":
+            return None
+        for key, value in await call.trailing_metadata() or ():
+            if key == CREATED_METADATA and isinstance(value, str):
+                return self._location(value)
+        return None
+
+    def _location(self, name: str) -> str:
+        for route in self.routes:
+            if route.http_method == "GET" and route.resource_prefix is not None:
+                path = route.resource_prefix + name
+                if route.template.match(path) == {"name": name}:
+                    return path
+        return "/" + name
 
     async def ready(self) -> tuple[bool, dict[str, str]]:
         async def check(package: str, address: str) -> tuple[str, str]:
@@ -264,7 +319,7 @@ def create_app(
 
 def factory() -> ASGIApp:
     """uvicorn entry point (``gateway.app:factory``), configured from the environment."""
-    from services.core import logs, telemetry
+    from services.core import telemetry
 
     config = GatewayConfig()
     logs.configure(config.log_level, service="gateway")

@@ -64,6 +64,17 @@ class HttpError(Exception):
         self.headers = headers or {}
 
 
+def transport_error(code: grpc.StatusCode) -> HttpError:
+    """The gateway's own answer for a call that failed in transport (no backend status)."""
+    return HttpError(http_status(code), code, _TRANSPORT_MESSAGES.get(code, code.name), reason=code.name)
+
+
+def internal_error(trace_id: str | None) -> HttpError:
+    """An unexpected failure inside the gateway: no detail, a trace id (the detail is logged)."""
+    suffix = f" (trace {trace_id})" if trace_id else ""
+    return HttpError(500, grpc.StatusCode.INTERNAL, f"internal error{suffix}", reason="INTERNAL")
+
+
 def bad_request(message: str, *, field: str | None = None, reason: str = "INVALID_REQUEST") -> HttpError:
     violations = [(field, message)] if field else None
     return HttpError(400, grpc.StatusCode.INVALID_ARGUMENT, message, reason=reason, violations=violations)

@@ -203,18 +203,28 @@ def document(routes: list[Route]) -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": body_schema}},
             }
-        status = route.success_status
-        if status == 204:
+        if route.empty_response:
             operation["responses"]["204"] = {"description": "Done"}
         else:
             if route.response_body:
                 response_schema = schemas.field(route.method.output_type.fields_by_name[route.response_body])
             else:
                 response_schema = schemas.message(route.method.output_type)
-            operation["responses"][str(status)] = {
-                "description": "OK",
-                "content": {"application/json": {"schema": response_schema}},
-            }
+            content = {"application/json": {"schema": response_schema}}
+            if route.may_create:
+                operation["responses"]["201"] = {
+                    "description": "Created",
+                    "headers": {
+                        "Location": {"description": "URL of the new resource", "schema": {"type": "string"}}
+                    },
+                    "content": content,
+                }
+                operation["responses"]["200"] = {
+                    "description": "Nothing created: an existing resource resumed, or a request_id replayed",
+                    "content": content,
+                }
+            else:
+                operation["responses"]["200"] = {"description": "OK", "content": content}
         paths.setdefault(path, {})[route.http_method.lower()] = operation
     return {
         "openapi": "3.1.0",

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowpilot.api.v1 import access_pb2
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor, message_factory
 
@@ -38,13 +39,31 @@ class Route:
         return f"/{self.service}/{self.method.name}"
 
     @property
-    def success_status(self) -> int:
-        """201 for AIP Create methods, 204 when the response is Empty, else 200."""
-        if self.method.output_type.full_name == "google.protobuf.Empty" and not self.response_body:
-            return 204
-        if self.method.name.startswith("Create") and self.http_method == "POST":
-            return 201
-        return 200
+    def empty_response(self) -> bool:
+        """Answered 204: the response is Empty and nothing of it is returned."""
+        return self.method.output_type.full_name == "google.protobuf.Empty" and not self.response_body
+
+    @property
+    def may_create(self) -> bool:
+        """A POST that can create a resource (Create…, and get-or-create Start…):
+        201 with ``Location`` when the service says it created one, else 200."""
+        return self.http_method == "POST" and self.method.name.startswith(("Create", "Start"))
+
+    @property
+    def resource_prefix(self) -> str | None:
+        """For ``GET /v1/{name=…}``: the literal path before the name (``/v1/``),
+        which with a resource name is that resource's URL; else None."""
+        parts = self.template.parts
+        if (
+            self.http_method != "GET"
+            or self.template.verb is not None
+            or self.template.variables != ("name",)
+        ):
+            return None
+        literals = [p for p in parts if p.variable is None]
+        if any(p.kind != "literal" for p in literals) or parts[: len(literals)] != tuple(literals):
+            return None
+        return "/" + "".join(p.text + "/" for p in literals)
 
     @property
     def specificity(self) -> tuple[int, int]:
@@ -133,6 +152,8 @@ def compile_routes(services: Iterable[descriptor.ServiceDescriptor]) -> list[Rou
                 continue
             if method.client_streaming or method.server_streaming:
                 raise RouteError(f"{method.full_name}: streaming methods are not transcoded")
+            if options.Extensions[access_pb2.minimum_role] == access_pb2.ROLE_SERVICE:
+                raise RouteError(f"{method.full_name}: internal methods are never served over HTTP")
             for rule in _bindings(options.Extensions[annotations_pb2.http]):
                 routes.append(_route(service, method, rule))
     seen: dict[tuple[str, tuple[tuple[str, str], ...]], Route] = {}

@@ -129,7 +129,14 @@ def _present(obj: Any, fields: Sequence[descriptor.FieldDescriptor]) -> Any:
     return obj
 
 
+# Deepest nesting of arrays and objects a body may have (the deepest FlowPilot
+# request nests far less; protobuf's own parser stops at 100).
+MAX_DEPTH = 64
+
+
 def parse_json(raw: bytes) -> Any:
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(raw) > MAX_DEPTH:
+        raise bad_request(f"body nests deeper than {MAX_DEPTH} levels", reason="BODY_TOO_DEEP")
     try:
         return json.loads(raw)
     except UnicodeDecodeError:
@@ -138,6 +145,29 @@ def parse_json(raw: bytes) -> Any:
         raise bad_request(
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", reason="MALFORMED_JSON"
         ) from None
+
+
+def _depth(raw: bytes) -> int:
+    """How deeply ``[`` and ``{`` nest in ``raw``, outside strings (a scan,
+    so that no parser recurses that far)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 
 
 def build_request(

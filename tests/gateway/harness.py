@@ -18,6 +18,7 @@ from google.protobuf.empty_pb2 import Empty
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
+from services.core.rpc import CREATED_METADATA
 
 MESSAGING = messaging_pb2.DESCRIPTOR.services_by_name["Messaging"]
 
@@ -57,6 +58,9 @@ def _echo_handler(method: descriptor.MethodDescriptor) -> grpc.RpcMethodHandler[
             await context.abort(grpc.StatusCode.NOT_FOUND, "message 'messages/missing' not found")
         if method.output_type.full_name == "google.protobuf.Empty":
             return Empty()
+        if method.name == "CreateMessage" and request.message.text != "replayed":
+            # As the services' runtime does when a call created a resource.
+            context.set_trailing_metadata(((CREATED_METADATA, "messages/new-1"),))
         body = struct_pb2.Struct()
         body.update(json_format.MessageToDict(request, preserving_proto_field_name=True))
         metadata = dict(context.invocation_metadata() or ())

@@ -112,6 +112,10 @@ async def test_response_body(http: httpx.AsyncClient) -> None:
 async def test_create_is_201_and_empty_is_204(http: httpx.AsyncClient) -> None:
     created = await http.post("/v1/messages", json={"text": "new"})
     assert created.status_code == 201 and created.json()["request"] == {"message": {"text": "new"}}
+    assert created.headers["location"] == "/v1/messages/new-1"
+    # The service created nothing (a replay, a resumed resource): 200, no Location.
+    replayed = await http.post("/v1/messages", json={"text": "replayed"})
+    assert replayed.status_code == 200 and "location" not in replayed.headers
     deleted = await http.delete("/v1/messages/5")
     assert deleted.status_code == 204 and deleted.content == b""
 

@@ -90,7 +90,7 @@ async def test_walks_over_http(client: httpx.AsyncClient, keys: Keys) -> None:
         "/v1/walks",
         json={"ticketId": "T-1", "ticketKind": "TICKET_KIND_PSA", "kind": "WALK_KIND_FLOW", "flow": name},
     )
-    assert started.status_code == 200, started.text  # StartWalk may resume: not a Create method
+    assert started.status_code == 201, started.text  # a new walk (a resumed one is 200)
     walk = started.json()["walk"]["name"]
     illegal = await ui.request("POST", f"/v1/{walk}:advance", json={"choice": "Maybe"})
     assert illegal.status_code == 400
