@@ -184,6 +184,13 @@ async def test_create_is_201_with_location_only_when_something_was_created(
         again = await client.post("/v1/walks", json=walk)
         assert again.status_code == 200 and again.json()["walk"]["name"] == walk_name
 
+        draft = {"scriptBody": "Restart-Service Spooler", "language": "LANGUAGE_POWERSHELL"}
+        retry = {"requestId": str(uuid.uuid4())}
+        made = await client.post("/v1/draftTemplates", json=draft, params=retry)
+        assert made.status_code == 201 and made.headers["location"] == f"/v1/{made.json()['name']}"
+        repeated = await client.post("/v1/draftTemplates", json=draft, params=retry)
+        assert repeated.status_code == 200 and repeated.json()["name"] == made.json()["name"]
+
 
 async def test_internal_methods_are_not_served_over_http(gateway_url: str, keys: Keys) -> None:
     async with httpx.AsyncClient(base_url=gateway_url, timeout=20) as client:
@@ -208,3 +215,22 @@ async def test_many_bad_header_requests_leave_no_connection_waiting(base: str) -
     async with httpx.AsyncClient(base_url=base, timeout=5) as client:
         codes = await asyncio.gather(*(one(client) for _ in range(200)))
     assert set(codes) == {400}
+
+
+async def test_text_ids_and_etags_no_service_accepts_are_400_over_http(gateway_url: str, keys: Keys) -> None:
+    token = keys.token(account_id=uuid.uuid4(), role=Role.TEAM_ADMIN)
+    async with httpx.AsyncClient(
+        base_url=gateway_url, timeout=20, headers={"Authorization": f"Bearer {token}"}
+    ) as client:
+        nul = await client.post(
+            "/v1/sessions", json={"ticketRef": "CW #1", "ticketKind": "TICKET_KIND_PSA", "title": "a\u0000b"}
+        )
+        assert nul.status_code == 400 and "session.title" in _status(nul)[1], nul.text
+        assert (await client.get("/v1/sessions", params={"ticketRef": "\u0000"})).status_code == 400
+        etag = await client.patch("/v1/settings/notes.format", json={"value": "html", "etag": "²"})
+        assert etag.status_code == 400 and "setting.etag" in _status(etag)[1], etag.text
+        alias = await client.get(f"/v1/sessions/{uuid.uuid4().hex}")
+        assert alias.status_code == 400, alias.text
+        token_page = await client.get("/v1/sessions", params={"pageToken": "abc"})
+        assert token_page.status_code == 400 and _status(token_page)[0] == "INVALID_PAGE_TOKEN"
+        assert (await client.get("/v1/settings/notes.format")).json()["value"] == "markdown"  # unchanged
