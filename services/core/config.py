@@ -63,6 +63,9 @@ class ServiceConfig(AuthConfig):
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_read_pool_size: int = Field(default=10, ge=1, le=200)
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    # A call that arrives without a deadline gets this one (model calls included:
+    # FLOWPILOT_AI_TIMEOUT_SECONDS bounds each model request within it).
+    default_deadline_seconds: float = Field(default=60.0, gt=0, le=3600)
     # In-flight RPCs get this long to finish on SIGTERM.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=300)
     # On SIGTERM, health reports NOT_SERVING this long before new work is refused.

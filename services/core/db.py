@@ -94,12 +94,27 @@ class ReadConnections:
         self._open = 0
         self._closed = False
         self._record_classes: dict[str, type[Record]] = {}  # by statement: a few per service
+        self._settling: set[asyncio.Task[None]] = set()
 
     @property
     def open(self) -> int:
         return self._open
 
     async def fetch(self, query: str, *args: Any) -> list[Record]:
+        """The rows of ``query``. A connection that fails at the connection
+        level (dropped, closing, mid-restart) is replaced and the read tried
+        once more on a fresh one (a tenant read changes nothing, so a retry is
+        always safe); a second failure is UNAVAILABLE."""
+        try:
+            return await self._fetch_once(query, args)
+        except _ConnectionLost:
+            pass
+        try:
+            return await self._fetch_once(query, args)
+        except _ConnectionLost as lost:
+            raise Unavailable("database unavailable, retry later") from lost.__cause__
+
+    async def _fetch_once(self, query: str, args: tuple[Any, ...]) -> list[Record]:
         conn = self._idle.pop() if self._idle else None
         if conn is None or conn.is_closed():
             if conn is not None:
@@ -109,23 +124,53 @@ class ReadConnections:
             rows: list[Record] = await conn.fetch(
                 query, *args, record_class=self._record_classes.get(query, Record)
             )
-        except asyncpg.PostgresConnectionError:
-            self._discard(conn)
-            raise
-        except asyncpg.PostgresError:
+        except asyncpg.PostgresError as exc:
+            if _is_connection_problem(exc):
+                self._discard(conn)
+                raise _ConnectionLost from exc
             self._release(conn)  # the statement failed; its implicit transaction is over
             raise
+        except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
+            self._discard(conn)  # the connection, not the statement, failed
+            raise _ConnectionLost from exc
         except BaseException:
-            self._discard(conn)
+            # Cut short (a cancelled RPC): the query may still be running on
+            # the server. Cancel it there before the slot is free again.
+            self._settle_later(conn)
             raise
         self._release(conn)
         if rows and query not in self._record_classes:
             self._record_classes[query] = Record.with_columns(rows[0].keys())
         return rows
 
+    def _settle_later(self, conn: asyncpg.Connection) -> None:
+        task = asyncio.get_running_loop().create_task(self._settle(conn))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, conn: asyncpg.Connection) -> None:
+        """Cancels a cut-short read's query on the server, then reuses its
+        connection; the connection keeps its slot meanwhile, so a process never
+        has more connections (or backends) than its pool size. A connection
+        that does not come back within the timeout is closed (the server's
+        statement and lock timeouts end what still runs)."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                await asyncio.sleep(0)  # asyncpg requests the cancel in a callback
+                pending = list(getattr(conn, "_cancellations", ()))  # asyncpg's cancel request
+                if pending:
+                    await asyncio.wait(pending)
+                await conn.fetchval("SELECT 1")  # answered only once the cancelled query is over
+        except BaseException:
+            self._discard(conn)
+            return
+        self._release(conn)
+
     async def close(self) -> None:
         """Closes the idle connections now and the others as their calls end."""
         self._closed = True
+        if self._settling:
+            await asyncio.wait(list(self._settling), timeout=self._timeout)
         idle, self._idle = self._idle, []
         self._open -= len(idle)
         self._wake(len(self._waiters))
@@ -187,6 +232,10 @@ class ReadConnections:
             if not waiter.done():
                 waiter.set_exception(_SlotFreed())
                 count -= 1
+
+
+class _ConnectionLost(Exception):
+    """A read failed with its connection (the cause says how); it may be retried."""
 
 
 class _SlotFreed(Exception):
@@ -299,7 +348,24 @@ async def _unavailable_when_down() -> AsyncIterator[None]:
     except Exception as exc:  # the driver's, SQLAlchemy's wrapped or its adapted errors
         if _is_connection_problem(exc):
             raise Unavailable("database unavailable, retry later") from exc
+        timeout = _TIMEOUTS.get(_sqlstate(exc) or "")
+        if timeout is not None:
+            raise Unavailable(timeout[1], reason=timeout[0]) from exc
         raise
+
+
+# The database's own backstops (the role's lock_timeout and statement_timeout):
+# the work waited too long, retry later.
+_TIMEOUTS = {
+    "55P03": ("LOCK_TIMEOUT", "the data is locked (e.g. by maintenance); retry later"),
+    "57014": ("STATEMENT_TIMEOUT", "the database took too long; retry later"),
+}
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    error = exc.orig if isinstance(exc, DBAPIError) else exc
+    sqlstate = getattr(error, "sqlstate", None)
+    return sqlstate if isinstance(sqlstate, str) else None
 
 
 # SQLSTATE classes and codes that mean "not now" rather than "wrong":
@@ -309,10 +375,22 @@ _RETRYABLE_SQLSTATE = ("08", "53", "57P01", "57P02", "57P03")
 
 
 def _is_connection_problem(exc: BaseException) -> bool:
-    if isinstance(exc, (OSError, TimeoutError, asyncpg.PostgresConnectionError)):
+    if isinstance(
+        exc,
+        (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+        ),
+    ):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     error = exc.orig if isinstance(exc, DBAPIError) else exc
-    sqlstate = getattr(error, "sqlstate", None)
-    return isinstance(sqlstate, str) and sqlstate.startswith(_RETRYABLE_SQLSTATE)
+    driver = getattr(error, "__cause__", None)  # asyncpg's own, under SQLAlchemy's adapted error
+    if isinstance(driver, (asyncpg.InterfaceError, asyncpg.PostgresConnectionError)):
+        return True
+    sqlstate = _sqlstate(exc)
+    return sqlstate is not None and sqlstate.startswith(_RETRYABLE_SQLSTATE)

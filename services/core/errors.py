@@ -16,6 +16,7 @@ its detail goes to the log only.
     ├── PermissionDenied     PERMISSION_DENIED
     ├── ResourceExhausted    RESOURCE_EXHAUSTED (a limit; RetryInfo when the wait is known)
     ├── Unavailable          UNAVAILABLE        (a dependency is down)
+    ├── DeadlineExceeded     DEADLINE_EXCEEDED  (the service's own limit on a call)
     └── Internal             INTERNAL           (detail never sent)
 """
 
@@ -125,6 +126,11 @@ class ResourceExhausted(FlowPilotError):
 class Unavailable(FlowPilotError):
     code = grpc.StatusCode.UNAVAILABLE
     default_reason = "UNAVAILABLE"
+
+
+class DeadlineExceeded(FlowPilotError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    default_reason = "DEADLINE_EXCEEDED"
 
 
 class Internal(FlowPilotError):

@@ -14,6 +14,7 @@ open.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import time
@@ -31,6 +32,7 @@ from opentelemetry import trace
 from services.core import logs, telemetry
 from services.core.auth import Principal, Role, TokenVerifier, bind_principal, unbind_principal
 from services.core.errors import (
+    DeadlineExceeded,
     FieldViolation,
     FlowPilotError,
     InvalidArgument,
@@ -113,12 +115,19 @@ class Runtime:
     """
 
     def __init__(
-        self, *, verifier: TokenVerifier, rules: dict[str, MethodRule], domain: str, spans: bool
+        self,
+        *,
+        verifier: TokenVerifier,
+        rules: dict[str, MethodRule],
+        domain: str,
+        spans: bool,
+        default_deadline_seconds: float = 60.0,
     ) -> None:
         self._verifier = verifier
         self._rules = rules
         self._domain = domain
         self._spans = spans
+        self._default_deadline = default_deadline_seconds
 
     def registrar(self, server: grpc.aio.Server) -> Registrar:
         """What a generated ``add_*Servicer_to_server`` is given instead of the server."""
@@ -142,6 +151,7 @@ class Runtime:
         domain = self._domain
         verifier = self._verifier
         own_span = not self._spans
+        default_deadline = self._default_deadline
 
         async def behavior(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             started = time.perf_counter()
@@ -169,7 +179,18 @@ class Runtime:
                 made: list[str] = []
                 created_token = _created.set(made)
                 try:
-                    response = await inner(request, context)
+                    if context.time_remaining() is None:
+                        # The caller set no deadline (grpcurl's default): ours bounds the work.
+                        try:
+                            async with asyncio.timeout(default_deadline):
+                                response = await inner(request, context)
+                        except TimeoutError:
+                            raise DeadlineExceeded(
+                                f"the call took longer than {default_deadline:g} s, the limit for calls "
+                                "without a deadline"
+                            ) from None
+                    else:
+                        response = await inner(request, context)
                 finally:
                     _created.reset(created_token)
                 if made:

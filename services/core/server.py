@@ -97,6 +97,7 @@ class GrpcServer:
             rules=method_rules(r.service_name for r in self._registrations),
             domain=domain,
             spans=spans,
+            default_deadline_seconds=config.default_deadline_seconds,
         )
         self._server = grpc.aio.server(
             # Server spans with the instrumentation's attributes, only when exported.

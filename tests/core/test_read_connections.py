@@ -95,8 +95,11 @@ async def test_a_read_waits_for_a_connection_then_is_unavailable(database: RunDa
         assert db.reads.open == 1
 
 
-async def test_a_cancelled_read_closes_its_connection_and_frees_the_slot(database: RunDatabase) -> None:
+async def test_a_cancelled_read_cancels_its_query_before_its_connection_is_reused(
+    database: RunDatabase,
+) -> None:
     async with reads(database, size=1) as (db, name):
+        [before] = await db.reads.fetch(BACKEND_PID)
         async with reads_blocked(database):
             cancelled = asyncio.create_task(read(db))
             await asyncio.sleep(0.2)
@@ -105,13 +108,36 @@ async def test_a_cancelled_read_closes_its_connection_and_frees_the_slot(databas
             cancelled.cancel()  # e.g. the RPC's deadline passed mid-read
             with pytest.raises(asyncio.CancelledError):
                 await cancelled
-            # Its connection may have stopped mid-protocol: closed, not reused;
-            # the waiting read opens a new one in the freed slot.
-            await asyncio.sleep(0.2)
-            assert db.reads.open == 1
-            assert not waiting.done()
+            # The query was cancelled in PostgreSQL (not left waiting on the
+            # lock behind a closed socket), and the connection serves the
+            # waiting read: still one backend, the same one.
+            await asyncio.sleep(0.3)
+            assert db.reads.open == 1 and not waiting.done()
+            assert await backends(database, name) == 1
+            waits = "SELECT count(*) FROM pg_stat_activity WHERE application_name = :n AND wait_event_type = 'Lock'"
+            assert await as_admin(database, waits, n=name) == 1  # the waiting read only
         assert await waiting == []
-        assert await backends(database, name) == 1
+        [after] = await db.reads.fetch(BACKEND_PID)
+        assert after["pid"] == before["pid"]
+
+
+async def test_cancelled_reads_behind_a_lock_never_pile_up_backends(database: RunDatabase) -> None:
+    """8 readers on short deadlines for several seconds behind an exclusive
+    table lock (as DDL, VACUUM FULL or REINDEX take): the role never has more
+    backends than the pool's size, and every read succeeds once the lock is gone."""
+    async with reads(database, size=3) as (db, name):
+        peak = 0
+        async with reads_blocked(database):
+            deadline = asyncio.get_running_loop().time() + 4
+            while asyncio.get_running_loop().time() < deadline:
+                results = await asyncio.gather(
+                    *(asyncio.wait_for(read(db), 0.3) for _ in range(8)), return_exceptions=True
+                )
+                assert all(isinstance(r, TimeoutError | Unavailable) for r in results), results
+                peak = max(peak, await backends(database, name))
+        assert peak <= 3
+        assert await asyncio.gather(*(read(db) for _ in range(8))) == [[]] * 8
+        assert await backends(database, name) <= 3
 
 
 async def test_an_error_from_postgresql_keeps_the_connection(database: RunDatabase) -> None:
@@ -144,18 +170,34 @@ async def test_a_connection_dropped_while_idle_is_replaced_unseen(database: RunD
         assert db.reads.open == 1
 
 
-async def test_a_connection_dropped_mid_read_is_unavailable_and_replaced(database: RunDatabase) -> None:
-    async with reads(database, size=1) as (db, _):
+async def test_a_connection_dropped_mid_read_is_retried_once_on_a_fresh_one(database: RunDatabase) -> None:
+    async with reads(database, size=1) as (db, name):
         [first] = await db.reads.fetch(BACKEND_PID)
         async with reads_blocked(database):
             pending = asyncio.create_task(read(db))
             await asyncio.sleep(0.2)
             await as_admin(database, "SELECT pg_terminate_backend(:p)", p=first["pid"])
+            await asyncio.sleep(0.3)  # the retry waits on the lock, on a new connection
+            assert not pending.done() and db.reads.open == 1
+        assert await pending == []
+        [second] = await db.reads.fetch(BACKEND_PID)
+        assert second["pid"] != first["pid"]
+
+
+async def test_a_read_whose_connection_fails_twice_is_unavailable(database: RunDatabase) -> None:
+    async with reads(database, size=1) as (db, name):
+        async with reads_blocked(database):
+            pending = asyncio.create_task(read(db))
+            terminate = (
+                "SELECT pg_terminate_backend((SELECT pid FROM pg_stat_activity WHERE application_name = :n))"
+            )
+            for _ in range(2):  # the read's connection, then the one it retried on
+                await asyncio.sleep(0.3)
+                await as_admin(database, terminate, n=name)
             with pytest.raises(Unavailable, match="retry later"):
                 await pending
         assert db.reads.open == 0
         assert await read(db) == []
-        assert db.reads.open == 1
 
 
 async def test_rows_read_by_attribute_the_same_before_and_after_their_columns_become_properties(
