@@ -171,7 +171,7 @@ async def test_a_connection_dropped_while_idle_is_replaced_unseen(database: RunD
 
 
 async def test_a_connection_dropped_mid_read_is_retried_once_on_a_fresh_one(database: RunDatabase) -> None:
-    async with reads(database, size=1) as (db, name):
+    async with reads(database, size=1) as (db, _):
         [first] = await db.reads.fetch(BACKEND_PID)
         async with reads_blocked(database):
             pending = asyncio.create_task(read(db))

@@ -86,9 +86,9 @@ async def test_readers_behind_a_table_lock_end_in_time_and_pile_up_nothing(
         ).session
         get = pb.GetSessionRequest(name=session.name)
 
-        async def one(timeout: float | None) -> grpc.StatusCode:
+        async def one(deadline: float | None) -> grpc.StatusCode:
             try:
-                await stub.GetSession(get, metadata=md, timeout=timeout)
+                await stub.GetSession(get, metadata=md, timeout=deadline)
             except grpc.aio.AioRpcError as error:
                 return error.code()
             return grpc.StatusCode.OK
