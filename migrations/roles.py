@@ -20,16 +20,50 @@ Runs as an administrator before the migrations, and is idempotent.
   tenant read's round trip went from 123 to 91 µs). Its names are qualified
   with ``pg_catalog`` (searched first whatever the path) and no login role
   can create objects in any schema, so nothing can stand in for them.
+
+What a login could still do through PostgreSQL's defaults is taken away here
+where one database's administrator can:
+
+- Large objects live outside every schema, RLS and quota, and would be
+  owned by the login. EXECUTE on the large-object functions is revoked from
+  PUBLIC in this database (``pg_catalog`` of other databases is untouched).
+  That takes a superuser; an administrator who is not one is told what to
+  ask the cluster administrator for.
+- A role may always store session defaults for itself
+  (``ALTER ROLE CURRENT_USER SET statement_timeout = 0``); no privilege
+  governs it. The bootstrap drops whatever the logins have stored (for every
+  database and for this one) each time it runs, so a deploy undoes it;
+  settings the logins should have are set after that.
+
+What needs the cluster administrator (connecting to other databases, a login
+changing its own password or settings in between deploys) is in the README,
+"Tenancy in the database".
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 SCHEMAS = ("sessions", "library", "settings", "walks")
+
+log = logging.getLogger(__name__)
+
+# The large-object functions of pg_catalog (lo_*, loread, lowrite), found by
+# the C function behind each, that PUBLIC may still call.
+_OPEN_LARGE_OBJECT_FUNCTIONS = text(
+    """
+    SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+    WHERE p.pronamespace = 'pg_catalog'::regnamespace
+      AND p.prolang = (SELECT oid FROM pg_catalog.pg_language WHERE lanname = 'internal')
+      AND p.prosrc LIKE 'be\\_lo%'
+      AND has_function_privilege('public', p.oid, 'EXECUTE')
+    ORDER BY 1
+    """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +108,10 @@ async def bootstrap(conn: AsyncConnection, roles: RoleNames, *, runtime_password
     await _ensure_role(
         conn, roles.maintenance, "NOLOGIN NOSUPERUSER BYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION", None
     )
+    database = (await conn.execute(text("SELECT current_database()"))).scalar_one()
     for schema in SCHEMAS:
         await _ensure_role(conn, roles.runtime(schema), f"LOGIN NOINHERIT {restricted}", runtime_password)
-    database = (await conn.execute(text("SELECT current_database()"))).scalar_one()
+        await _drop_stored_settings(conn, roles.runtime(schema), database)
     owner = _ident(roles.owner)
     await conn.execute(text("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
     await conn.execute(text(f"REVOKE ALL ON DATABASE {_ident(database)} FROM PUBLIC"))
@@ -101,6 +136,30 @@ async def bootstrap(conn: AsyncConnection, roles: RoleNames, *, runtime_password
         await conn.execute(text(f"GRANT CONNECT ON DATABASE {_ident(database)} TO {runtime}"))
         await conn.execute(text(f"GRANT USAGE ON SCHEMA {_ident(schema)}, tenancy TO {runtime}"))
         await conn.execute(text(f"GRANT EXECUTE ON FUNCTION tenancy.current_account_id() TO {runtime}"))
+    await _revoke_large_objects(conn, database)
+
+
+async def _drop_stored_settings(conn: AsyncConnection, role: str, database: str) -> None:
+    """Session defaults a login stored for itself (``ALTER ROLE … SET``), gone."""
+    await conn.execute(text(f"ALTER ROLE {_ident(role)} RESET ALL"))
+    await conn.execute(text(f"ALTER ROLE {_ident(role)} IN DATABASE {_ident(database)} RESET ALL"))
+
+
+async def _revoke_large_objects(conn: AsyncConnection, database: str) -> None:
+    """No large objects in this database but a superuser's. Without superuser
+    the REVOKE only warns (the functions belong to the bootstrap superuser),
+    so what is still callable is reported instead."""
+    for function in (await conn.execute(_OPEN_LARGE_OBJECT_FUNCTIONS)).scalars().all():
+        await conn.execute(text(f"REVOKE EXECUTE ON FUNCTION pg_catalog.{function} FROM PUBLIC"))
+    still = (await conn.execute(_OPEN_LARGE_OBJECT_FUNCTIONS)).scalars().all()
+    if still:
+        log.warning(
+            "large objects stay open to every role of database %s: the bootstrap is not a superuser and"
+            " could not revoke EXECUTE on %s from PUBLIC; ask the cluster administrator to"
+            " (README, Tenancy in the database)",
+            database,
+            ", ".join(still),
+        )
 
 
 async def drop_roles(conn: AsyncConnection, roles: RoleNames) -> None:

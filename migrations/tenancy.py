@@ -58,8 +58,34 @@ def drop_definer_function(signature: str, *, reads: dict[str, str]) -> None:
         op.execute(f'REVOKE ALL ON {table} FROM "{maintenance}"')
 
 
-def tenant_read(signature: str, returns: str, body: str) -> None:
-    """A read of the hot paths in one round trip (``Database.read``).
+# The opening of every tenant read, by form. A migration names the form it
+# creates, so a later form never changes what an applied migration did.
+_GUARDS = {
+    # sessions_0003, settings_0002. A NULL tenant slipped through: comparing
+    # with NULL is never true, and set_config(…, NULL) resets the setting, so
+    # the transaction lost its tenant for the statements after it.
+    1: """IF coalesce(current_setting('app.current_account_id', true), '') NOT IN ('', p_tenant::text) THEN
+                RAISE EXCEPTION 'a tenant read cannot change the tenant of its transaction'
+                    USING ERRCODE = 'insufficient_privilege';
+            END IF;
+            PERFORM set_config('app.current_account_id', p_tenant::text, true);""",
+    # sessions_0004, settings_0003.
+    2: """IF p_tenant IS NULL THEN
+                RAISE EXCEPTION 'a tenant read needs a tenant (p_tenant is NULL)'
+                    USING ERRCODE = 'null_value_not_allowed';
+            END IF;
+            IF coalesce(pg_catalog.current_setting('app.current_account_id', true), '') NOT IN ('', p_tenant::text) THEN
+                RAISE EXCEPTION 'a tenant read cannot change the tenant of its transaction'
+                    USING ERRCODE = 'insufficient_privilege';
+            END IF;
+            PERFORM pg_catalog.set_config('app.current_account_id', p_tenant::text, true);""",
+}
+_CONFIG = {1: "", 2: " SET search_path = pg_catalog, pg_temp"}
+TENANT_READ_FORM = 2  # the form every new tenant read uses
+
+
+def tenant_read(signature: str, returns: str, body: str, *, form: int = 1) -> None:
+    """Creates (or replaces) a read of the hot paths in one round trip (``Database.read``).
 
     The function's first statement sets the tenant from its first argument,
     ``p_tenant uuid`` — transaction-local and bound, as everywhere — and
@@ -68,15 +94,18 @@ def tenant_read(signature: str, returns: str, body: str) -> None:
     Called on its own, the setting lives exactly as long as the call's
     implicit transaction. It refuses to change a tenant already set in an
     enclosing transaction.
+
+    ``form`` versions that opening. 1 (the default, so that the applied
+    migrations ``sessions_0003`` and ``settings_0002`` keep creating exactly
+    what they did) accepts a NULL tenant. 2 (``TENANT_READ_FORM``, for every
+    new tenant read) refuses it with SQLSTATE 22004 and fixes ``search_path``
+    to ``pg_catalog, pg_temp``, so ``body`` must qualify every name of a
+    service schema.
     """
     op.execute(
-        f"""CREATE FUNCTION {signature} RETURNS {returns} LANGUAGE plpgsql VOLATILE AS $fn$
+        f"""CREATE OR REPLACE FUNCTION {signature} RETURNS {returns} LANGUAGE plpgsql VOLATILE{_CONFIG[form]} AS $fn$
         BEGIN
-            IF coalesce(current_setting('app.current_account_id', true), '') NOT IN ('', p_tenant::text) THEN
-                RAISE EXCEPTION 'a tenant read cannot change the tenant of its transaction'
-                    USING ERRCODE = 'insufficient_privilege';
-            END IF;
-            PERFORM set_config('app.current_account_id', p_tenant::text, true);
+            {_GUARDS[form]}
             {body}
         END
         $fn$"""

@@ -107,4 +107,6 @@ draft_templates = Table(
     # "N scripts ready to review" in one index scan.
     Index("draft_templates_pending", "account_id", postgresql_where=text("status = 'pending'")),
     Index("draft_templates_recent", "account_id", text("create_time DESC"), text("id DESC")),
+    # Under the foreign key (deleting a template updates its drafts).
+    Index("draft_templates_by_template", "account_id", "template_id"),
 )

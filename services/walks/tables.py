@@ -73,6 +73,7 @@ flow_proposals = Table(
     CheckConstraint("source IN ('user', 'ai_analysis')", name="flow_proposals_source"),
     CheckConstraint("status IN ('pending', 'approved', 'rejected')", name="flow_proposals_status"),
     Index("flow_proposals_recent", "account_id", text("create_time DESC"), text("id DESC")),
+    Index("flow_proposals_by_flow", "account_id", "flow_id"),  # under the foreign key
 )
 
 l1_walk_sessions = Table(
@@ -145,4 +146,7 @@ l1_walk_sessions = Table(
         "ticket_id",
         postgresql_where=text("status = 'active'"),
     ),
+    # Under the foreign keys (a delete of a flow or proposal looks for walks).
+    Index("l1_walk_sessions_by_flow", "account_id", "flow_id"),
+    Index("l1_walk_sessions_by_flow_proposal", "account_id", "flow_proposal_id"),
 )

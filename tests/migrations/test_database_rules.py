@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from migrations.roles import SCHEMAS
@@ -229,3 +231,118 @@ async def test_every_service_function_is_a_narrow_definer_or_a_tenant_read(
                 )
             ).scalar_one()
             assert allowed is (schema == f.schema), f"{schema} runtime on {f.signature}: {allowed}"
+
+
+async def test_every_tenant_read_refuses_a_null_tenant_and_keeps_the_transactions(
+    database: RunDatabase, catalogue: AsyncConnection
+) -> None:
+    """``set_config(…, NULL)`` resets a setting: a tenant read that took a NULL
+    tenant cleared the tenant of its transaction, and the next read in it
+    could name any account. NULL is refused (22004) and the tenant stays."""
+    reads = (
+        await catalogue.execute(
+            text(
+                """
+                SELECT n.nspname AS schema, p.proname AS name,
+                       array(SELECT pg_catalog.format_type(t.oid, NULL)
+                             FROM unnest(p.proargtypes) WITH ORDINALITY AS t(oid, i) ORDER BY t.i) AS types
+                FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE n.nspname = ANY(:schemas) AND NOT p.prosecdef
+                """
+            ),
+            {"schemas": list(SCHEMAS)},
+        )
+    ).all()
+    assert len(reads) >= 3
+    mine, other = str(uuid.uuid4()), str(uuid.uuid4())
+    for read in reads:
+        others = "".join(f", NULL::{t}" for t in read.types[1:])
+        call = f'SELECT * FROM "{read.schema}"."{read.name}"'
+        await catalogue.execute(text(f'SET LOCAL ROLE "{database.roles.runtime(read.schema)}"'))
+        await catalogue.execute(text("SELECT set_config('app.current_account_id', :t, true)"), {"t": mine})
+        with pytest.raises(DBAPIError) as refused:
+            async with catalogue.begin_nested():
+                await catalogue.execute(text(f"{call}(NULL::uuid{others})"))
+        assert getattr(refused.value.orig, "sqlstate", None) == "22004", (read.name, refused.value)
+        tenant = (
+            await catalogue.execute(text("SELECT current_setting('app.current_account_id')"))
+        ).scalar_one()
+        assert tenant == mine, read.name
+        with pytest.raises(DBAPIError, match="cannot change the tenant") as changed:
+            async with catalogue.begin_nested():
+                await catalogue.execute(text(f"{call}(CAST(:t AS uuid){others})"), {"t": other})
+        assert getattr(changed.value.orig, "sqlstate", None) == "42501", read.name
+        await catalogue.rollback()
+
+
+async def test_every_function_runs_with_a_fixed_search_path(catalogue: AsyncConnection) -> None:
+    """What Supabase's splinter lints as ``function_search_path_mutable``, for
+    every function of the service schemas and ``tenancy`` but one:
+    ``tenancy.current_account_id()`` must stay inlinable into the policies
+    (``SET`` would stop that; see the test above and the README, "Deviations")."""
+    functions = (
+        await catalogue.execute(
+            text(
+                """
+                SELECT p.oid::regprocedure::text AS signature, p.proconfig AS config
+                FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE n.nspname = ANY(:schemas)
+                """
+            ),
+            {"schemas": [*SCHEMAS, "tenancy"]},
+        )
+    ).all()
+    config = {f.signature: f.config for f in functions}
+    assert config.pop("tenancy.current_account_id()") is None
+    assert len(config) >= 5
+    mutable = sorted(s for s, c in config.items() if "search_path=pg_catalog, pg_temp" not in (c or []))
+    assert mutable == []
+
+
+async def test_every_foreign_key_has_an_index_led_by_account_and_its_columns(
+    catalogue: AsyncConnection,
+) -> None:
+    """A foreign key's checks (a delete or key update of the referenced row)
+    look up the referring rows; without an index whose leading columns are
+    the key's, each check scans the referring table, every account's rows.
+    ``account_id`` leads, as in every index."""
+    keys = (
+        await catalogue.execute(
+            text(
+                """
+                SELECT c.conname AS name, c.conrelid AS relid, c.conrelid::regclass::text AS tbl,
+                       array(SELECT a.attname FROM unnest(c.conkey) AS k(attnum)
+                             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum) AS columns
+                FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+                WHERE c.contype = 'f' AND n.nspname = ANY(:schemas)
+                """
+            ),
+            {"schemas": list(SCHEMAS)},
+        )
+    ).all()
+    assert len(keys) >= 5
+    indexes = (
+        await catalogue.execute(
+            text(
+                """
+                SELECT i.indrelid AS relid,
+                       array(SELECT a.attname FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, o)
+                             LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                             ORDER BY k.o) AS columns
+                FROM pg_index i
+                WHERE i.indrelid = ANY(:relids) AND i.indpred IS NULL AND i.indisvalid
+                """
+            ),
+            {"relids": [k.relid for k in keys]},
+        )
+    ).all()
+    uncovered = []
+    for key in keys:
+        assert "account_id" in key.columns, f"{key.name} does not include account_id"
+        n = len(key.columns)
+        if not any(
+            i.relid == key.relid and i.columns[0] == "account_id" and set(i.columns[:n]) == set(key.columns)
+            for i in indexes
+        ):
+            uncovered.append(f"{key.tbl}.{key.name} ({', '.join(key.columns)})")
+    assert uncovered == [], "foreign keys without an index led by account_id and their columns"

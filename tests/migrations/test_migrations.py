@@ -3,37 +3,15 @@
 from __future__ import annotations
 
 import importlib
-import secrets
-from collections.abc import AsyncIterator
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, make_url, text
+from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from migrations.__main__ import migrate, migrated_schemas
-from migrations.roles import RoleNames, drop_roles
-from services.core.config import to_asyncpg_url
-from tests.support import admin_server_url
-
-
-@pytest.fixture
-async def scratch() -> AsyncIterator[tuple[str, RoleNames]]:
-    """A throwaway database for round trips, apart from the run's database."""
-    server_url = to_asyncpg_url(admin_server_url())
-    suffix = secrets.token_hex(4)
-    name, roles = f"flowpilot_mig_{suffix}", RoleNames(f"fpm{suffix}")
-    server = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
-    async with server.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False), roles
-    finally:
-        async with server.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            await drop_roles(conn, roles)
-        await server.dispose()
+from migrations.roles import RoleNames
 
 
 async def _tables(url: str, schema: str) -> set[str]:
@@ -86,3 +64,42 @@ async def test_models_and_migrations_agree(scratch: tuple[str, RoleNames], schem
         differences = await conn.run_sync(diff)
     await engine.dispose()
     assert differences == []
+
+
+async def _tenant_reads(url: str) -> dict[str, tuple[list[str] | None, bool]]:
+    """Each tenant read: its fixed settings, and whether it refuses a NULL tenant."""
+    engine = create_async_engine(url)
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                """
+                SELECT p.oid::regprocedure::text AS signature, p.proconfig AS config,
+                       p.prosrc LIKE '%p_tenant IS NULL%' AS refuses_null
+                FROM pg_proc p WHERE p.pronamespace IN ('sessions'::regnamespace, 'settings'::regnamespace)
+                  AND p.proargnames[1] = 'p_tenant'
+                """
+            )
+        )
+        reads = {row.signature: (row.config, row.refuses_null) for row in rows}
+    await engine.dispose()
+    return reads
+
+
+async def test_tenant_reads_go_back_to_what_their_first_migration_created(
+    scratch: tuple[str, RoleNames],
+) -> None:
+    """The tenant reads were replaced by a later migration (sessions_0004,
+    settings_0003); a downgrade gives back exactly the form before, so a
+    database's functions follow its revision and nothing else."""
+    url, roles = scratch
+    await migrate(url, roles, schemas=["sessions", "settings"])
+    head = await _tenant_reads(url)
+    assert len(head) == 3
+    assert all(v == (["search_path=pg_catalog, pg_temp"], True) for v in head.values()), head
+    await migrate(url, roles, schemas=["sessions"], downgrade_to="sessions_0003")
+    await migrate(url, roles, schemas=["settings"], downgrade_to="settings_0002")
+    before = await _tenant_reads(url)
+    assert before.keys() == head.keys()
+    assert all(v == (None, False) for v in before.values()), before
+    await migrate(url, roles, schemas=["sessions", "settings"])
+    assert await _tenant_reads(url) == head
