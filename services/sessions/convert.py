@@ -16,6 +16,7 @@ SESSION = "sessions/{session}"
 FACT = "sessions/{session}/facts/{fact}"
 FIX = "sessions/{session}/fixes/{fix}"
 LANE_ITEM = "sessions/{session}/laneItems/{lane_item}"
+DEAD_LETTER = "deadLetters/{dead_letter}"
 
 
 class Enum:
@@ -100,17 +101,49 @@ def child_ids(name: str, pattern: str, child: str, *, field: str = "name") -> tu
     return parse_id(parts["session"], field=field, kind="session"), parts[child]
 
 
-def lane_item(session: uuid.UUID, item: dict[str, Any]) -> pb.LaneItem:
+# A response carries at most this much: lane content (detail, script, output)
+# of a session read, and sessions of a list page. Whatever the API accepted
+# fits under the 4 MiB message limit this way (one lane item whole is at most
+# ~0.5 MiB, read with GetLaneItem).
+RESPONSE_BUDGET_BYTES = 3 * 1024 * 1024
+_CONTENT = ("detail", "script_body", "output")
+
+
+def lane_content_bytes(item: dict[str, Any]) -> int:
+    """The size of a lane item's detail, script and output (UTF-8)."""
+    return sum(len(item.get(key, "").encode()) for key in _CONTENT)
+
+
+class Budget:
+    """Bytes a response may still spend on lane content."""
+
+    def __init__(self, left: int = RESPONSE_BUDGET_BYTES) -> None:
+        self.left = left
+
+    def take(self, size: int) -> bool:
+        if size > self.left:
+            return False
+        self.left -= size
+        return True
+
+
+def lane_item(session: uuid.UUID, item: dict[str, Any], *, whole: bool = True) -> pb.LaneItem:
+    """A lane item; without ``whole``, its detail, script and output are left
+    out (``content_omitted``)."""
     message = pb.LaneItem(
         name=names.format_name(LANE_ITEM, session=session, lane_item=item["id"]),
         kind=LANE_KIND.proto(item["kind"]),
         title=item["title"],
-        detail=item.get("detail", ""),
-        script_body=item.get("script_body", ""),
         script_language=LANGUAGE.proto(item.get("script_language", "")),
         status=LANE_STATUS.proto(item["status"]),
-        output=item.get("output", ""),
     )
+    if whole:
+        message.detail = item.get("detail", "")
+        message.script_body = item.get("script_body", "")
+        message.output = item.get("output", "")
+    else:
+        # A lane read without its content says whether it had any.
+        message.content_omitted = bool(item.get("has_content")) or any(item.get(key) for key in _CONTENT)
     set_time(message, "create_time", item.get("create_time"))
     set_time(message, "update_time", item.get("update_time"))
     return message
@@ -143,7 +176,11 @@ def _document(row: Any, prefix: str) -> pb.PostedDocument | None:
     return document
 
 
-def session(row: Any) -> pb.Session:
+def session(row: Any, *, view: int = pb.SESSION_VIEW_FULL, budget: Budget | None = None) -> pb.Session:
+    """A session: its lane items whole in the FULL view, as long as ``budget``
+    (by default a response's) lasts, in lane order; in the BASIC view, never."""
+    budget = budget or Budget()
+    full = view != pb.SESSION_VIEW_BASIC
     message = pb.Session(
         name=names.format_name(SESSION, session=row.id),
         ticket_ref=row.ticket_ref,
@@ -152,7 +189,10 @@ def session(row: Any) -> pb.Session:
         problem=row.problem,
         status=SESSION_STATUS.proto(row.status),
         creator=str(row.created_by),
-        lane_items=[lane_item(row.id, item) for item in row.pending_task_lane],
+        lane_items=[
+            lane_item(row.id, item, whole=full and budget.take(lane_content_bytes(item)))
+            for item in row.pending_task_lane
+        ],
         resolution_summary=row.resolution_summary or "",
         escalation_reason=row.escalation_reason or "",
         state_version=row.state_version,
@@ -203,4 +243,17 @@ def fix(row: Any) -> pb.SuggestedFix:
     set_time(message, "supersede_time", row.superseded_at)
     set_time(message, "create_time", row.create_time)
     set_time(message, "decide_time", row.decide_time)
+    return message
+
+
+def dead_letter(row: Any) -> pb.DeadLetter:
+    message = pb.DeadLetter(
+        name=names.format_name(DEAD_LETTER, dead_letter=row.id),
+        topic=row.topic,
+        session=row.session or "",
+        attempts=row.attempts,
+        last_error=row.last_error or "",
+    )
+    set_time(message, "create_time", row.create_time)
+    set_time(message, "dead_time", row.dead_at)
     return message

@@ -1,14 +1,25 @@
 """Delivery of the sessions outbox: drafts for the library, after the caller left.
 
 Rows are written in the transaction of the change that causes them (a
-resolve), so no work is lost when the library is down. This worker finds the
-accounts with due rows through ``sessions.outbox_accounts_due`` (a narrow
-SECURITY DEFINER function: the service's own login cannot see across
-tenants), then, per account and under that account's RLS, locks due rows
-(``FOR UPDATE SKIP LOCKED``: replicas never deliver the same row at once) and
-calls the library as the sessions service for that one account, with a
-60-second service token. Failures back off exponentially (with jitter) up to
-a cap. The library's import is idempotent, so a redelivery is harmless.
+resolve), one per script so that each message stays small, and no work is
+lost when the library is down. This worker finds the accounts with due rows
+through ``sessions.outbox_accounts_due`` (a narrow SECURITY DEFINER function:
+the service's own login cannot see across tenants), then, per account and
+under that account's RLS:
+
+1. claims due rows in one short transaction (``FOR UPDATE SKIP LOCKED``, and a
+   lease: ``next_attempt_at`` moves past the call's timeout, so replicas never
+   deliver the same row at once and a worker killed mid-call leaves the row
+   due again when the lease ends);
+2. calls the library as the sessions service for that one account, outside
+   any transaction, with a fresh 60-second service token per call;
+3. records each outcome in another short transaction.
+
+Failures back off exponentially (with jitter) up to a cap; after
+``max_attempts`` (or at once, for an error no retry can mend) the row becomes
+a dead letter (``dead_at`` set, never due again), listed and retried by team
+admins (``ListDeadLetters``, ``RetryDeadLetter``). The library's import is
+idempotent, so a redelivery is harmless.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -60,6 +72,7 @@ class OutboxDelivery:
         max_backoff_seconds: float = 300.0,
         batch: int = 20,
         call_timeout_seconds: float = 10.0,
+        max_attempts: int = 12,
     ) -> None:
         self._db = db
         self._library = library
@@ -68,6 +81,9 @@ class OutboxDelivery:
         self._max = max_backoff_seconds
         self._batch = batch
         self._timeout = call_timeout_seconds
+        self._max_attempts = max_attempts
+        # A claimed row is due again after this, should its worker die mid-call.
+        self._lease = timedelta(seconds=call_timeout_seconds + 30)
         self.runner = Periodic(
             "outbox-delivery",
             self.deliver_due,
@@ -97,44 +113,52 @@ class OutboxDelivery:
 
     async def _deliver_account(self, account: uuid.UUID) -> int:
         assert self._credential is not None
-        token = self._credential.token_for(account)
-        delivered = 0
         async with self._db.transaction(account) as conn:
+            due = (
+                select(outbox.c.id)
+                .where(outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= func.now())
+                .order_by(outbox.c.create_time)
+                .limit(self._batch)
+                .with_for_update(skip_locked=True)
+            )
             rows = (
                 await conn.execute(
-                    select(outbox)
-                    .where(outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= func.now())
-                    .order_by(outbox.c.create_time)
-                    .limit(self._batch)
-                    .with_for_update(skip_locked=True)
+                    update(outbox)
+                    .where(outbox.c.id.in_(due))
+                    .values(next_attempt_at=func.now() + self._lease)
+                    .returning(outbox)
                 )
             ).all()
-            for row in rows:
-                error = await self._send(row, token)
-                if error is None:
-                    values: dict[str, Any] = {
-                        "delivered_at": func.now(),
-                        "attempts": row.attempts + 1,
-                        "last_error": None,
-                    }
-                    delivered += 1
-                else:
-                    wait = timedelta(seconds=self._backoff(row.attempts))
-                    values = {
-                        "attempts": row.attempts + 1,
-                        "last_error": error,
-                        "next_attempt_at": func.now() + wait,
-                    }
-                    log.warning(
-                        "outbox delivery failed",
-                        extra={"fields": {"topic": row.topic, "error": error, "attempts": row.attempts + 1}},
-                    )
-                await conn.execute(update(outbox).where(outbox.c.id == row.id).values(**values))
+        delivered = 0
+        for row in sorted(rows, key=lambda r: r.create_time):
+            failure = await self._send(row, self._credential.token_for(account))
+            async with self._db.transaction(account) as conn:
+                await conn.execute(
+                    update(outbox).where(outbox.c.id == row.id).values(**self._outcome(row, failure))
+                )
+            delivered += failure is None
         return delivered
 
-    async def _send(self, row: Any, token: str) -> str | None:
+    def _outcome(self, row: Any, failure: Failure | None) -> dict[str, Any]:
+        attempts = row.attempts + 1
+        if failure is None:
+            return {"delivered_at": func.now(), "attempts": attempts, "last_error": None}
+        fields = {"topic": row.topic, "error": failure.text, "attempts": attempts}
+        if failure.permanent or attempts >= self._max_attempts:
+            log.error("outbox delivery gave up: a dead letter", extra={"fields": fields})
+            return {
+                "attempts": attempts,
+                "last_error": failure.text,
+                "dead_at": func.now(),
+                "next_attempt_at": text("'infinity'::timestamptz"),
+            }
+        log.warning("outbox delivery failed", extra={"fields": fields})
+        wait = timedelta(seconds=self._backoff(row.attempts))
+        return {"attempts": attempts, "last_error": failure.text, "next_attempt_at": func.now() + wait}
+
+    async def _send(self, row: Any, token: str) -> Failure | None:
         if row.topic != TOPIC_LIBRARY_DRAFTS:
-            return f"unknown topic {row.topic}"
+            return Failure(f"unknown topic {row.topic}", permanent=True)
         payload = row.payload
         request = library_pb2.ImportSessionScriptsRequest(
             session=payload["session"],
@@ -158,5 +182,24 @@ class OutboxDelivery:
                     request, metadata=(("authorization", f"Bearer {token}"),), timeout=self._timeout
                 )
             except grpc.aio.AioRpcError as exc:
-                return f"{exc.code().name}: {exc.details()}"[:500]
+                return Failure(
+                    f"{exc.code().name}: {exc.details()}"[:500], permanent=exc.code() in _PERMANENT
+                )
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    text: str
+    permanent: bool  # no retry can mend it: a dead letter at once
+
+
+# The library refused the request itself: sending it again changes nothing.
+_PERMANENT = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)

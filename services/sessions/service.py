@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flowpilot.library.v1 import library_pb2_grpc
 from flowpilot.sessions.v1 import sessions_pb2, sessions_pb2_grpc
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.core import clients
@@ -27,6 +28,8 @@ class SessionsConfig(SettingsClientConfig):
     outbox_poll_seconds: float = 2.0
     outbox_base_backoff_seconds: float = 1.0
     outbox_max_backoff_seconds: float = 300.0
+    # Attempts before an outbox row becomes a dead letter (listed and retried by team admins).
+    outbox_max_attempts: int = Field(default=12, ge=1, le=1000)
 
 
 def build(config: SessionsConfig, db: Database, *, ai: AI | None = None) -> GrpcServer:
@@ -41,6 +44,7 @@ def build(config: SessionsConfig, db: Database, *, ai: AI | None = None) -> Grpc
         poll_seconds=config.outbox_poll_seconds,
         base_backoff_seconds=config.outbox_base_backoff_seconds,
         max_backoff_seconds=config.outbox_max_backoff_seconds,
+        max_attempts=config.outbox_max_attempts,
     )
     servicer = SessionsServicer(db, ai or make_ai(), settings, outbox=delivery)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
 import grpc
@@ -20,7 +20,7 @@ from flowpilot.sessions.v1 import sessions_pb2_grpc
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core import ids, names, pagination, validation
+from services.core import ids, names, pagination, requests, validation
 from services.core.ai import AI
 from services.core.auth import current_principal
 from services.core.clients import SettingsReader
@@ -35,13 +35,16 @@ from services.core.errors import (
 )
 from services.core.rpc import created
 from services.sessions import convert, storage
-from services.sessions.convert import FACT, FIX, LANE_ITEM
+from services.sessions.convert import DEAD_LETTER, FACT, FIX, LANE_ITEM
 from services.sessions.notes import NoteKind, Notes
 from services.sessions.outbox import TOPIC_LIBRARY_DRAFTS, OutboxDelivery, trace_carrier
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 MAX_LANE_ITEMS = 200
+# A session's task lane holds at most this much detail, script and output.
+MAX_LANE_BYTES = 8 * 1024 * 1024
+FULL_PAGE_SIZE = 10
 
 
 def _not_active(row: Any) -> FailedPrecondition:
@@ -50,6 +53,14 @@ def _not_active(row: Any) -> FailedPrecondition:
         reason="SESSION_NOT_ACTIVE",
         metadata={"status": row.status},
     )
+
+
+def _check_lane_size(lane: list[dict[str, Any]]) -> None:
+    if sum(convert.lane_content_bytes(item) for item in lane) > MAX_LANE_BYTES:
+        raise FailedPrecondition(
+            f"the task lane holds at most {MAX_LANE_BYTES // (1024 * 1024)} MiB of detail, scripts and output",
+            reason="LANE_FULL",
+        )
 
 
 def _next(rows: list[Any], limit: int, query: str) -> str:
@@ -102,6 +113,16 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         request_id = None
         if request.request_id:
             request_id = convert.parse_id(request.request_id, field="request_id", kind="request id (UUID)")
+        facts = [
+            (
+                validation.nonblank(fact.text, f"facts[{i}].text"),
+                convert.FACT_SOURCE.db(fact.source or pb.FACT_SOURCE_USER, field=f"facts[{i}].source"),
+            )
+            for i, fact in enumerate(request.facts)
+        ]
+        if any(source == "task_lane" for _, source in facts):
+            raise InvalidArgument(FieldViolation("facts", "a new session has no task lane to refer to"))
+        fingerprint = requests.fingerprint(principal, request)
         async with self._db.transaction() as conn:
             # Serialise creation per (user, ticket); a retry's request id is
             # checked under the same lock, so concurrent retries create one.
@@ -109,6 +130,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
             if request_id is not None:
                 earlier = await storage.session_by_request_id(conn, request_id)
                 if earlier is not None:
+                    requests.check_replay(earlier.request_fingerprint, fingerprint)
                     return pb.CreateSessionResponse(session=convert.session(earlier))
             if not request.force_new:
                 active = await storage.active_session_for(
@@ -127,7 +149,22 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
                     problem=given.problem,
                     created_by=principal.user_id,
                     request_id=request_id,
+                    request_fingerprint=fingerprint if request_id is not None else None,
                 )
+                now = self._clock()
+                for order, (text, source) in enumerate(facts):
+                    await storage.insert_fact(
+                        conn,
+                        account_id=principal.account_id,
+                        id=uuid.uuid4(),
+                        session_id=row.id,
+                        text=text,
+                        source=source,
+                        created_by=principal.user_id,
+                        # Facts list by create time: keep the request's order.
+                        create_time=now + timedelta(microseconds=order),
+                        update_time=now,
+                    )
             except IntegrityError as exc:  # the request id of another ticket's request
                 raise AlreadyExists(
                     "request_id was already used for another request", reason="REQUEST_ID_REUSED"
@@ -141,12 +178,24 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         row = await storage.read_session(self._db, session_id)
         if row is None:
             raise not_found("session", f"sessions/{session_id}")
-        return convert.session(row)
+        return convert.session(row, view=request.view or pb.SESSION_VIEW_FULL)
+
+    async def GetLaneItem(self, request: pb.GetLaneItemRequest, context: Context) -> pb.LaneItem:
+        session_id, item_id = convert.child_ids(request.name, LANE_ITEM, "lane_item")
+        row = await storage.read_session(self._db, session_id)
+        item = next((i for i in row.pending_task_lane if i["id"] == item_id), None) if row else None
+        if item is None:
+            raise not_found("lane item", request.name)
+        return convert.lane_item(session_id, item)
 
     async def ListSessions(
         self, request: pb.ListSessionsRequest, context: Context
     ) -> pb.ListSessionsResponse:
-        limit = pagination.page_size(request.page_size)
+        full = request.view == pb.SESSION_VIEW_FULL
+        # A FULL page reads whole lanes (up to 8 MiB each): at most 10 of them.
+        limit = min(
+            pagination.page_size(request.page_size), FULL_PAGE_SIZE if full else pagination.MAX_PAGE_SIZE
+        )
         status = convert.SESSION_STATUS.db(request.status) if request.status else None
         query = pagination.fingerprint(
             current_principal().account_id, {"status": status, "ticket_ref": request.ticket_ref}
@@ -157,12 +206,29 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         async with self._db.transaction() as conn:
             rows = list(
                 await storage.list_sessions(
-                    conn, status=status, ticket_ref=request.ticket_ref or None, after=after, limit=limit + 1
+                    conn,
+                    status=status,
+                    ticket_ref=request.ticket_ref or None,
+                    after=after,
+                    limit=limit + 1,
+                    whole_lanes=full,
                 )
             )
+        # The page ends early rather than grow past the response budget.
+        sessions: list[pb.Session] = []
+        size = 0
+        for row in rows[:limit]:
+            message = convert.session(
+                row,
+                view=pb.SESSION_VIEW_FULL if full else pb.SESSION_VIEW_BASIC,
+                budget=convert.Budget(convert.RESPONSE_BUDGET_BYTES - size),
+            )
+            if sessions and size + message.ByteSize() > convert.RESPONSE_BUDGET_BYTES:
+                break
+            sessions.append(message)
+            size += message.ByteSize()
         return pb.ListSessionsResponse(
-            sessions=[convert.session(r) for r in rows[:limit]],
-            next_page_token=_next(rows, limit, query),
+            sessions=sessions, next_page_token=_next(rows, len(sessions), query) if sessions else ""
         )
 
     async def UpdateSession(self, request: pb.UpdateSessionRequest, context: Context) -> pb.Session:
@@ -223,7 +289,9 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
                 raise FailedPrecondition(
                     f"the task lane holds at most {MAX_LANE_ITEMS} items", reason="LANE_FULL"
                 )
-            await storage.update_session(conn, session_id, pending_task_lane=[*row.pending_task_lane, item])
+            lane = [*row.pending_task_lane, item]
+            _check_lane_size(lane)
+            await storage.update_session(conn, session_id, pending_task_lane=lane)
         lane_item = convert.lane_item(session_id, item)
         created(lane_item.name)
         return lane_item
@@ -258,6 +326,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
             if row.status != "active":
                 raise _not_active(row)
             item.update(changes, update_time=self._clock().isoformat())
+            _check_lane_size(lane)
             await storage.update_session(conn, session_id, pending_task_lane=lane)
         return convert.lane_item(session_id, item)
 
@@ -441,6 +510,37 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
             fixes=[convert.fix(r) for r in rows[:limit]], next_page_token=_next(rows, limit, query)
         )
 
+    # --- dead letters ------------------------------------------------------------
+
+    async def ListDeadLetters(
+        self, request: pb.ListDeadLettersRequest, context: Context
+    ) -> pb.ListDeadLettersResponse:
+        limit = pagination.page_size(request.page_size)
+        query = pagination.fingerprint(current_principal().account_id, {"dead_letters": True})
+        after = pagination.keyset_after(
+            request.page_token, query_fingerprint=query, first=datetime.fromisoformat
+        )
+        async with self._db.transaction() as conn:
+            rows = list(await storage.list_dead_letters(conn, after=after, limit=limit + 1))
+        token = pagination.next_page_token(
+            rows, limit, query_fingerprint=query, key=lambda r: r.dead_at.isoformat()
+        )
+        return pb.ListDeadLettersResponse(
+            dead_letters=[convert.dead_letter(r) for r in rows[:limit]], next_page_token=token
+        )
+
+    async def RetryDeadLetter(self, request: pb.RetryDeadLetterRequest, context: Context) -> pb.DeadLetter:
+        letter_id = convert.parse_id(
+            names.parse(request.name, DEAD_LETTER)["dead_letter"], field="name", kind="dead letter"
+        )
+        async with self._db.transaction() as conn:
+            row = await storage.retry_dead_letter(conn, letter_id)
+        if row is None:
+            raise not_found("dead letter", request.name)
+        if self._outbox is not None:
+            self._outbox.kick()
+        return convert.dead_letter(row)
+
     async def _decide(self, name: str, status: str) -> pb.SuggestedFix:
         session_id, fix_text_id = convert.child_ids(name, FIX, "fix")
         fix_id = convert.parse_id(fix_text_id, field="name", kind="fix")
@@ -491,38 +591,42 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         return convert.session(row)
 
     async def _queue_drafts(self, conn: AsyncConnection, row: Any) -> bool:
-        """Records, in the resolve's transaction, the successful scripts for the library."""
-        scripts = [
-            {
-                "lane_item": names.format_name(LANE_ITEM, session=row.id, lane_item=item["id"]),
-                "script_body": item["script_body"],
-                "language": item["script_language"],
-                "title": item["title"],
-            }
-            for item in row.pending_task_lane
-            if item["kind"] == "script"
-            and item["status"] == "done"
-            and item.get("script_body")
-            and item.get("script_language")
-        ]
-        if not scripts:
-            return False
+        """Records, in the resolve's transaction, each successful script for the
+        library: one outbox row (one small message) per script."""
         principal = current_principal()
-        await storage.insert_outbox(
-            conn,
-            account_id=principal.account_id,
-            id=uuid.uuid4(),
-            topic=TOPIC_LIBRARY_DRAFTS,
-            dedupe_key=str(row.id),
-            payload={
-                "session": names.format_name(convert.SESSION, session=row.id),
-                "resolved_by": str(principal.user_id),
-                "ticket_ref": row.ticket_ref,
-                "scripts": scripts,
-            },
-            trace=trace_carrier(),
-        )
-        return True
+        session = names.format_name(convert.SESSION, session=row.id)
+        queued = False
+        for item in row.pending_task_lane:
+            if not (
+                item["kind"] == "script"
+                and item["status"] == "done"
+                and item.get("script_body")
+                and item.get("script_language")
+            ):
+                continue
+            await storage.insert_outbox(
+                conn,
+                account_id=principal.account_id,
+                id=uuid.uuid4(),
+                topic=TOPIC_LIBRARY_DRAFTS,
+                dedupe_key=f"{row.id}/{item['id']}",
+                payload={
+                    "session": session,
+                    "resolved_by": str(principal.user_id),
+                    "ticket_ref": row.ticket_ref,
+                    "scripts": [
+                        {
+                            "lane_item": names.format_name(LANE_ITEM, session=row.id, lane_item=item["id"]),
+                            "script_body": item["script_body"],
+                            "language": item["script_language"],
+                            "title": item["title"],
+                        }
+                    ],
+                },
+                trace=trace_carrier(),
+            )
+            queued = True
+        return queued
 
     async def ResolveSession(self, request: pb.ResolveSessionRequest, context: Context) -> pb.Session:
         summary = validation.nonblank(request.summary, "summary")

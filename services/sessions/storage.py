@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Row, and_, func, literal, select, text, tuple_, update
+from sqlalchemy import Row, and_, func, literal, literal_column, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -75,6 +75,22 @@ async def get_session(conn: AsyncConnection, session_id: uuid.UUID, *, lock: boo
     return (await conn.execute(query)).first()
 
 
+# The task lane without its items' detail, script and output (which can be
+# megabytes), each item saying whether it had any: what a BASIC list reads.
+_BASIC_LANE: Any = literal_column(
+    """coalesce((
+        SELECT jsonb_agg(
+            e - 'detail' - 'script_body' - 'output'
+            || jsonb_build_object('has_content',
+                coalesce(e->>'detail', '') <> '' OR coalesce(e->>'script_body', '') <> ''
+                OR coalesce(e->>'output', '') <> '')
+            ORDER BY n)
+        FROM jsonb_array_elements(sessions.ai_sessions.pending_task_lane) WITH ORDINALITY AS x(e, n)
+    ), '[]'::jsonb)"""
+).label("pending_task_lane")
+_BASIC_COLUMNS: list[Any] = [c for c in S.c if c.name != "pending_task_lane"] + [_BASIC_LANE]
+
+
 async def list_sessions(
     conn: AsyncConnection,
     *,
@@ -82,8 +98,10 @@ async def list_sessions(
     ticket_ref: str | None,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
+    whole_lanes: bool = False,
 ) -> Sequence[Row[Any]]:
-    query = select(S).order_by(S.c.create_time.desc(), S.c.id.desc()).limit(limit)
+    columns = list(S.c) if whole_lanes else _BASIC_COLUMNS
+    query = select(*columns).order_by(S.c.create_time.desc(), S.c.id.desc()).limit(limit)
     if status:
         query = query.where(S.c.status == status)
     if ticket_ref:
@@ -231,3 +249,37 @@ async def put_preview(conn: AsyncConnection, **values: Any) -> Row[Any]:
 async def insert_outbox(conn: AsyncConnection, **values: Any) -> None:
     """Records work for another service; a repeat (same topic and key) is ignored."""
     await conn.execute(insert(outbox).values(**values).on_conflict_do_nothing())
+
+
+_DEAD = outbox.c.dead_at.is_not(None)
+# A dead letter's columns: the payload stays in the database, its session comes along.
+_LETTER: list[Any] = [c for c in outbox.c if c.name != "payload"] + [
+    outbox.c.payload["session"].astext.label("session")
+]
+
+
+async def list_dead_letters(
+    conn: AsyncConnection, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> Sequence[Row[Any]]:
+    """Dead letters, newest first; the payload stays in the database."""
+    query = select(*_LETTER).where(_DEAD).order_by(outbox.c.dead_at.desc(), outbox.c.id.desc()).limit(limit)
+    if after:
+        query = query.where(
+            tuple_(outbox.c.dead_at, outbox.c.id) < tuple_(literal(after[0]), literal(after[1]))
+        )
+    return (await conn.execute(query)).all()
+
+
+async def retry_dead_letter(conn: AsyncConnection, letter_id: uuid.UUID) -> Row[Any] | None:
+    """Makes a dead letter due now with its attempts counted afresh; None when
+    there is no such dead letter. Returns the row as it was (still dead)."""
+    before = (
+        await conn.execute(select(*_LETTER).where(outbox.c.id == letter_id, _DEAD).with_for_update())
+    ).first()
+    if before is not None:
+        await conn.execute(
+            update(outbox)
+            .where(outbox.c.id == letter_id)
+            .values(dead_at=None, attempts=0, next_attempt_at=func.now())
+        )
+    return before

@@ -39,6 +39,8 @@ ai_sessions = Table(
     Column("status", String(20), nullable=False, server_default=text("'active'")),
     Column("created_by", UUID(as_uuid=True), nullable=False),
     Column("request_id", UUID(as_uuid=True), nullable=True),
+    # Who sent that request id and what it asked (services.core.requests).
+    Column("request_fingerprint", String(64), nullable=True),
     # Task-lane items: [{id, kind, title, detail, script_body, script_language,
     # status, output, create_time, update_time}], in insertion order.
     Column("pending_task_lane", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
@@ -195,6 +197,8 @@ outbox = Table(
     Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("delivered_at", DateTime(timezone=True), nullable=True),
     Column("last_error", Text, nullable=True),
+    # Set when delivery gave up (next_attempt_at is then 'infinity'): a dead letter.
+    Column("dead_at", DateTime(timezone=True), nullable=True),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     PrimaryKeyConstraint("account_id", "id", name="outbox_pkey"),
     UniqueConstraint("account_id", "topic", "dedupe_key", name="outbox_dedupe_key"),

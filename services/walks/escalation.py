@@ -1,10 +1,12 @@
 """Escalating a walk into a FlowPilot session (service to service).
 
-A synchronous call that forwards the caller's own token (and, through the
-gRPC client interceptor, the trace context). It is idempotent: the session is
-created with a request id derived from the walk, and facts are added only
-when the session does not already have them, so a retry after any failure
-creates one session with one copy of each fact.
+One synchronous call, forwarding the caller's own token (and, through the
+gRPC client interceptor, the trace context): CreateSession with the walk's
+path and notes as the session's facts, in one request, under the walk's
+escalation request id. That id is random, stored on the walk when escalation
+starts (nobody can compute it in advance), and re-sent by every retry, so a
+retry after any failure gets the same session with one copy of each fact.
+No transaction or row lock is held during the call.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ import grpc
 from flowpilot.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 
 from services.core.clients import forwarded
-from services.core.errors import Internal, Unavailable
+from services.core.errors import (
+    Aborted,
+    FailedPrecondition,
+    FlowPilotError,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
 from services.walks import trees
 
 TICKET_KINDS = {"psa": sessions_pb2.TICKET_KIND_PSA, "internal": sessions_pb2.TICKET_KIND_INTERNAL}
 MAX_FACT = 4096
-
-
-def escalation_request_id(walk_id: uuid.UUID) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"flowpilot://walks/{walk_id}/escalation"))
 
 
 def facts_for(walk: Any, tree: dict[str, Any] | None, *, reason: str, category: str) -> list[str]:
@@ -45,15 +50,18 @@ class SessionsEscalator:
         self._timeout = timeout_seconds
 
     async def escalate(
-        self, walk: Any, tree: dict[str, Any] | None, *, reason: str, category: str
+        self, walk: Any, tree: dict[str, Any] | None, *, reason: str, category: str, request_id: uuid.UUID
     ) -> uuid.UUID:
-        metadata = forwarded()
         title = f"L1 escalation: {walk.ticket_id}"
         problem = (
             reason
             if walk.session_kind == "adhoc"
             else f"{reason}\n\n(walked {len(walk.walked_path)} step(s) of a {walk.session_kind} walk)"
         )
+        facts = [
+            sessions_pb2.Fact(text=text, source=sessions_pb2.FACT_SOURCE_USER)
+            for text in facts_for(walk, tree, reason=reason, category=category)
+        ]
         try:
             created = await self._sessions.CreateSession(
                 sessions_pb2.CreateSessionRequest(
@@ -63,36 +71,34 @@ class SessionsEscalator:
                         title=title[:200],
                         problem=problem[:8000],
                     ),
-                    request_id=escalation_request_id(walk.id),
+                    request_id=str(request_id),
                     force_new=True,
+                    facts=facts,
                 ),
-                metadata=metadata,
+                metadata=forwarded(),
                 timeout=self._timeout,
             )
-            session = created.session
-            existing = await self._sessions.ListFacts(
-                sessions_pb2.ListFactsRequest(parent=session.name, page_size=1000),
-                metadata=metadata,
-                timeout=self._timeout,
-            )
-            have = {f.text for f in existing.facts}
-            for text in facts_for(walk, tree, reason=reason, category=category):
-                if text not in have:
-                    await self._sessions.CreateFact(
-                        sessions_pb2.CreateFactRequest(
-                            parent=session.name,
-                            fact=sessions_pb2.Fact(text=text, source=sessions_pb2.FACT_SOURCE_USER),
-                        ),
-                        metadata=metadata,
-                        timeout=self._timeout,
-                    )
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise Unavailable(
-                    "the sessions service is unavailable; nothing changed, retry",
-                    reason="SESSIONS_UNAVAILABLE",
-                ) from exc
-            raise Internal(
-                f"creating the escalation session failed: {exc.code().name}", reason="ESCALATION_FAILED"
-            ) from exc
-        return uuid.UUID(session.name.removeprefix("sessions/"))
+            raise _for_the_caller(exc) from exc
+        return uuid.UUID(created.session.name.removeprefix("sessions/"))
+
+
+def _for_the_caller(exc: grpc.aio.AioRpcError) -> FlowPilotError:
+    """What the sessions service's refusal means for the one escalating the walk."""
+    code = exc.code()
+    if code is grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied("your role may not create sessions; ask an engineer to escalate")
+    if code is grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated("the token was refused by the sessions service")
+    if code is grpc.StatusCode.ALREADY_EXISTS:
+        return Aborted(
+            "this walk's escalation was started by another user; they can retry it",
+            reason="ESCALATION_STARTED_BY_ANOTHER_USER",
+        )
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+        return FailedPrecondition(
+            "the sessions service refused this walk's escalation", reason="ESCALATION_REFUSED"
+        )
+    return Unavailable(
+        "the sessions service is unavailable; the escalation can be retried", reason="SESSIONS_UNAVAILABLE"
+    )

@@ -353,13 +353,20 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
             raise not_found("walk", name)
         return row
 
-    async def _active(self, conn: AsyncConnection, name: str) -> Any:
+    async def _active(self, conn: AsyncConnection, name: str, *, stepping: bool = True) -> Any:
+        """The walk, locked; FAILED_PRECONDITION unless it is active (and, for
+        ``stepping``, unless its escalation has started: its path is frozen)."""
         row = await self._walk(conn, name, lock=True)
         if row.status != "active":
             raise FailedPrecondition(
                 f"walk is {row.status}; only active walks change",
                 reason="WALK_NOT_ACTIVE",
                 metadata={"status": row.status},
+            )
+        if stepping and row.escalation_request_id is not None:
+            raise FailedPrecondition(
+                "the walk's escalation has started; retry EscalateWalk (or abandon the walk)",
+                reason="ESCALATION_IN_PROGRESS",
             )
         return row
 
@@ -487,36 +494,45 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
     async def EscalateWalk(self, request: pb.EscalateWalkRequest, context: Context) -> pb.Walk:
         reason = validation.nonblank(request.reason, "reason")
         category = convert.db(convert.CATEGORY, request.category, "category")
-        # The walk row stays locked across the call to the sessions service, so
-        # concurrent escalations of one walk run one after the other: the
-        # second finds the walk escalated and returns it. The call is bounded
-        # by its timeout; if it fails, nothing here changes.
+        # Claim in one short transaction: the walk's escalation request id is
+        # drawn once (its path is frozen from then on), so every retry sends
+        # the same request. The call runs outside any transaction; a second
+        # short one records the session it created.
         async with self._db.transaction() as conn:
             row = await self._walk(conn, request.name, lock=True)
             if row.status == "escalated" and row.escalation_session_id is not None:
                 return await self._message(conn, row)  # a retry: the session exists and is linked
-            if row.status != "active":
-                raise FailedPrecondition(
-                    f"walk is {row.status}; only active walks change", reason="WALK_NOT_ACTIVE"
-                )
+            row = await self._active(conn, request.name, stepping=False)
+            if row.escalation_request_id is None:
+                row = await storage.update_walk(conn, row.id, escalation_request_id=uuid.uuid4())
             tree = (await storage.walk_trees(conn, [row.id])).get(row.id)
-            session_id = await self._escalator.escalate(row, tree, reason=reason, category=category)
-            now = self._clock()
-            row = await storage.update_walk(
-                conn,
-                row.id,
-                status="escalated",
-                escalation_reason=reason,
-                escalation_reason_category=category,
-                escalation_session_id=session_id,
-                resolved_at=now,
-                last_step_at=now,
-            )
-            return await self._message(conn, row)
+        session_id = await self._escalator.escalate(
+            row, tree, reason=reason, category=category, request_id=row.escalation_request_id
+        )
+        async with self._db.transaction() as conn:
+            current = await self._walk(conn, request.name, lock=True)
+            if current.status == "active":
+                now = self._clock()
+                current = await storage.update_walk(
+                    conn,
+                    current.id,
+                    status="escalated",
+                    escalation_reason=reason,
+                    escalation_reason_category=category,
+                    escalation_session_id=session_id,
+                    resolved_at=now,
+                    last_step_at=now,
+                )
+            elif current.escalation_session_id != session_id:
+                # Abandoned (or swept) while the session was being created.
+                raise FailedPrecondition(
+                    f"walk became {current.status} during its escalation", reason="WALK_NOT_ACTIVE"
+                )
+            return await self._message(conn, current)
 
     async def AbandonWalk(self, request: pb.AbandonWalkRequest, context: Context) -> pb.Walk:
         async with self._db.transaction() as conn:
-            row = await self._active(conn, request.name)
+            row = await self._active(conn, request.name, stepping=False)
             now = self._clock()
             row = await storage.update_walk(conn, row.id, status="abandoned", resolved_at=now)
             return await self._message(conn, row)

@@ -94,6 +94,10 @@ l1_walk_sessions = Table(
     Column("tree", JSONB, nullable=True),
     Column("flow_version", Integer, nullable=True),
     Column("escalation_session_id", UUID(as_uuid=True), nullable=True),
+    # The request id of the walk's escalation, random and set when escalation
+    # starts (from then on the walk takes no more steps): retries re-send it,
+    # and nobody can compute it in advance.
+    Column("escalation_request_id", UUID(as_uuid=True), nullable=True),
     Column("current_node_id", String(100), nullable=True),
     Column("walked_path", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     Column("walk_notes", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
