@@ -16,7 +16,7 @@ from alembic.config import Config
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from migrations.roles import RoleNames, bootstrap
+from migrations.roles import RoleNames, Timeouts, bootstrap
 from services.core.config import to_asyncpg_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,13 +39,14 @@ async def migrate(
     roles: RoleNames,
     *,
     runtime_password: str | None = None,
+    timeouts: Timeouts = Timeouts(),  # noqa: B008 (immutable)
     downgrade_to: str | None = None,
     schemas: list[str] | None = None,
 ) -> None:
     engine = create_async_engine(to_asyncpg_url(admin_url))
     try:
         async with engine.begin() as conn:
-            await bootstrap(conn, roles, runtime_password=runtime_password)
+            await bootstrap(conn, roles, runtime_password=runtime_password, timeouts=timeouts)
         for schema in schemas or migrated_schemas():
             config = alembic_config(schema, roles)
 
@@ -62,6 +63,17 @@ async def migrate(
         await engine.dispose()
 
 
+def timeouts_from_environment() -> Timeouts:
+    default = Timeouts()
+    return Timeouts(
+        statement_ms=int(os.environ.get("FLOWPILOT_DB_STATEMENT_TIMEOUT_MS", default.statement_ms)),
+        lock_ms=int(os.environ.get("FLOWPILOT_DB_LOCK_TIMEOUT_MS", default.lock_ms)),
+        idle_in_transaction_ms=int(
+            os.environ.get("FLOWPILOT_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", default.idle_in_transaction_ms)
+        ),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--database-url", default=os.environ.get("FLOWPILOT_ADMIN_DATABASE_URL"))
@@ -75,6 +87,7 @@ def main() -> None:
             args.database_url,
             RoleNames(args.role_prefix),
             runtime_password=os.environ.get("FLOWPILOT_DB_RUNTIME_PASSWORD"),
+            timeouts=timeouts_from_environment(),
             downgrade_to=args.downgrade_to,
         )
     )

@@ -67,6 +67,25 @@ _OPEN_LARGE_OBJECT_FUNCTIONS = text(
 
 
 @dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Backstops every service login gets in this database (milliseconds; 0 is
+    none): a statement, a lock wait, a transaction left idle. The services
+    end what they start long before these; they stop what a lost client, a
+    bug or a table lock would otherwise leave running."""
+
+    statement_ms: int = 30_000
+    lock_ms: int = 5_000
+    idle_in_transaction_ms: int = 60_000
+
+    def settings(self) -> dict[str, int]:
+        return {
+            "statement_timeout": self.statement_ms,
+            "lock_timeout": self.lock_ms,
+            "idle_in_transaction_session_timeout": self.idle_in_transaction_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class RoleNames:
     prefix: str = "flowpilot"
 
@@ -101,7 +120,13 @@ async def _ensure_role(conn: AsyncConnection, name: str, attributes: str, passwo
         await conn.execute(text(f"ALTER ROLE {_ident(name)} PASSWORD {literal}"))
 
 
-async def bootstrap(conn: AsyncConnection, roles: RoleNames, *, runtime_password: str | None = None) -> None:
+async def bootstrap(
+    conn: AsyncConnection,
+    roles: RoleNames,
+    *,
+    runtime_password: str | None = None,
+    timeouts: Timeouts = Timeouts(),
+) -> None:
     """Creates or repairs roles, schemas and grants. ``conn`` is an admin's."""
     restricted = "NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION"
     await _ensure_role(conn, roles.owner, f"NOLOGIN {restricted}", None)
@@ -112,6 +137,12 @@ async def bootstrap(conn: AsyncConnection, roles: RoleNames, *, runtime_password
     for schema in SCHEMAS:
         await _ensure_role(conn, roles.runtime(schema), f"LOGIN NOINHERIT {restricted}", runtime_password)
         await _drop_stored_settings(conn, roles.runtime(schema), database)
+        for name, value in timeouts.settings().items():
+            await conn.execute(
+                text(
+                    f"ALTER ROLE {_ident(roles.runtime(schema))} IN DATABASE {_ident(database)} SET {name} = {int(value)}"
+                )
+            )
     owner = _ident(roles.owner)
     await conn.execute(text("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
     await conn.execute(text(f"REVOKE ALL ON DATABASE {_ident(database)} FROM PUBLIC"))

@@ -20,6 +20,8 @@ MAKE_LARGE_OBJECT = (
 )
 # What a compromised login would store: no more timeouts for the service's queries.
 STORED_BY_LOGIN = {"statement_timeout=0", "lock_timeout=0"}
+# What the bootstrap stores for each login in its database (migrations.roles.Timeouts).
+BACKSTOPS = {"statement_timeout=30000", "lock_timeout=5000", "idle_in_transaction_session_timeout=60000"}
 
 
 def _sqlstate(error: DBAPIError) -> str | None:
@@ -98,10 +100,28 @@ async def test_what_a_login_stores_for_itself_is_dropped_by_the_next_bootstrap(
             finally:
                 await login.dispose()
         stored = await _stored(admin, roles)
-        assert all(settings == STORED_BY_LOGIN for settings in stored.values()), stored
+        assert all(settings >= STORED_BY_LOGIN for settings in stored.values()), stored
         async with admin.begin() as conn:
             await bootstrap(conn, roles)
         stored = await _stored(admin, roles)
-        assert all(not settings & STORED_BY_LOGIN for settings in stored.values()), stored
+        assert all(settings == BACKSTOPS for settings in stored.values()), stored
     finally:
         await admin.dispose()
+
+
+async def test_every_login_runs_with_the_backstop_timeouts(database: RunDatabase) -> None:
+    for schema in SCHEMAS:
+        login = create_async_engine(database.runtime_url(schema))
+        try:
+            async with login.connect() as conn:
+                shown = {
+                    name: (await conn.execute(text(f"SHOW {name}"))).scalar_one()
+                    for name in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
+                }
+            assert shown == {
+                "statement_timeout": "30s",
+                "lock_timeout": "5s",
+                "idle_in_transaction_session_timeout": "1min",
+            }, (schema, shown)
+        finally:
+            await login.dispose()
