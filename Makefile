@@ -1,5 +1,6 @@
 # FlowPilot services. `make run` starts the whole suite; `make test` runs every
 # check CI runs. Both set up everything they need on a fresh machine.
+# `make help` lists the targets (the `## ` comments below).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,40 +11,51 @@ STAMP := $(VENV)/.installed-stamp
 GEN_STAMP := gen/.stamp
 PROTOS := $(shell find protos tests/protos -name '*.proto')
 
-.PHONY: run test lint check-compose pytest token migrate gen clean bench
+.PHONY: help run test lint check-compose pytest token keys migrate gen clean bench
+.DEFAULT_GOAL := help
 
-run: $(STAMP) $(GEN_STAMP)
+help: ## this list
+	@echo "FlowPilot: make TARGET [VAR=value]"
+	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@echo 'grpcurl (and every other dev tool) is in $(BIN)/: export PATH="$$PWD/$(BIN):$$PATH"'
+
+run: $(STAMP) $(GEN_STAMP) ## the whole suite in the foreground (embedded PostgreSQL unless DATABASE_URL); Ctrl-C stops it
 	$(PY) -m tools.devstack
 
-test: lint pytest
+test: lint pytest ## every check CI runs: lint, then the whole pytest suite
 
-pytest: $(STAMP) $(GEN_STAMP)
+pytest: $(STAMP) $(GEN_STAMP) ## the pytest suite only (PYTEST_ARGS="-m 'not slow'" skips the minutes-long ones)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) $(GEN_STAMP) $(BUF)
+lint: $(STAMP) $(GEN_STAMP) $(BUF) ## ruff, mypy, buf lint, hadolint, compose check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BUF) lint
+	$(BIN)/hadolint Dockerfile
 	$(MAKE) --no-print-directory check-compose
 
-# docker-compose.yml is validated, not run (no container engine is needed).
-check-compose:
+# docker-compose.yml is validated, not run (no container engine is needed),
+# with the placeholders of .env.example for its required variables.
+check-compose: ## validate docker-compose.yml (needs Debian's docker-compose)
 	@if command -v docker-compose >/dev/null 2>&1; then \
-		FLOWPILOT_JWT_PUBLIC_KEY=x FLOWPILOT_PAGE_TOKEN_SECRETS=x POSTGRES_PASSWORD=x FLOWPILOT_DB_RUNTIME_PASSWORD=x FLOWPILOT_SESSIONS_SERVICE_KEY=x FLOWPILOT_WALKS_SERVICE_KEY=x \
-		docker-compose -f docker-compose.yml config -q && echo "docker-compose.yml: valid"; \
+		docker-compose --env-file .env.example -f docker-compose.yml config -q && echo "docker-compose.yml: valid"; \
 	else echo "docker-compose not installed: install it (apt-get install docker-compose) to validate"; exit 1; fi
 
-# Print a dev token: make token ROLE=team_admin [ACCOUNT=uuid] [USER=uuid]
-token: $(STAMP) $(GEN_STAMP)
+# Print a dev token: make token ROLE=team_admin [ACCOUNT=uuid] [USER_ID=uuid]
+token: $(STAMP) $(GEN_STAMP) ## print a dev token: ROLE=viewer|engineer|team_admin|super_admin ACCOUNT=uuid USER_ID=uuid
 	@$(PY) -m tools.token $(if $(ROLE),--role $(ROLE)) $(if $(ACCOUNT),--account $(ACCOUNT)) $(if $(USER_ID),--user $(USER_ID))
 
-migrate: $(STAMP) $(GEN_STAMP)
+keys: $(STAMP) ## write .env for docker-compose: issuer and service key pairs, page-token secret, passwords (FORCE=1 replaces it)
+	@$(PY) -m tools.keys $(if $(FORCE),--force) $(if $(KEYS_OUTPUT),--output $(KEYS_OUTPUT))
+
+migrate: $(STAMP) $(GEN_STAMP) ## migrate the database named by FLOWPILOT_ADMIN_DATABASE_URL
 	$(PY) -m migrations
 
-gen: $(GEN_STAMP)
+gen: $(GEN_STAMP) ## regenerate gen/ from protos/
 
 $(STAMP): pyproject.toml
+	@echo "==> installing Python dependencies into $(VENV) (about a minute on a fresh machine)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -51,18 +63,20 @@ $(STAMP): pyproject.toml
 	touch $@
 
 $(GEN_STAMP): $(STAMP) $(PROTOS) tools/genproto.py
+	@echo "==> generating gen/ from protos/"
 	$(PY) -m tools.genproto --third-party build/third_party
 	touch $@
 
 $(BUF): tools/node/package.json tools/node/package-lock.json
+	@echo "==> installing buf (npm)"
 	# npm install (not ci): the lock omits other platforms' optional buf binaries.
 	cd tools/node && npm install --no-fund --no-audit --loglevel=error
 	touch $@
 
 # Speed, scale and memory against the ceilings and a monolith peer (minutes).
-bench: $(STAMP) $(GEN_STAMP)
+bench: $(STAMP) $(GEN_STAMP) ## benchmark against the ceilings and a monolith peer (minutes; BENCH_ARGS=...)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench $(BENCH_ARGS)
 
-clean:
+clean: ## remove generated code and caches (not .venv, not .dev)
 	rm -rf gen build .mypy_cache .ruff_cache .pytest_cache

@@ -5,8 +5,9 @@ PostgreSQL (``pgserver``) whose data lives in ``$FLOWPILOT_DEV_DIR/pgdata``
 (default ``.dev/``) and survives restarts. Creates roles and schemas,
 migrates, starts every service that exists as its own process on its port,
 waits until each reports SERVING, then prints addresses, a dev token and a
-grpcurl command. Ctrl-C (or SIGTERM) stops every process gracefully, the
-embedded database last.
+grpcurl command (grpcurl lives beside this Python, in ``.venv/bin``; the
+banner says so). Each long step prints a ``==>`` line first. Ctrl-C (or
+SIGTERM) stops every process gracefully, the embedded database last.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 import urllib.request
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -66,6 +68,16 @@ PROCESSES = [
 ]
 
 
+def step(message: str) -> None:
+    """A progress line before a step that is silent for a while."""
+    print(f"==> {message}", flush=True)
+
+
+def tools_bin() -> Path:
+    """Where grpcurl and the other dev tools are: beside this Python (``.venv/bin``)."""
+    return Path(sys.executable).parent
+
+
 def existing() -> list[Process]:
     """The processes whose package is present (services are added one by one)."""
     return [p for p in PROCESSES if importlib.util.find_spec(p.module) is not None]
@@ -75,11 +87,13 @@ def start_database() -> tuple[str, Any]:
     """(administrator URL of the dev database, embedded server or None)."""
     url = os.environ.get("DATABASE_URL")
     if url:
+        step(f"using the PostgreSQL server of DATABASE_URL ({make_url(url).render_as_string()})")
         return url, None
     warnings.filterwarnings("ignore", module="platformdirs")
     import pgserver
 
     pgdata = dev_dir() / "pgdata"
+    step(f"starting the embedded PostgreSQL (data in {pgdata}; the first start takes a few seconds)")
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     admin = to_asyncpg_url(server.get_uri())
@@ -96,6 +110,11 @@ def start_database() -> tuple[str, Any]:
 
     asyncio.run(create())
     return make_url(admin).set(database=DEV_DATABASE).render_as_string(hide_password=False), server
+
+
+def migrate_database(admin_url: str, roles: RoleNames, password: str | None) -> None:
+    step("migrating: roles, schemas, every service's migrations")
+    asyncio.run(migrate(admin_url, roles, runtime_password=password))
 
 
 def runtime_url(admin_url: str, role: str, password: str | None) -> str:
@@ -163,7 +182,7 @@ def main() -> None:
     admin_url, embedded = start_database()
     roles = RoleNames(os.environ.get("FLOWPILOT_DB_ROLE_PREFIX", "flowpilot"))
     password = os.environ.get("FLOWPILOT_DB_RUNTIME_PASSWORD")
-    asyncio.run(migrate(admin_url, roles, runtime_password=password))
+    migrate_database(admin_url, roles, password)
     _, public_key = dev_keys()
     page_secret = os.environ.get("FLOWPILOT_PAGE_TOKEN_SECRETS") or dev_page_token_secret()
     service_keys = dev_service_keys([p.name for p in PROCESSES if p.schema])
@@ -173,7 +192,9 @@ def main() -> None:
     try:
         started: list[tuple[Process, str]] = []
         addresses = {f"FLOWPILOT_{p.name.upper()}_ADDRESS": f"127.0.0.1:{p.port()}" for p in PROCESSES}
-        for proc in existing():
+        processes = existing()
+        step(f"starting {', '.join(p.name for p in processes)} and waiting until each is serving")
+        for proc in processes:
             env = {
                 **os.environ,
                 **addresses,
@@ -220,6 +241,10 @@ def banner(started: list[tuple[Process, str]], embedded: bool) -> None:
     ]
     if settings:
         lines += [
+            f"grpcurl is in {tools_bin()} (not on your PATH unless you put it there):",
+            "",
+            f'  export PATH="{tools_bin()}:$PATH"',
+            "",
             "Try:",
             "",
             f"  grpcurl -plaintext {settings} list",

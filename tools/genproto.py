@@ -5,6 +5,12 @@ The googleapis protos (``google/api``, ``google/rpc``) are not generated: they
 come, compiled, from the ``googleapis-common-protos`` wheel, which also ships
 their ``.proto`` sources used here as include path. ``--third-party DIR``
 additionally copies those sources into DIR so that ``buf`` can resolve them.
+
+``gen/`` is also a distribution of its own, ``flowpilot-protos`` (a
+``pyproject.toml`` is written beside the package): the image's builder stage
+makes a wheel of it with ``--no-stubs`` (no mypy-protobuf there), and the
+runtime stage installs that wheel. The dev venv finds ``gen/`` through a
+``.pth`` file instead (see the Makefile), so ``make gen`` needs no reinstall.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from tools.requirements import distribution, requirements
+
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 # Protos only the tests use (the gateway's conformance service); compiled
@@ -22,6 +30,8 @@ PROTOS = ROOT / "protos"
 TEST_PROTOS = ROOT / "tests" / "protos"
 OUT = ROOT / "gen"
 GOOGLEAPIS_DIRS = ("google/api", "google/rpc", "google/type")
+# What the generated modules import, pinned as the project pins them.
+PROTOS_DEPENDENCIES = ("protobuf", "grpcio", "googleapis-common-protos")
 
 
 def _googleapis_root() -> Path:
@@ -34,7 +44,7 @@ def _wkt_root() -> Path:
     return Path(str(resources.files("grpc_tools") / "_proto"))
 
 
-def generate(out: Path = OUT) -> None:
+def generate(out: Path = OUT, *, stubs: bool = True) -> None:
     from grpc_tools import protoc
 
     if out.exists():
@@ -43,17 +53,20 @@ def generate(out: Path = OUT) -> None:
     bindir = Path(sys.executable).parent  # mypy-protobuf's plugins live beside python
     roots = [PROTOS, *([TEST_PROTOS] if TEST_PROTOS.is_dir() else [])]
     sources = sorted(str(p.relative_to(root)) for root in roots for p in root.rglob("*.proto"))
+    mypy = [
+        f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
+        f"--mypy_out={out}",
+        f"--mypy_grpc_out={out}",
+    ]
     args = [
         "grpc_tools.protoc",
         *(f"-I{root}" for root in roots),
         f"-I{_googleapis_root()}",
         f"-I{_wkt_root()}",
-        f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
-        f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
         f"--python_out={out}",
-        f"--mypy_out={out}",
         f"--grpc_python_out={out}",
-        f"--mypy_grpc_out={out}",
+        *(mypy if stubs else []),
         *sources,
     ]
     if protoc.main(args) != 0:
@@ -62,6 +75,31 @@ def generate(out: Path = OUT) -> None:
     for folder in (p for p in out.rglob("*") if p.is_dir()):
         (folder / "__init__.py").touch()
     (out / "flowpilot" / "py.typed").touch()
+    write_distribution(out)
+
+
+def write_distribution(out: Path) -> None:
+    """Makes ``out`` the ``flowpilot-protos`` distribution (same version as the project)."""
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    pins = [r for r in requirements(["runtime"]) if distribution(r) in PROTOS_DEPENDENCIES]
+    (out / "pyproject.toml").write_text(
+        "# Written by tools/genproto.py; gen/ is never committed.\n"
+        "[build-system]\n"
+        'requires = ["setuptools>=68"]\n'
+        'build-backend = "setuptools.build_meta"\n\n'
+        "[project]\n"
+        'name = "flowpilot-protos"\n'
+        f'version = "{version}"\n'
+        'description = "FlowPilot\'s generated protobuf and gRPC modules (tools/genproto.py)."\n'
+        'requires-python = ">=3.11"\n'
+        f"dependencies = [{', '.join(f'{pin!r}' for pin in pins)}]\n\n"
+        "[tool.setuptools.packages.find]\n"
+        'include = ["flowpilot*"]\n\n'
+        "[tool.setuptools.package-data]\n"
+        '"*" = ["py.typed", "*.pyi"]\n'
+    )
 
 
 def copy_third_party(dest: Path) -> None:
@@ -78,8 +116,9 @@ def copy_third_party(dest: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--third-party", type=Path, help="copy googleapis protos here for buf")
+    parser.add_argument("--no-stubs", action="store_true", help="no .pyi stubs (needs no mypy-protobuf)")
     args = parser.parse_args(argv)
-    generate()
+    generate(stubs=not args.no_stubs)
     if args.third_party:
         copy_third_party(args.third_party)
     print(f"generated {sum(1 for _ in OUT.rglob('*_pb2.py'))} modules into {OUT}", file=sys.stderr)

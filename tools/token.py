@@ -73,14 +73,16 @@ def dev_token(
     account: uuid.UUID = DEV_ACCOUNT,
     user: uuid.UUID = DEV_USER,
     ttl: int = 12 * 3600,
+    private_key: Path | None = None,
+    issuer: str = DEV_ISSUER,
 ) -> str:
-    private, _ = dev_keys()
+    private = private_key or dev_keys()[0]
     return mint_token(
         private_key=private.read_text(),
         user_id=user,
         account_id=account,
         role=role,
-        issuer=DEV_ISSUER,
+        issuer=issuer,
         audience=DEV_AUDIENCE,
         ttl_seconds=ttl,
     )
@@ -92,8 +94,23 @@ def main() -> None:
     parser.add_argument("--account", type=uuid.UUID, default=DEV_ACCOUNT)
     parser.add_argument("--user", type=uuid.UUID, default=DEV_USER)
     parser.add_argument("--ttl", type=int, default=12 * 3600, help="seconds")
+    parser.add_argument(
+        "--private-key",
+        type=Path,
+        help="issuer key (default: the dev key; `make keys` writes the compose one)",
+    )
+    parser.add_argument("--issuer", default=DEV_ISSUER, help=f"`iss` claim (default {DEV_ISSUER})")
     args = parser.parse_args()
-    print(dev_token(role=Role.from_claim(args.role), account=args.account, user=args.user, ttl=args.ttl))
+    print(
+        dev_token(
+            role=Role.from_claim(args.role),
+            account=args.account,
+            user=args.user,
+            ttl=args.ttl,
+            private_key=args.private_key,
+            issuer=args.issuer,
+        )
+    )
 
 
 if __name__ == "__main__":
