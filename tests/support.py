@@ -12,7 +12,7 @@ import os
 import secrets
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,3 +189,34 @@ def service_process_env(
         "FLOWPILOT_PAGE_TOKEN_SECRETS": PAGE_TOKEN_SECRET,
         **extra,
     }
+
+
+async def admin_scalar(database: RunDatabase, sql: str, **params: Any) -> Any:
+    """One value read as the database's administrator (past RLS: what a test
+    checks behind the service's back)."""
+    admin = create_async_engine(to_asyncpg_url(database.admin_url))
+    try:
+        async with admin.connect() as conn:
+            return (await conn.execute(text(sql), params)).scalar_one()
+    finally:
+        await admin.dispose()
+
+
+async def backends(database: RunDatabase, application_name: str) -> int:
+    """PostgreSQL backends of the connections opened under ``application_name``."""
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = :n"
+    return int(await admin_scalar(database, sql, n=application_name))
+
+
+@asynccontextmanager
+async def stand_in(add: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> AsyncIterator[str]:
+    """Another service played by ``servicer`` on a real gRPC server (added with
+    its generated ``add_*Servicer_to_server``); yields the address."""
+    server = grpc.aio.server()
+    add(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(0)

@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from services.core.config import to_asyncpg_url
 from services.core.db import Database, Record
 from services.core.errors import Unavailable
-from tests.support import RunDatabase
+from tests.support import RunDatabase, backends
+from tests.support import admin_scalar as as_admin
 
 READ = "settings.read_preferences"
 BACKEND_PID = "SELECT pg_backend_pid() AS pid"
@@ -40,20 +41,6 @@ async def reads(
         yield db, name
     finally:
         await db.dispose()
-
-
-async def as_admin(database: RunDatabase, sql: str, **params: Any) -> Any:
-    admin = create_async_engine(to_asyncpg_url(database.admin_url))
-    try:
-        async with admin.connect() as conn:
-            return (await conn.execute(text(sql), params)).scalar_one()
-    finally:
-        await admin.dispose()
-
-
-async def backends(database: RunDatabase, application_name: str) -> int:
-    sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = :n"
-    return int(await as_admin(database, sql, n=application_name))
 
 
 @asynccontextmanager

@@ -5,7 +5,6 @@ the services a method names."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -14,28 +13,17 @@ from flowpilot.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from flowpilot.walks.v1 import walks_pb2, walks_pb2_grpc
 from google.protobuf import struct_pb2
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from services.core.auth import Role
-from tests.support import Keys, RunDatabase, expect_error, failure
+from tests.support import Keys, RunDatabase, admin_scalar, expect_error, failure
 
 NUL = "\x00"
 SESSIONS = "/flowpilot.sessions.v1.SessionsService/"
 SETTINGS = "/flowpilot.settings.v1.SettingsService/"
 
 
-@pytest.fixture(scope="module")
-async def admin(database: RunDatabase) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database.admin_url)
-    yield engine
-    await engine.dispose()
-
-
-async def _count(admin: AsyncEngine, table: str, account: uuid.UUID) -> int:
-    async with admin.connect() as conn:
-        found = await conn.scalar(text(f"SELECT count(*) FROM {table} WHERE account_id = :a"), {"a": account})
-    return int(found or 0)
+async def _count(database: RunDatabase, table: str, account: uuid.UUID) -> int:
+    return int(await admin_scalar(database, f"SELECT count(*) FROM {table} WHERE account_id = :a", a=account))
 
 
 async def test_nul_in_any_string_of_any_service_is_invalid_argument_and_changes_nothing(
@@ -45,7 +33,7 @@ async def test_nul_in_any_string_of_any_service_is_invalid_argument_and_changes_
     walks_address: str,
     keys: Keys,
     account: uuid.UUID,
-    admin: AsyncEngine,
+    database: RunDatabase,
 ) -> None:
     md = keys.metadata(account_id=account, role=Role.TEAM_ADMIN)
     sessions = sessions_pb2_grpc.SessionsServiceStub(sessions_channel)
@@ -120,7 +108,7 @@ async def test_nul_in_any_string_of_any_service_is_invalid_argument_and_changes_
         "library.script_templates",
         "walks.flows",
     ):
-        assert await _count(admin, table, account) == 0, table
+        assert await _count(database, table, account) == 0, table
 
 
 def _length_delimited(field: int, payload: bytes) -> bytes:

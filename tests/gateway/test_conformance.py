@@ -10,15 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.gateway.harness import MESSAGING, echo_server, serve_gateway
+from tests.gateway.harness import MESSAGING, serve_gateway
 
 AUTH = {"Authorization": "Bearer test-token"}
-
-
-@pytest.fixture(scope="module")
-async def echo() -> AsyncIterator[str]:
-    async with echo_server() as address:
-        yield address
 
 
 @pytest.fixture(scope="module")

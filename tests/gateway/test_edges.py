@@ -16,16 +16,10 @@ import httpx
 import pytest
 
 from services.core.auth import Role
-from tests.gateway.harness import MESSAGING, echo_server, serve_gateway
+from tests.gateway.harness import MESSAGING, serve_gateway
 from tests.support import Keys
 
 AUTH = {"Authorization": "Bearer test-token"}
-
-
-@pytest.fixture(scope="module")
-async def echo() -> AsyncIterator[str]:
-    async with echo_server() as address:
-        yield address
 
 
 @pytest.fixture(scope="module")

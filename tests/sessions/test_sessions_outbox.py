@@ -25,7 +25,7 @@ from services.sessions.service import SessionsConfig
 from services.sessions.service import build as build_sessions
 from tests.conftest import service_config_kwargs
 from tests.sessions.helpers import Caller
-from tests.support import Keys, RunDatabase, expect_error
+from tests.support import Keys, RunDatabase, expect_error, stand_in
 
 
 @dataclass
@@ -65,31 +65,27 @@ async def stack(
     database: RunDatabase, keys: Keys, service_keys: dict[str, Keys], settings_address: str
 ) -> AsyncIterator[Stack]:
     library = StandInLibrary()  # type: ignore[abstract]  # the base answers UNIMPLEMENTED
-    server = grpc.aio.server()
-    library_pb2_grpc.add_LibraryServiceServicer_to_server(library, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    name = f"outbox-{uuid.uuid4().hex[:8]}"
-    config = SessionsConfig(
-        **service_config_kwargs(database, keys, "sessions", service_keys),
-        settings_address=settings_address,
-        settings_cache_seconds=0,
-        library_address=f"127.0.0.1:{port}",
-        outbox_poll_seconds=0.1,
-        outbox_base_backoff_seconds=0.05,
-        outbox_max_backoff_seconds=0.1,
-        outbox_max_attempts=3,
-    )
-    db = Database.connect(config.database_url, pool_size=4, read_pool_size=2, application_name=name)
-    sessions = build_sessions(config, db, ai=make_ai())
-    await sessions.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{sessions.port}") as channel:
-            caller = Caller(channel, keys)
-            yield Stack(library, caller, caller.as_role(Role.TEAM_ADMIN), name)
-    finally:
-        await sessions.stop()
-        await server.stop(0)
+    async with stand_in(library_pb2_grpc.add_LibraryServiceServicer_to_server, library) as address:
+        name = f"outbox-{uuid.uuid4().hex[:8]}"
+        config = SessionsConfig(
+            **service_config_kwargs(database, keys, "sessions", service_keys),
+            settings_address=settings_address,
+            settings_cache_seconds=0,
+            library_address=address,
+            outbox_poll_seconds=0.1,
+            outbox_base_backoff_seconds=0.05,
+            outbox_max_backoff_seconds=0.1,
+            outbox_max_attempts=3,
+        )
+        db = Database.connect(config.database_url, pool_size=4, read_pool_size=2, application_name=name)
+        sessions = build_sessions(config, db, ai=make_ai())
+        await sessions.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{sessions.port}") as channel:
+                caller = Caller(channel, keys)
+                yield Stack(library, caller, caller.as_role(Role.TEAM_ADMIN), name)
+        finally:
+            await sessions.stop()
 
 
 async def _resolve_with_scripts(caller: Caller, count: int) -> pb.Session:

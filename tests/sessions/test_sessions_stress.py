@@ -22,7 +22,7 @@ from services.core.db import Database
 from services.sessions.service import SessionsConfig
 from services.sessions.service import build as build_sessions
 from tests.conftest import service_config_kwargs
-from tests.support import Keys, RunDatabase
+from tests.support import Keys, RunDatabase, backends
 
 POOL, READ_POOL = 2, 3
 
@@ -54,19 +54,6 @@ async def stressed(
         yield f"127.0.0.1:{server.port}", name
     finally:
         await server.stop()
-
-
-async def _backends(database: RunDatabase, application_name: str) -> int:
-    admin = create_async_engine(database.admin_url)
-    try:
-        async with admin.connect() as conn:
-            found = await conn.scalar(
-                text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n"),
-                {"n": application_name},
-            )
-        return int(found or 0)
-    finally:
-        await admin.dispose()
 
 
 async def test_readers_behind_a_table_lock_end_in_time_and_pile_up_nothing(
@@ -101,7 +88,7 @@ async def test_readers_behind_a_table_lock_end_in_time_and_pile_up_nothing(
                 stop = time.monotonic() + 6
                 while time.monotonic() < stop:
                     codes |= set(await asyncio.gather(*(one(1.0) for _ in range(8))))
-                    peak = max(peak, await _backends(database, name))
+                    peak = max(peak, await backends(database, name))
                 # A call without a deadline (grpcurl's default) ends at the service's own limit.
                 started = time.monotonic()
                 assert await asyncio.wait_for(one(None), 10) is grpc.StatusCode.DEADLINE_EXCEEDED
@@ -112,4 +99,4 @@ async def test_readers_behind_a_table_lock_end_in_time_and_pile_up_nothing(
         assert peak <= POOL + READ_POOL, peak
         # The lock is gone: every call succeeds, on the connections already there.
         assert set(await asyncio.gather(*(one(5.0) for _ in range(8)))) == {grpc.StatusCode.OK}
-        assert await _backends(database, name) <= POOL + READ_POOL
+        assert await backends(database, name) <= POOL + READ_POOL

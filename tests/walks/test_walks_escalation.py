@@ -25,7 +25,7 @@ from services.core.db import Database
 from services.walks.service import WalksConfig
 from services.walks.service import build as build_walks
 from tests.conftest import service_config_kwargs
-from tests.support import Keys, RunDatabase, expect_error
+from tests.support import Keys, RunDatabase, expect_error, stand_in
 
 
 @dataclass
@@ -80,26 +80,22 @@ async def stack(
     database: RunDatabase, keys: Keys, service_keys: dict[str, Keys], settings_address: str
 ) -> AsyncIterator[Stack]:
     sessions = StandInSessions()  # type: ignore[abstract]  # the base answers UNIMPLEMENTED
-    server = grpc.aio.server()
-    sessions_pb2_grpc.add_SessionsServiceServicer_to_server(sessions, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    name = f"walks-{uuid.uuid4().hex[:8]}"
-    config = WalksConfig(
-        **service_config_kwargs(database, keys, "walks", service_keys),
-        settings_address=settings_address,
-        sessions_address=f"127.0.0.1:{port}",
-        sweep_interval_seconds=3600,
-    )
-    db = Database.connect(config.database_url, pool_size=4, read_pool_size=2, application_name=name)
-    walks = build_walks(config, db, ai=make_ai())
-    await walks.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{walks.port}") as channel:
-            yield Stack(sessions, walks_pb2_grpc.WalksServiceStub(channel), keys, name)
-    finally:
-        await walks.stop()
-        await server.stop(0)
+    async with stand_in(sessions_pb2_grpc.add_SessionsServiceServicer_to_server, sessions) as address:
+        name = f"walks-{uuid.uuid4().hex[:8]}"
+        config = WalksConfig(
+            **service_config_kwargs(database, keys, "walks", service_keys),
+            settings_address=settings_address,
+            sessions_address=address,
+            sweep_interval_seconds=3600,
+        )
+        db = Database.connect(config.database_url, pool_size=4, read_pool_size=2, application_name=name)
+        walks = build_walks(config, db, ai=make_ai())
+        await walks.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{walks.port}") as channel:
+                yield Stack(sessions, walks_pb2_grpc.WalksServiceStub(channel), keys, name)
+        finally:
+            await walks.stop()
 
 
 def escalation(walk: str) -> pb.EscalateWalkRequest:
