@@ -5,10 +5,13 @@ from __future__ import annotations
 import uvicorn
 
 from gateway.config import GatewayConfig
+from services.core import logs
 
 
 def main() -> None:
     config = GatewayConfig()
+    # uvicorn's own lines (the supervisor's too) in the same JSON as the app's.
+    logs.configure(config.log_level, service="gateway")
     uvicorn.run(
         "gateway.app:factory",
         factory=True,
@@ -16,7 +19,8 @@ def main() -> None:
         port=config.port,
         workers=config.workers,
         log_level=config.log_level.lower(),
-        access_log=False,
+        log_config=None,
+        access_log=False,  # gateway.observe writes the access line
         timeout_graceful_shutdown=10,
     )
 

@@ -34,6 +34,7 @@ from starlette.types import ASGIApp
 from gateway import errors, headers, openapi, transcode
 from gateway.config import GatewayConfig
 from gateway.errors import HttpError
+from gateway.observe import ROUTE_SCOPE_KEY, AccessLog
 from gateway.routes import Route, compile_routes, discover_services
 from services.core import logs
 from services.core.rpc import CREATED_METADATA
@@ -171,6 +172,7 @@ class Gateway:
             raw_path = request.scope.get("raw_path") or request.url.path.encode()
             path = raw_path.decode("utf-8", "replace")
             route, values = self._match(request.method, path)
+            request.scope[ROUTE_SCOPE_KEY] = route.template.source  # for the access line and metrics
             authorization = given.get(b"authorization")
             if not authorization:
                 raise HttpError(
@@ -294,6 +296,7 @@ def create_app(
             HttpRoute("/{path:path}", gateway.handle, methods=METHODS),
         ],
         middleware=[
+            Middleware(AccessLog),  # outermost: preflights and every error are counted too
             Middleware(
                 CORSMiddleware,
                 allow_origins=config.cors_origins,
@@ -308,7 +311,7 @@ def create_app(
                 ],
                 expose_headers=["x-request-id"],
                 max_age=600,
-            )
+            ),
         ],
         lifespan=lifespan,
     )
@@ -319,9 +322,14 @@ def create_app(
 
 def factory() -> ASGIApp:
     """uvicorn entry point (``gateway.app:factory``), configured from the environment."""
-    from services.core import telemetry
+    from services.core import metrics, telemetry
 
     config = GatewayConfig()
     logs.configure(config.log_level, service="gateway")
     telemetry.setup("flowpilot-gateway")
+    if config.workers == 1:
+        metrics.serve(config.metrics_port, config.host)
+    elif config.metrics_port:
+        # uvicorn's workers have no index to tell their ports apart.
+        log.warning("metrics are off with FLOWPILOT_WORKERS > 1: run one worker per replica")
     return create_app(config)

@@ -31,6 +31,9 @@ class GatewayConfig(BaseSettings):
     # gRPC response metadata passed back as HTTP headers.
     response_metadata: CsvList = Field(default_factory=list)
     workers: int = Field(default=1, ge=1, le=64)
+    # Prometheus /metrics on this port of FLOWPILOT_HOST, apart from the API (0 = off;
+    # off with more than one worker).
+    metrics_port: int = Field(default=9680, ge=0, le=65535)
     log_level: str = "INFO"
 
     @field_validator("cors_origins", "forward_headers", "response_metadata", mode="before")

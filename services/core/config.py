@@ -73,6 +73,15 @@ class ServiceConfig(AuthConfig):
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
     keepalive_time_seconds: int = Field(default=60, ge=10)
     log_level: str = "INFO"
+    # Prometheus /metrics on this port (each service sets its own default; 0 = off).
+    # With FLOWPILOT_WORKERS > 1, worker i serves on this port + i.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    # Readiness: a SELECT 1 on the service's own login every interval (0 = no
+    # check: always SERVING), bounded by the timeout; NOT_SERVING after this
+    # many failed checks in a row, SERVING again at the first that succeeds.
+    db_check_interval_seconds: float = Field(default=5.0, ge=0, le=3600)
+    db_check_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    db_check_failures: int = Field(default=3, ge=1, le=100)
     # Worker processes sharing the port (SO_REUSEPORT): use every core.
     workers: int = Field(default=1, ge=1, le=64)
     # This service's own signing key (PEM or path), for its service tokens.

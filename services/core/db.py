@@ -27,13 +27,15 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from services.core.auth import current_principal
 from services.core.errors import Unavailable
@@ -69,6 +71,17 @@ class Record(asyncpg.Record):  # type: ignore[misc]  # asyncpg is untyped
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A pool at one moment, for metrics: connections checked out and idle,
+    callers waiting for one, and the most it opens."""
+
+    used: int
+    idle: int
+    waiting: int
+    size: int
+
+
 class ReadConnections:
     """The driver connections tenant reads run on, beside the engine's pool.
 
@@ -99,6 +112,11 @@ class ReadConnections:
     @property
     def open(self) -> int:
         return self._open
+
+    def stats(self) -> PoolStats:
+        idle = len(self._idle)
+        waiting = sum(not waiter.done() for waiter in self._waiters)
+        return PoolStats(used=self._open - idle, idle=idle, waiting=waiting, size=self._size)
 
     async def fetch(self, query: str, *args: Any) -> list[Record]:
         """The rows of ``query``. A connection that fails at the connection
@@ -275,6 +293,7 @@ class Database:
     def __init__(self, engine: AsyncEngine, reads: ReadConnections) -> None:
         self.engine = engine
         self.reads = reads
+        self._transactions_waiting = 0  # for metrics: callers waiting for a pooled connection
 
     @classmethod
     def connect(
@@ -306,9 +325,31 @@ class Database:
 
         Commits when the block ends normally and rolls back when it raises.
         """
-        async with _unavailable_when_down(), self.engine.begin() as conn:
-            await conn.execute(_SET_TENANT, {"account_id": _account(account_id)})
-            yield conn
+        self._transactions_waiting += 1
+        waiting = True
+        try:
+            async with _unavailable_when_down(), self.engine.begin() as conn:
+                self._transactions_waiting -= 1
+                waiting = False
+                await conn.execute(_SET_TENANT, {"account_id": _account(account_id)})
+                yield conn
+        finally:
+            if waiting:
+                self._transactions_waiting -= 1
+
+    def pool_stats(self) -> dict[str, PoolStats]:
+        """Both pools, for metrics: SQLAlchemy's (transactions) and the tenant reads'."""
+        pool = cast(QueuePool, self.engine.pool)
+        idle = pool.checkedin()
+        return {
+            "transactions": PoolStats(
+                used=pool.checkedout(),
+                idle=idle,
+                waiting=self._transactions_waiting,
+                size=pool.size(),  # no overflow: Database.connect sets max_overflow=0
+            ),
+            "reads": self.reads.stats(),
+        }
 
     async def read(self, function: str, *args: Any, account_id: uuid.UUID | None = None) -> list[Record]:
         """Every row of the tenant read function ``function`` (``schema.name``)

@@ -1,8 +1,9 @@
 """Structured (JSON) logs with the request's context.
 
-Each record carries the trace and span id of the current OpenTelemetry span,
-and the account and RPC method of the request being served. Tokens, secrets
-and note bodies are never passed to the logger, so they never appear here.
+Each record carries the process's service name, the trace and span id of the
+current OpenTelemetry span, and the account, RPC method and request id of the
+request being served. Tokens, secrets and note bodies are never passed to the
+logger, so they never appear here.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextvars
 import json
 import logging
 import sys
-from datetime import UTC, datetime
+import time
 
 from opentelemetry import trace
 
@@ -34,10 +35,29 @@ def current_trace_id() -> str | None:
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, service, logger, message, the
+    trace and span ids of the current span, the request's bound fields and
+    the record's own (``extra={"fields": {...}}``)."""
+
+    def __init__(self, service: str = "flowpilot") -> None:
+        super().__init__()
+        self.service = service
+        self._second = -1
+        self._second_text = ""
+
+    def _time(self, created: float) -> str:
+        # strftime once per second rather than a datetime per record.
+        second = int(created)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._second_text}.{int((created - second) * 1000):03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": self._time(record.created),
             "level": record.levelname,
+            "service": self.service,
             "logger": record.name,
             "message": record.getMessage(),
         }
@@ -45,7 +65,9 @@ class JsonFormatter(logging.Formatter):
         if span.is_valid:
             entry["trace_id"] = format(span.trace_id, "032x")
             entry["span_id"] = format(span.span_id, "016x")
-        entry.update(_request.get({}))
+        bound = _request.get(None)
+        if bound:
+            entry.update(bound)
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):
             entry.update(extra)
@@ -54,11 +76,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+# Libraries whose loggers bring handlers of their own (uvicorn's dictConfig):
+# their records go through the root's JSON handler instead.
+_ADOPTED = ("uvicorn", "uvicorn.error", "uvicorn.access", "asyncio")
+
+
+def info_line(logger: logging.Logger, message: str, fields: dict[str, object]) -> None:
+    """Logs ``message`` with ``fields`` at INFO, skipping the caller lookup (a
+    stack walk) that no JSON line prints: the access lines' cheap path."""
+    if logger.isEnabledFor(logging.INFO):
+        logger.handle(
+            logger.makeRecord(logger.name, logging.INFO, "", 0, message, (), None, None, {"fields": fields})
+        )
+
+
 def configure(level: str = "INFO", service: str = "flowpilot") -> None:
-    """Installs the JSON handler on the root logger (once per process)."""
+    """Installs the JSON handler on the root logger (once per process); every
+    record, uvicorn's included, carries ``service``."""
+    # What the JSON lines never print, records need not look up.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("flowpilot").info("logging configured", extra={"fields": {"service": service}})
+    for name in _ADOPTED:
+        adopted = logging.getLogger(name)
+        adopted.handlers[:] = []
+        adopted.propagate = True
+    logging.getLogger("flowpilot").info("logging configured", extra={"fields": {"level": level.upper()}})

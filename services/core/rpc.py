@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from services.core import logs, telemetry
+from services.core import logs, metrics, telemetry
 from services.core.auth import Principal, Role, TokenVerifier, bind_principal, unbind_principal
 from services.core.errors import (
     DeadlineExceeded,
@@ -43,6 +43,11 @@ from services.core.errors import (
 from services.core.validation import text_violations, violations
 
 log = logging.getLogger("flowpilot.rpc")
+# One line per RPC at INFO: method, code, duration, account, request id, trace id.
+access = logging.getLogger("flowpilot.access")
+# The caller's request id (the gateway's X-Request-Id) is logged, bounded.
+REQUEST_ID_METADATA = "x-request-id"
+_REQUEST_ID_MAX = 128
 
 OPEN_SERVICES = (
     "grpc.health.v1.Health",
@@ -152,16 +157,35 @@ class Runtime:
         verifier = self._verifier
         own_span = not self._spans
         default_deadline = self._default_deadline
+        # Metric children bound once per method: a call only increments them.
+        service_name, _, method_name = rule.full_name.rpartition(".")
+        rpc_labels = ("unary", service_name, method_name)
+        started_total = metrics.GRPC_STARTED.labels(*rpc_labels)
+        handling_seconds = metrics.GRPC_SECONDS.labels(*rpc_labels)
+        in_flight = metrics.GRPC_IN_FLIGHT.labels(service_name)
+        handled: dict[str, Any] = {"OK": metrics.GRPC_HANDLED.labels(*rpc_labels, "OK")}
+
+        def count(code: str) -> Any:
+            child = handled.get(code)
+            if child is None:
+                child = handled[code] = metrics.GRPC_HANDLED.labels(*rpc_labels, code)
+            return child
 
         async def behavior(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             started = time.perf_counter()
+            started_total.inc()
+            in_flight.inc()
             metadata = dict(context.invocation_metadata() or ())
             span_token = None
             if own_span:
                 span_token = otel_context.attach(
                     trace.set_span_in_context(telemetry.continue_trace(metadata))
                 )
-            log_token = logs.bind(method=rule.full_name)
+            request_id = metadata.get(REQUEST_ID_METADATA)
+            if isinstance(request_id, str) and request_id:
+                log_token = logs.bind(method=rule.full_name, request_id=request_id[:_REQUEST_ID_MAX])
+            else:
+                log_token = logs.bind(method=rule.full_name)
             principal_token = None
             outcome = "OK"
             try:
@@ -201,6 +225,13 @@ class Runtime:
                 await context.abort_with_status(to_grpc_status(error, domain=domain))
                 raise  # unreachable: abort raises
             except grpc.aio.AbortError:
+                code = context.code()  # a handler aborted with a code of its own
+                outcome = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+                raise
+            except asyncio.CancelledError:
+                # The caller went away, or gRPC ended the call at its deadline.
+                remaining = context.time_remaining()
+                outcome = "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
                 raise
             except Exception:
                 outcome = "INTERNAL"
@@ -212,16 +243,12 @@ class Runtime:
             finally:
                 if principal_token is not None:
                     unbind_principal(principal_token)
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug(
-                        "rpc",
-                        extra={
-                            "fields": {
-                                "code": outcome,
-                                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                            }
-                        },
-                    )
+                duration = time.perf_counter() - started
+                in_flight.dec()
+                count(outcome).inc()
+                handling_seconds.observe(duration)
+                # method, account, request id and trace id come from the bound context.
+                logs.info_line(access, "rpc", {"code": outcome, "duration_ms": round(duration * 1000, 3)})
                 logs.unbind(log_token)
                 if span_token is not None:
                     otel_context.detach(span_token)

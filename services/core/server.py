@@ -26,10 +26,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-from services.core import logs, pagination, telemetry
+from services.core import logs, metrics, pagination, telemetry
 from services.core.auth import ServiceCredential, TokenVerifier
 from services.core.config import ServiceConfig
-from services.core.db import Database
+from services.core.db import Database, _driver_connect
+from services.core.health import LIVENESS, DatabaseCheck
 from services.core.rpc import Runtime, method_rules
 
 log = logging.getLogger("flowpilot.server")
@@ -81,7 +82,10 @@ class GrpcServer:
         on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
         background: Sequence[Background] = (),
         drain_seconds: float | None = None,
+        database: Database | None = None,
     ) -> None:
+        """``database``: the service's own; readiness follows it (see
+        ``services.core.health``) and its pools are reported as metrics."""
         self.config = config
         self._registrations = list(registrations)
         self._on_stop = list(on_stop)
@@ -124,6 +128,27 @@ class GrpcServer:
             self._server,
         )
         self.port = 0
+        self.database_check: DatabaseCheck | None = None
+        if database is not None:
+            metrics.watch_database(config.service_name, database)
+            if config.db_check_interval_seconds > 0:
+                self.database_check = DatabaseCheck(
+                    _driver_connect(database.engine, f"flowpilot-{config.service_name}-health"),
+                    self._set_ready,
+                    service=config.service_name,
+                    interval_seconds=config.db_check_interval_seconds,
+                    timeout_seconds=config.db_check_timeout_seconds,
+                    failures=config.db_check_failures,
+                )
+
+    async def _set_ready(self, ready: bool) -> None:
+        """Readiness: service "" and every hosted service (liveness stays as it is)."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self.health.set("", status)
+        for registration in self._registrations:
+            await self.health.set(registration.service_name, status)
 
     async def start(self) -> int:
         address = f"{self.config.host}:{self.config.port}"
@@ -131,9 +156,12 @@ class GrpcServer:
         if self.port == 0:
             raise RuntimeError(f"cannot bind {address}")
         await self._server.start()
-        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        for registration in self._registrations:
-            await self.health.set(registration.service_name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        if self.database_check is None:
+            await self._set_ready(True)
+        else:
+            await self.database_check.check()  # sets readiness either way
+            self.database_check.start()
         for work in self.background:
             work.start()  # e.g. outbox delivery, the stale-walk sweep
         log.info("serving", extra={"fields": {"address": f"{self.config.host}:{self.port}"}})
@@ -149,6 +177,8 @@ class GrpcServer:
         # Give load balancers and health checks a moment to see NOT_SERVING.
         await asyncio.sleep(self._drain_seconds)
         await self._server.stop(self.config.shutdown_grace_seconds)
+        if self.database_check is not None:
+            await self.database_check.stop()
         for work in self.background:
             await work.stop()
         for close in self._on_stop:
@@ -174,12 +204,20 @@ C = TypeVar("C", bound=ServiceConfig)
 _WORKER_ENV = "FLOWPILOT_WORKER_PROCESS"
 
 
-def _supervise(module: str, workers: int) -> None:
+def _worker_env(env: dict[str, str], metrics_port: int, index: int) -> dict[str, str]:
+    """Each worker serves its own metrics: worker ``index`` on ``metrics_port + index``."""
+    return {**env, "FLOWPILOT_METRICS_PORT": str(metrics_port + index if metrics_port else 0)}
+
+
+def _supervise(module: str, workers: int, metrics_port: int) -> None:
     """Runs ``workers`` copies of the service on one port (SO_REUSEPORT); the
     kernel spreads connections over them. Signals are passed on; it exits when
     every worker has."""
     env = {**os.environ, _WORKER_ENV: "1", "FLOWPILOT_WORKERS": "1"}
-    children = [subprocess.Popen([sys.executable, "-m", module], env=env) for _ in range(workers)]  # noqa: S603
+    children = [
+        subprocess.Popen([sys.executable, "-m", module], env=_worker_env(env, metrics_port, index))  # noqa: S603
+        for index in range(workers)
+    ]
 
     def forward(signum: int, frame: object) -> None:
         for child in children:
@@ -196,9 +234,10 @@ def run_service(config_type: type[C], build: Callable[[C, Database], GrpcServer]
     """``python -m services.<name>``: configure from the environment and serve."""
     config = config_type()  # required fields come from the environment
     if config.workers > 1 and not os.environ.get(_WORKER_ENV):
-        _supervise(config_type.__module__.rsplit(".", 1)[0], config.workers)
+        _supervise(config_type.__module__.rsplit(".", 1)[0], config.workers, config.metrics_port)
         return
     logs.configure(config.log_level, service=config.service_name)
+    metrics.serve(config.metrics_port, config.host)
     telemetry.setup(f"flowpilot-{config.service_name}")
     telemetry.instrument_database()
 

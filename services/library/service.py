@@ -21,6 +21,7 @@ class LibraryConfig(SettingsClientConfig):
 
     service_name: str = "library"
     port: int = 50052
+    metrics_port: int = 9652
 
 
 def build(config: LibraryConfig, db: Database, *, ai: AI | None = None) -> GrpcServer:
@@ -40,5 +41,6 @@ def build(config: LibraryConfig, db: Database, *, ai: AI | None = None) -> GrpcS
                 SERVICE_NAME, lambda s: library_pb2_grpc.add_LibraryServiceServicer_to_server(servicer, s)
             )
         ],
+        database=db,
         on_stop=[close_channel, db.dispose],
     )

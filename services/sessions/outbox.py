@@ -36,6 +36,7 @@ from flowpilot.library.v1 import library_pb2, library_pb2_grpc
 from opentelemetry import propagate, trace
 from sqlalchemy import func, select, text, update
 
+from services.core import metrics
 from services.core.auth import ServiceCredential
 from services.core.background import Periodic
 from services.core.db import Database
@@ -73,6 +74,7 @@ class OutboxDelivery:
         batch: int = 20,
         call_timeout_seconds: float = 10.0,
         max_attempts: int = 12,
+        stats_seconds: float = 15.0,
     ) -> None:
         self._db = db
         self._library = library
@@ -92,6 +94,27 @@ class OutboxDelivery:
             enabled=credential is not None,
             off_reason="no service key (FLOWPILOT_SERVICE_PRIVATE_KEY)",
         )
+        # The outbox's figures for metrics, read whether or not this replica delivers.
+        self.stats_runner = Periodic("outbox-stats", self.refresh_stats, stats_seconds, first_round_now=True)
+
+    async def refresh_stats(self) -> tuple[int, float, int]:
+        """(rows pending, age of the oldest in seconds, dead letters) over every
+        account, through ``sessions.outbox_stats`` (aggregates only), into the
+        ``flowpilot_outbox_*`` gauges."""
+        async with self._db.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT pending, extract(epoch FROM now() - oldest_pending) AS age, dead "
+                        "FROM sessions.outbox_stats()"
+                    )
+                )
+            ).one()
+        pending, age, dead = int(row.pending), max(float(row.age or 0), 0.0), int(row.dead)
+        metrics.OUTBOX_PENDING.set(pending)
+        metrics.OUTBOX_OLDEST_AGE.set(age)
+        metrics.OUTBOX_DEAD.set(dead)
+        return pending, age, dead
 
     def kick(self) -> None:
         """Deliver soon (after a resolve), without waiting for the next poll."""
@@ -142,9 +165,11 @@ class OutboxDelivery:
     def _outcome(self, row: Any, failure: Failure | None) -> dict[str, Any]:
         attempts = row.attempts + 1
         if failure is None:
+            metrics.OUTBOX_DELIVERIES.labels("delivered").inc()
             return {"delivered_at": func.now(), "attempts": attempts, "last_error": None}
         fields = {"topic": row.topic, "error": failure.text, "attempts": attempts}
         if failure.permanent or attempts >= self._max_attempts:
+            metrics.OUTBOX_DELIVERIES.labels("dead_letter").inc()
             log.error("outbox delivery gave up: a dead letter", extra={"fields": fields})
             return {
                 "attempts": attempts,
@@ -152,6 +177,7 @@ class OutboxDelivery:
                 "dead_at": func.now(),
                 "next_attempt_at": text("'infinity'::timestamptz"),
             }
+        metrics.OUTBOX_DELIVERIES.labels("retry").inc()
         log.warning("outbox delivery failed", extra={"fields": fields})
         wait = timedelta(seconds=self._backoff(row.attempts))
         return {"attempts": attempts, "last_error": failure.text, "next_attempt_at": func.now() + wait}

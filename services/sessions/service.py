@@ -24,12 +24,15 @@ class SessionsConfig(SettingsClientConfig):
 
     service_name: str = "sessions"
     port: int = 50051
+    metrics_port: int = 9651
     library_address: str = "127.0.0.1:50052"
     outbox_poll_seconds: float = 2.0
     outbox_base_backoff_seconds: float = 1.0
     outbox_max_backoff_seconds: float = 300.0
     # Attempts before an outbox row becomes a dead letter (listed and retried by team admins).
     outbox_max_attempts: int = Field(default=12, ge=1, le=1000)
+    # How often the outbox's figures (backlog, oldest pending, dead letters) are read for metrics.
+    outbox_stats_seconds: float = Field(default=15.0, gt=0, le=3600)
 
 
 def build(config: SessionsConfig, db: Database, *, ai: AI | None = None) -> GrpcServer:
@@ -45,6 +48,7 @@ def build(config: SessionsConfig, db: Database, *, ai: AI | None = None) -> Grpc
         base_backoff_seconds=config.outbox_base_backoff_seconds,
         max_backoff_seconds=config.outbox_max_backoff_seconds,
         max_attempts=config.outbox_max_attempts,
+        stats_seconds=config.outbox_stats_seconds,
     )
     servicer = SessionsServicer(db, ai or make_ai(), settings, outbox=delivery)
 
@@ -60,6 +64,7 @@ def build(config: SessionsConfig, db: Database, *, ai: AI | None = None) -> Grpc
                 SERVICE_NAME, lambda s: sessions_pb2_grpc.add_SessionsServiceServicer_to_server(servicer, s)
             )
         ],
-        background=[delivery.runner],
+        background=[delivery.runner, delivery.stats_runner],
+        database=db,
         on_stop=[close, db.dispose],
     )

@@ -19,6 +19,7 @@ class SettingsConfig(ServiceConfig):
 
     service_name: str = "settings"
     port: int = 50053
+    metrics_port: int = 9653
 
 
 def build(
@@ -34,5 +35,6 @@ def build(
                 lambda server: settings_pb2_grpc.add_SettingsServiceServicer_to_server(servicer, server),
             )
         ],
+        database=db,
         on_stop=[db.dispose],
     )

@@ -27,6 +27,7 @@ class WalksConfig(SettingsClientConfig):
 
     service_name: str = "walks"
     port: int = 50054
+    metrics_port: int = 9654
     sessions_address: str = "127.0.0.1:50051"
     sweep_interval_seconds: float = 300.0
 
@@ -67,5 +68,6 @@ def build(
             )
         ],
         background=[sweep.runner],
+        database=db,
         on_stop=[close, db.dispose],
     )

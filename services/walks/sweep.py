@@ -11,9 +11,11 @@ used to read the account's setting from the settings service).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from services.core import metrics
 from services.core.auth import Principal, ServiceCredential, bind_principal, unbind_principal
 from services.core.background import Periodic
 from services.core.clients import SettingsReader
@@ -58,6 +60,7 @@ class StaleWalkSweep:
         async with self._db.transaction(principal.account_id) as conn:
             abandoned = await storage.abandon_stale(conn, before=now - timedelta(hours=hours), now=now)
         if abandoned:
+            metrics.SWEEP_ABANDONED.inc(abandoned)
             log.info(
                 "abandoned stale walks",
                 extra={"fields": {"account_id": str(principal.account_id), "count": abandoned}},
@@ -65,6 +68,20 @@ class StaleWalkSweep:
         return abandoned, hours
 
     async def sweep_all(self) -> int:
+        """One round over every account with active walks (counted in
+        ``flowpilot_sweep_*``); returns the walks abandoned."""
+        started = time.perf_counter()
+        try:
+            total = await self._sweep_all()
+        except Exception:
+            metrics.SWEEP_RUNS.labels("failed").inc()
+            raise
+        finally:
+            metrics.SWEEP_SECONDS.observe(time.perf_counter() - started)
+        metrics.SWEEP_RUNS.labels("ok").inc()
+        return total
+
+    async def _sweep_all(self) -> int:
         assert self._credential is not None
         async with self._db.engine.connect() as conn:
             accounts = await storage.accounts_with_active_walks(conn)
@@ -73,5 +90,6 @@ class StaleWalkSweep:
             try:
                 total += (await self.sweep_account(self._credential.principal_for(account)))[0]
             except Exception:  # one account's failure must not stop the others
+                metrics.SWEEP_ACCOUNT_FAILURES.inc()
                 log.exception("sweep failed for an account", extra={"fields": {"account_id": str(account)}})
         return total

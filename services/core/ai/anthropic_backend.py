@@ -21,6 +21,7 @@ import httpx2
 from anthropic.types import ToolUseBlock
 from pydantic import BaseModel, ValidationError
 
+from services.core import metrics
 from services.core.ai.prompt import session_context
 from services.core.ai.types import (
     DecisionTree,
@@ -133,6 +134,10 @@ class AnthropicBackend:
                 ) from exc
             log.error("model rejected request", extra={"fields": {"status": exc.status_code, "model": model}})
             raise Internal("the AI model rejected the request", reason="MODEL_REQUEST_REJECTED") from exc
+        usage = getattr(response, "usage", None)
+        if usage is not None:  # tokens as the API counted them
+            for kind, used in (("input", usage.input_tokens), ("output", usage.output_tokens)):
+                metrics.AI_TOKENS.labels(tier.value, model, kind).inc(used or 0)
         tool_input: Any = next(
             (b.input for b in response.content if isinstance(b, ToolUseBlock) and b.name == tool),
             None,

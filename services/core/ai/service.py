@@ -4,12 +4,15 @@ model calls, and backend selection."""
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.core import metrics
 from services.core.ai.prompt import estimate_tokens, session_context
 from services.core.ai.redaction import redact
 from services.core.ai.types import (
@@ -22,8 +25,10 @@ from services.core.ai.types import (
     Tier,
 )
 from services.core.auth import current_principal
-from services.core.errors import ResourceExhausted
+from services.core.errors import FlowPilotError, ResourceExhausted
 from services.core.ratelimit import TokenBuckets
+
+T = TypeVar("T")
 
 
 class Backend(Protocol):
@@ -84,6 +89,7 @@ class AI:
             return
         wait = self._limiter.take(current_principal().account_id)
         if wait > 0:
+            metrics.AI_RATE_LIMITED.inc()
             # Whole seconds rounded up from the nanoseconds RetryInfo carries, as
             # the gateway's Retry-After is.
             seconds = max(1, -(-round(wait * 1e9) // 1_000_000_000))
@@ -103,6 +109,24 @@ class AI:
             return Tier(prefs.tier)
         return Tier.DEEP if task in _HARD or size_tokens > self._deep_above else Tier.FAST
 
+    async def _measured(self, task: str, tier: Tier, call: Awaitable[T]) -> T:
+        """``call`` (one backend call), counted and timed in ``flowpilot_ai_model_*``
+        by task, tier, backend and outcome (``ok`` or the error's reason)."""
+        labels = (task, tier.value, self.backend.name)
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await call
+        except FlowPilotError as error:
+            outcome = error.reason
+            raise
+        except BaseException:
+            outcome = "error"
+            raise
+        finally:
+            metrics.AI_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+            metrics.AI_CALLS.labels(*labels, outcome).inc()
+
     def _prepare(self, ctx: SessionContext, prefs: Preferences) -> SessionContext:
         return ctx.map_text(redact) if prefs.redact else ctx
 
@@ -112,7 +136,8 @@ class AI:
     async def suggest_fix(self, ctx: SessionContext, prefs: Preferences) -> FixSuggestion:
         self._spend()
         ctx = self._prepare(ctx, prefs)
-        fix = await self.backend.suggest_fix(ctx, tier=self._tier(prefs, "fix", self._size(ctx)))
+        tier = self._tier(prefs, "fix", self._size(ctx))
+        fix = await self._measured("suggest_fix", tier, self.backend.suggest_fix(ctx, tier=tier))
         if prefs.redact:
             fix = fix.model_copy(
                 update={
@@ -127,16 +152,18 @@ class AI:
     async def write_resolution_note(self, ctx: SessionContext, prefs: Preferences) -> Document:
         self._spend()
         ctx = self._prepare(ctx, prefs)
-        doc = await self.backend.write_resolution_note(
-            ctx, fmt=prefs.fmt, tier=self._tier(prefs, "note", self._size(ctx))
+        tier = self._tier(prefs, "note", self._size(ctx))
+        doc = await self._measured(
+            "resolution_note", tier, self.backend.write_resolution_note(ctx, fmt=prefs.fmt, tier=tier)
         )
         return doc.model_copy(update={"text": redact(doc.text)}) if prefs.redact else doc
 
     async def write_escalation_package(self, ctx: SessionContext, prefs: Preferences) -> Document:
         self._spend()
         ctx = self._prepare(ctx, prefs)
-        doc = await self.backend.write_escalation_package(
-            ctx, fmt=prefs.fmt, tier=self._tier(prefs, "package", self._size(ctx))
+        tier = self._tier(prefs, "package", self._size(ctx))
+        doc = await self._measured(
+            "escalation_package", tier, self.backend.write_escalation_package(ctx, fmt=prefs.fmt, tier=tier)
         )
         return doc.model_copy(update={"text": redact(doc.text)}) if prefs.redact else doc
 
@@ -147,16 +174,18 @@ class AI:
             script = ScriptDraft(
                 body=redact(script.body), language=script.language, name_hint=script.name_hint
             )
-        return await self.backend.templatize_script(
-            script, tier=self._tier(prefs, "templatize", estimate_tokens(script.body))
+        tier = self._tier(prefs, "templatize", estimate_tokens(script.body))
+        return await self._measured(
+            "templatize_script", tier, self.backend.templatize_script(script, tier=tier)
         )
 
     async def build_decision_tree(self, problem: str, prefs: Preferences) -> DecisionTree:
         self._spend()
         if prefs.redact:
             problem = redact(problem)
-        return await self.backend.build_decision_tree(
-            problem, tier=self._tier(prefs, "decision_tree", estimate_tokens(problem))
+        tier = self._tier(prefs, "decision_tree", estimate_tokens(problem))
+        return await self._measured(
+            "decision_tree", tier, self.backend.build_decision_tree(problem, tier=tier)
         )
 
 
