@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 GEN_STAMP := gen/.stamp
 PROTOS := $(shell find protos tests/protos -name '*.proto')
 
-.PHONY: help run test lint check-compose pytest token keys migrate gen clean bench
+.PHONY: help run test lint check-compose check-kubernetes pytest token keys migrate gen clean bench
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -27,13 +27,14 @@ test: lint pytest ## every check CI runs: lint, then the whole pytest suite
 pytest: $(STAMP) $(GEN_STAMP) ## the pytest suite only (PYTEST_ARGS="-m 'not slow'" skips the minutes-long ones)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) $(GEN_STAMP) $(BUF) ## ruff, mypy, buf lint, hadolint, compose check
+lint: $(STAMP) $(GEN_STAMP) $(BUF) ## ruff, mypy, buf lint, hadolint, compose and Kubernetes checks
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BUF) lint
 	$(BIN)/hadolint Dockerfile
 	$(MAKE) --no-print-directory check-compose
+	$(MAKE) --no-print-directory check-kubernetes
 
 # docker-compose.yml is validated, not run (no container engine is needed),
 # with the placeholders of .env.example for its required variables.
@@ -41,6 +42,16 @@ check-compose: ## validate docker-compose.yml (needs Debian's docker-compose)
 	@if command -v docker-compose >/dev/null 2>&1; then \
 		docker-compose --env-file .env.example -f docker-compose.yml config -q && echo "docker-compose.yml: valid"; \
 	else echo "docker-compose not installed: install it (apt-get install docker-compose) to validate"; exit 1; fi
+
+# deploy/kubernetes: the dev overlay as kubectl builds it, against the
+# Kubernetes schemas bundled with kubernetes-validate (offline). The suite's
+# own rules for the manifests are in tests/test_kubernetes.py.
+check-kubernetes: $(STAMP) ## build deploy/kubernetes/overlays/dev and validate it (needs kubectl)
+	@if command -v kubectl >/dev/null 2>&1; then \
+		mkdir -p build && kubectl kustomize deploy/kubernetes/overlays/dev > build/kubernetes-dev.yaml \
+		&& $(BIN)/kubernetes-validate --strict --quiet -k 1.28.0 build/kubernetes-dev.yaml \
+		&& echo "deploy/kubernetes: valid"; \
+	else echo "kubectl not installed: install it (apt-get install kubernetes-client) to validate"; exit 1; fi
 
 # Print a dev token: make token ROLE=team_admin [ACCOUNT=uuid] [USER_ID=uuid]
 token: $(STAMP) $(GEN_STAMP) ## print a dev token: ROLE=viewer|engineer|team_admin|super_admin ACCOUNT=uuid USER_ID=uuid
