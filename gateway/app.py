@@ -204,6 +204,8 @@ class Gateway:
             return _json(error.http, errors.status_json(error.status), {**reply_headers, **error.headers})
         except grpc.aio.AioRpcError as error:
             status, body = errors.from_rpc_error(error)
+            # The call was made, so the route is known: name fields as the client's JSON does.
+            body = errors.json_field_paths(body, route.method.input_type)
             reply = dict(reply_headers)
             reply.update(errors.retry_after_headers(body))
             if status == 401:

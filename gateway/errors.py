@@ -5,10 +5,11 @@ and for the gateway's own."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2, json_format
+from google.protobuf import any_pb2, descriptor, json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -132,3 +133,43 @@ def status_json(status: status_pb2.Status) -> bytes:
     body.setdefault("message", "")
     body.setdefault("details", [])
     return json.dumps(body).encode()
+
+
+_STEP = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)((?:\[[^\]]*\])*)$")
+
+
+def json_field_paths(status: status_pb2.Status, request: descriptor.Descriptor) -> status_pb2.Status:
+    """``status`` with its field violations named as the JSON the client sent
+    (lowerCamelCase, ``session.ticketRef``, ``facts[0].text``) rather than the
+    proto paths the services use; a path that is no field is kept as it is."""
+    changed = False
+    details = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            for violation in bad.field_violations:
+                renamed = _json_path(violation.field, request)
+                if renamed != violation.field:
+                    violation.field = renamed
+                    changed = True
+            packed = any_pb2.Any()
+            packed.Pack(bad)
+            details.append(packed)
+        else:
+            details.append(detail)
+    if not changed:
+        return status
+    return status_pb2.Status(code=status.code, message=status.message, details=details)
+
+
+def _json_path(path: str, message: descriptor.Descriptor | None) -> str:
+    steps = []
+    for step in path.split("."):
+        match = _STEP.match(step)
+        field = message.fields_by_name.get(match.group(1)) if match and message is not None else None
+        if match is None or field is None:
+            return path
+        steps.append(field.json_name + match.group(2))
+        message = field.message_type
+    return ".".join(steps)

@@ -313,6 +313,8 @@ class Database:
             pool_timeout=pool_timeout,
             pool_pre_ping=False,
             connect_args={"server_settings": {"application_name": application_name}},
+            # JSONB text as UTF-8, not \uXXXX escapes (up to 3 times the size for non-ASCII text).
+            json_serializer=functools.partial(json.dumps, ensure_ascii=False),
         )
         reads = ReadConnections(
             _driver_connect(engine, application_name), size=read_pool_size, timeout=pool_timeout

@@ -67,6 +67,12 @@ def created(name: str) -> None:
     _created.get().append(name)
 
 
+# A request this large (serialized) waits for one of LARGE_REQUESTS_AT_ONCE
+# places before it is decoded: at the 4 MiB limit a request grows to ~90 MB
+# of Python objects on its way to the database.
+LARGE_REQUEST_BYTES = 1024 * 1024
+LARGE_REQUESTS_AT_ONCE = 1
+
 Handler = Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]
 Decoder = Callable[[bytes], Message]
 
@@ -133,6 +139,9 @@ class Runtime:
         self._domain = domain
         self._spans = spans
         self._default_deadline = default_deadline_seconds
+        # Large requests decode into many times their size in Python objects:
+        # a few at a time keep a process's memory bounded (others wait).
+        self._large_requests = asyncio.Semaphore(LARGE_REQUESTS_AT_ONCE)
 
     def registrar(self, server: grpc.aio.Server) -> Registrar:
         """What a generated ``add_*Servicer_to_server`` is given instead of the server."""
@@ -171,10 +180,13 @@ class Runtime:
                 child = handled[code] = metrics.GRPC_HANDLED.labels(*rpc_labels, code)
             return child
 
+        large_requests = self._large_requests
+
         async def behavior(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             started = time.perf_counter()
             started_total.inc()
             in_flight.inc()
+            large = False
             metadata = dict(context.invocation_metadata() or ())
             span_token = None
             if own_span:
@@ -193,6 +205,9 @@ class Runtime:
                 principal = verifier.verify_header(header if isinstance(header, str) else None)
                 logs.bind(account_id=str(principal.account_id))  # undone with log_token
                 rule.authorize(principal)
+                if len(raw) > LARGE_REQUEST_BYTES:
+                    await large_requests.acquire()
+                    large = True
                 request = _decoded(decode, raw)
                 found = violations(request)
                 if b"\x00" in raw:  # the only way a string can hold NUL
@@ -241,6 +256,8 @@ class Runtime:
                 )
                 raise
             finally:
+                if large:
+                    large_requests.release()
                 if principal_token is not None:
                     unbind_principal(principal_token)
                 duration = time.perf_counter() - started

@@ -61,12 +61,13 @@ def parse_id(name: str, pattern: str, field: str) -> uuid.UUID:
     return ids.parse_uuid(value, field=field, what=f"name of the form {pattern}")
 
 
-def flow(row: Any) -> pb.Flow:
+def flow(row: Any, tree: dict[str, Any] | None = None) -> pb.Flow:
+    """A flow; ``tree`` when the row was read without it."""
     message = pb.Flow(
         name=names.format_name(FLOW, flow=row.id),
         display_name=row.name,
         description=row.description,
-        tree=trees.to_proto(row.tree),
+        tree=trees.to_proto(tree if tree is not None else row.tree),
         version=row.version,
         status=FLOW_STATUS[row.status],
         creator=str(row.created_by),
@@ -77,12 +78,13 @@ def flow(row: Any) -> pb.Flow:
     return message
 
 
-def proposal(row: Any) -> pb.FlowProposal:
+def proposal(row: Any, tree: dict[str, Any] | None = None) -> pb.FlowProposal:
+    """A proposal; ``tree`` when the row was read without it."""
     message = pb.FlowProposal(
         name=names.format_name(PROPOSAL, flow_proposal=row.id),
         display_name=row.name,
         description=row.description,
-        tree=trees.to_proto(row.tree),
+        tree=trees.to_proto(tree if tree is not None else row.tree),
         source=PROPOSAL_SOURCE[row.source],
         rationale=row.rationale,
         status=PROPOSAL_STATUS[row.status],

@@ -84,7 +84,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
                 tree=tree,
                 created_by=principal.user_id,
             )
-        flow = convert.flow(row)
+        flow = convert.flow(row, tree)
         created(flow.name)
         return flow
 
@@ -173,7 +173,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
                 rationale=given.rationale,
                 created_by=principal.user_id,
             )
-        proposal = convert.proposal(row)
+        proposal = convert.proposal(row, tree)
         created(proposal.name)
         return proposal
 
@@ -213,13 +213,14 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         principal = current_principal()
         async with self._db.transaction() as conn:
             row = await self._review(conn, request.name)
+            tree = row.tree
             flow = await storage.insert_flow(
                 conn,
                 account_id=principal.account_id,
                 id=uuid.uuid4(),
                 name=row.name,
                 description=row.description,
-                tree=row.tree,
+                tree=tree,
                 status="published",
                 created_by=principal.user_id,
             )
@@ -231,7 +232,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
                 review_time=func.now(),
                 flow_id=flow.id,
             )
-        return pb.ApproveFlowProposalResponse(flow_proposal=convert.proposal(row), flow=convert.flow(flow))
+        return pb.ApproveFlowProposalResponse(flow_proposal=convert.proposal(row), flow=convert.flow(flow, tree))
 
     async def RejectFlowProposal(
         self, request: pb.RejectFlowProposalRequest, context: Context

@@ -18,7 +18,8 @@ F, P, W = flows, flow_proposals, l1_walk_sessions
 
 
 async def insert_flow(conn: AsyncConnection, **values: Any) -> Row[Any]:
-    return (await conn.execute(insert(F).values(**values).returning(F))).one()
+    """The new flow's row without its tree (the caller has it; it can be megabytes)."""
+    return (await conn.execute(insert(F).values(**values).returning(*_without_tree(F)))).one()
 
 
 async def get_flow(conn: AsyncConnection, flow_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
@@ -43,7 +44,12 @@ async def list_flows(
 
 
 async def insert_proposal(conn: AsyncConnection, **values: Any) -> Row[Any]:
-    return (await conn.execute(insert(P).values(**values).returning(P))).one()
+    """The new proposal's row without its tree (the caller has it)."""
+    return (await conn.execute(insert(P).values(**values).returning(*_without_tree(P)))).one()
+
+
+def _without_tree(table: Any) -> list[Any]:
+    return [c for c in table.c if c.name != "tree"]
 
 
 async def get_proposal(

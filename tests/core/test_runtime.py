@@ -172,3 +172,53 @@ async def test_graceful_shutdown_finishes_in_flight_rpcs(
                 GET, metadata=keys.metadata(account_id=account, role=Role.VIEWER), timeout=2
             )
         assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+class _Counting(SettingsServicer):
+    """UpdateSetting that records how many calls it runs at once."""
+
+    running = 0
+    most = 0
+
+    async def UpdateSetting(self, request, context):
+        type(self).running += 1
+        type(self).most = max(type(self).most, type(self).running)
+        try:
+            await asyncio.sleep(0.3)
+        finally:
+            type(self).running -= 1
+        return await super().UpdateSetting(request, context)
+
+
+async def test_large_requests_are_handled_one_at_a_time(database: RunDatabase, keys: Keys) -> None:
+    """Memory: a request past LARGE_REQUEST_BYTES decodes into many times its
+    size; they take turns, while small requests still run side by side."""
+    from google.protobuf import struct_pb2
+
+    from services.core.rpc import LARGE_REQUEST_BYTES
+
+    config = SettingsConfig(**service_config_kwargs(database, keys, "settings"))
+    server = build(config, Database.connect(config.database_url, pool_size=4), servicer_type=_Counting)
+    port = await server.start()
+    md = keys.metadata(account_id=uuid.uuid4(), role=Role.TEAM_ADMIN)
+
+    def update(size: int) -> settings_pb2.UpdateSettingRequest:
+        value = struct_pb2.Value(string_value="x" * size)
+        return settings_pb2.UpdateSettingRequest(
+            setting=settings_pb2.Setting(name="settings/notes.format", value=value)
+        )
+
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = settings_pb2_grpc.SettingsServiceStub(channel)
+            for size, expected in ((LARGE_REQUEST_BYTES + 1, 1), (10, 3)):
+                _Counting.most = 0
+                results = await asyncio.gather(
+                    *(stub.UpdateSetting(update(size), metadata=md, timeout=20) for _ in range(3)),
+                    return_exceptions=True,
+                )
+                # The value is no format the catalogue knows: refused, after the handler ran.
+                assert all(isinstance(r, grpc.aio.AioRpcError) for r in results), results
+                assert _Counting.most == expected, (size, _Counting.most)
+    finally:
+        await server.stop()

@@ -136,7 +136,7 @@ async def test_sessions_errors_over_http(ui: Ui) -> None:
         "POST", "/v1/sessions", json={"ticketRef": "", "ticketKind": "TICKET_KIND_PSA", "title": "x" * 201}
     )
     assert invalid.status_code == 400
-    assert {"session.ticket_ref", "session.title"} <= set(_violations(invalid))
+    assert {"session.ticketRef", "session.title"} <= set(_violations(invalid))  # named as the JSON sent
     unknown = await ui.request("GET", "/v1/sessions?colour=red")
     assert unknown.status_code == 400
 

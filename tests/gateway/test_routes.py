@@ -64,3 +64,33 @@ def test_same_path_different_methods_is_fine() -> None:
 def test_bad_templates(bad: str) -> None:
     with pytest.raises(TemplateError):
         parse(bad)
+
+
+def test_field_violations_are_named_as_the_json_the_client_sent() -> None:
+    from flowpilot.sessions.v1 import sessions_pb2
+    from google.protobuf import any_pb2
+    from google.rpc import error_details_pb2, status_pb2
+
+    from gateway.errors import json_field_paths
+
+    bad = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=f, description="x")
+            for f in ("session.ticket_ref", "facts[3].text", "request_id", "request", "session.no_such")
+        ]
+    )
+    packed = any_pb2.Any()
+    packed.Pack(bad)
+    renamed = json_field_paths(
+        status_pb2.Status(code=3, message="m", details=[packed]),
+        sessions_pb2.CreateSessionRequest.DESCRIPTOR,
+    )
+    out = error_details_pb2.BadRequest()
+    renamed.details[0].Unpack(out)
+    assert [v.field for v in out.field_violations] == [
+        "session.ticketRef",
+        "facts[3].text",
+        "requestId",
+        "request",  # not a field: kept
+        "session.no_such",
+    ]
