@@ -232,7 +232,9 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
                 review_time=func.now(),
                 flow_id=flow.id,
             )
-        return pb.ApproveFlowProposalResponse(flow_proposal=convert.proposal(row), flow=convert.flow(flow, tree))
+        return pb.ApproveFlowProposalResponse(
+            flow_proposal=convert.proposal(row), flow=convert.flow(flow, tree)
+        )
 
     async def RejectFlowProposal(
         self, request: pb.RejectFlowProposalRequest, context: Context
