@@ -7,11 +7,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 BUF := tools/node/node_modules/.bin/buf
+REDOCLY := tools/node/node_modules/.bin/redocly
 STAMP := $(VENV)/.installed-stamp
 GEN_STAMP := gen/.stamp
 PROTOS := $(shell find protos tests/protos -name '*.proto')
 
-.PHONY: help run test lint check-compose check-kubernetes pytest token keys migrate gen clean bench
+.PHONY: help run test lint check-compose check-kubernetes check-openapi pytest token keys migrate gen clean bench
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -27,14 +28,22 @@ test: lint pytest ## every check CI runs: lint, then the whole pytest suite
 pytest: $(STAMP) $(GEN_STAMP) ## the pytest suite only (PYTEST_ARGS="-m 'not slow'" skips the minutes-long ones)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) $(GEN_STAMP) $(BUF) ## ruff, mypy, buf lint, hadolint, compose and Kubernetes checks
+lint: $(STAMP) $(GEN_STAMP) $(BUF) ## ruff, mypy, buf lint, hadolint, OpenAPI, compose and Kubernetes checks
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BUF) lint
 	$(BIN)/hadolint Dockerfile
+	$(MAKE) --no-print-directory check-openapi
 	$(MAKE) --no-print-directory check-compose
 	$(MAKE) --no-print-directory check-kubernetes
+
+# The gateway's OpenAPI document, written as the gateway serves it (no
+# backends needed), linted with Redocly's recommended rules (redocly.yaml;
+# the exceptions and why are there and in .redocly.lint-ignore.yaml).
+check-openapi: $(STAMP) $(GEN_STAMP) $(BUF) ## write build/openapi.json and lint it with Redocly (recommended rules)
+	$(PY) -m gateway.openapi build/openapi.json
+	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true $(REDOCLY) lint --format=stylish build/openapi.json
 
 # docker-compose.yml is validated, not run (no container engine is needed),
 # with the placeholders of .env.example for its required variables.
@@ -79,7 +88,7 @@ $(GEN_STAMP): $(STAMP) $(PROTOS) tools/genproto.py
 	touch $@
 
 $(BUF): tools/node/package.json tools/node/package-lock.json
-	@echo "==> installing buf (npm)"
+	@echo "==> installing buf and Redocly CLI (npm)"
 	# npm install (not ci): the lock omits other platforms' optional buf binaries.
 	cd tools/node && npm install --no-fund --no-audit --loglevel=error
 	touch $@

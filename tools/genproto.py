@@ -11,6 +11,12 @@ additionally copies those sources into DIR so that ``buf`` can resolve them.
 makes a wheel of it with ``--no-stubs`` (no mypy-protobuf there), and the
 runtime stage installs that wheel. The dev venv finds ``gen/`` through a
 ``.pth`` file instead (see the Makefile), so ``make gen`` needs no reinstall.
+
+The protos' comments are kept too: protoc writes a descriptor set with source
+info, and ``flowpilot/_comments.py`` maps full names (services, methods,
+messages, fields, enums, and enum values as ``pkg.Enum.VALUE``) to their
+leading comment (or trailing, when there is none). It is part of the
+package, so the wheel ships it; the gateway's OpenAPI reads it.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import tempfile
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from tools.requirements import distribution, requirements
 
@@ -59,8 +67,11 @@ def generate(out: Path = OUT, *, stubs: bool = True) -> None:
         f"--mypy_out={out}",
         f"--mypy_grpc_out={out}",
     ]
+    descriptor_set = Path(tempfile.mkdtemp()) / "descriptors.binpb"
     args = [
         "grpc_tools.protoc",
+        "--include_source_info",
+        f"--descriptor_set_out={descriptor_set}",
         *(f"-I{root}" for root in roots),
         f"-I{_googleapis_root()}",
         f"-I{_wkt_root()}",
@@ -71,11 +82,67 @@ def generate(out: Path = OUT, *, stubs: bool = True) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
+    write_comments(descriptor_set, out / "flowpilot" / "_comments.py")
+    shutil.rmtree(descriptor_set.parent)
     # Regular packages, so that mypy and importlib see them without magic.
     for folder in (p for p in out.rglob("*") if p.is_dir()):
         (folder / "__init__.py").touch()
     (out / "flowpilot" / "py.typed").touch()
     write_distribution(out)
+
+
+def _symbols(file: Any) -> dict[tuple[int, ...], str]:
+    """Source-info paths of a FileDescriptorProto's declarations → full names."""
+    names: dict[tuple[int, ...], str] = {}
+    prefix = f"{file.package}." if file.package else ""
+
+    def enums(path: tuple[int, ...], scope: str, items: Any) -> None:
+        for i, enum in enumerate(items):
+            names[(*path, i)] = scope + enum.name
+            for j, value in enumerate(enum.value):
+                names[(*path, i, 2, j)] = f"{scope}{enum.name}.{value.name}"
+
+    def messages(path: tuple[int, ...], scope: str, items: Any) -> None:
+        for i, message in enumerate(items):
+            full = scope + message.name
+            names[(*path, i)] = full
+            for j, field in enumerate(message.field):
+                names[(*path, i, 2, j)] = f"{full}.{field.name}"
+            messages((*path, i, 3), full + ".", message.nested_type)
+            enums((*path, i, 4), full + ".", message.enum_type)
+
+    messages((4,), prefix, file.message_type)
+    enums((5,), prefix, file.enum_type)
+    for i, service in enumerate(file.service):
+        names[(6, i)] = prefix + service.name
+        for j, method in enumerate(service.method):
+            names[(6, i, 2, j)] = f"{prefix}{service.name}.{method.name}"
+    return names
+
+
+def comments(descriptor_set: bytes) -> dict[str, str]:
+    """Full name → comment, from a serialized FileDescriptorSet with source info."""
+    from google.protobuf import descriptor_pb2
+
+    out: dict[str, str] = {}
+    for file in descriptor_pb2.FileDescriptorSet.FromString(descriptor_set).file:
+        names = _symbols(file)
+        for location in file.source_code_info.location:
+            name = names.get(tuple(location.path))
+            text = location.leading_comments or location.trailing_comments
+            if name and text.strip():
+                lines = [line[1:] if line.startswith(" ") else line for line in text.strip("\n").split("\n")]
+                out[name] = "\n".join(lines).strip()
+    return out
+
+
+def write_comments(descriptor_set: Path, target: Path) -> None:
+    found = comments(descriptor_set.read_bytes())
+    body = "".join(f"    {name!r}: {text!r},\n" for name, text in sorted(found.items()))
+    target.write_text(
+        '"""The protos\' comments by full name (written by tools/genproto.py)."""\n\n'
+        f"COMMENTS: dict[str, str] = {{\n{body}}}\n"
+    )
 
 
 def write_distribution(out: Path) -> None:
