@@ -6,8 +6,8 @@ over its size limit: a header the metadata cannot carry is refused here, at
 once, naming the header (400, or 431 when it is too large), instead of
 failing inside the gRPC call.
 
-- ``X-Request-Id``: 1-128 characters of ``A-Z a-z 0-9 . _ : -``; anything else
-  is 400 (never echoed). Without one the gateway makes a UUID.
+- ``X-Request-Id``: 1-128 characters of ``A-Z a-z 0-9 . _ : -``; longer is
+  431, anything else 400 (never echoed). Without one the gateway makes a UUID.
 - ``Authorization``: at most 4096 bytes of printable ASCII.
 - Every other forwarded header (``FLOWPILOT_FORWARD_HEADERS``): at most 1024
   bytes of printable ASCII.

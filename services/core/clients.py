@@ -18,6 +18,7 @@ from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from google.protobuf import json_format
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
+from services.core import logs
 from services.core.ai import Preferences
 from services.core.auth import current_principal
 from services.core.errors import Internal, Unavailable
@@ -32,8 +33,11 @@ def channel(address: str) -> grpc.aio.Channel:
 
 
 def forwarded() -> tuple[tuple[str, str], ...]:
-    """Metadata that forwards the current caller's token."""
-    return (("authorization", f"Bearer {current_principal().token}"),)
+    """Metadata that forwards the current caller's token (and request id, so
+    the other service's access line names the same request)."""
+    token = ("authorization", f"Bearer {current_principal().token}")
+    request_id = logs.current_request_id()
+    return (token, ("x-request-id", request_id)) if request_id else (token,)
 
 
 @dataclass

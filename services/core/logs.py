@@ -29,6 +29,11 @@ def unbind(token: contextvars.Token[dict[str, str]]) -> None:
     _request.reset(token)
 
 
+def current_request_id() -> str | None:
+    """The request id of the request being served (bound by the runtime), if any."""
+    return _request.get({}).get("request_id")
+
+
 def current_trace_id() -> str | None:
     ctx = trace.get_current_span().get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else None

@@ -29,8 +29,9 @@ def fingerprint(caller: Principal, request: Message) -> str:
 
 
 def check_replay(stored: str | None, given: str) -> None:
-    """Raises unless ``given`` is the fingerprint stored with the request id."""
-    if stored != given:
+    """Raises unless ``given`` is the fingerprint stored with the request id.
+    A request id recorded before fingerprints were (NULL) replays as before."""
+    if stored is not None and stored != given:
         raise AlreadyExists(
             "request_id was already used by another caller or for another request",
             reason="REQUEST_ID_REUSED",

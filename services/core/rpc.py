@@ -37,6 +37,7 @@ from services.core.errors import (
     FlowPilotError,
     InvalidArgument,
     PermissionDenied,
+    Unavailable,
     internal_status,
     to_grpc_status,
 )
@@ -206,7 +207,14 @@ class Runtime:
                 logs.bind(account_id=str(principal.account_id))  # undone with log_token
                 rule.authorize(principal)
                 if len(raw) > LARGE_REQUEST_BYTES:
-                    await large_requests.acquire()
+                    # The wait for a turn is bounded like the call itself.
+                    try:
+                        async with asyncio.timeout(context.time_remaining() or default_deadline):
+                            await large_requests.acquire()
+                    except TimeoutError:
+                        raise Unavailable(
+                            "too many large requests at once; retry", reason="LARGE_REQUESTS_BUSY"
+                        ) from None
                     large = True
                 request = _decoded(decode, raw)
                 found = violations(request)
@@ -308,11 +316,14 @@ class _WrappedGeneric(grpc.GenericRpcHandler):
     def __init__(self, inner: grpc.GenericRpcHandler, runtime: Runtime) -> None:
         self._inner = inner
         self._runtime = runtime
-        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any] | None] = {}
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
         method: str = details.method
-        if method not in self._wrapped:
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
             found = self._inner.service(details)
-            self._wrapped[method] = None if found is None else self._runtime.wrap(method, found)
-        return self._wrapped[method]
+            if found is None:
+                return None  # not remembered: callers choose method names
+            wrapped = self._wrapped[method] = self._runtime.wrap(method, found)
+        return wrapped

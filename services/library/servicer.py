@@ -14,7 +14,7 @@ from google.protobuf.empty_pb2 import Empty
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 
-from services.core import ids, names, pagination, validation
+from services.core import ids, names, pagination, requests, validation
 from services.core.ai import AI, ScriptDraft
 from services.core.auth import current_principal
 from services.core.clients import SettingsReader
@@ -209,6 +209,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
         )
         # `provenance` is output only: the caller is the source, nothing else.
         source = provenance.by_hand(current_principal())
+        fingerprint = requests.fingerprint(current_principal(), request)
         async with self._db.transaction() as conn:
             row = await storage.insert_draft(
                 conn,
@@ -217,6 +218,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
                 language=language,
                 suggested_name=given.suggested_name.strip(),
                 request_id=request_id,
+                request_fingerprint=fingerprint if request_id is not None else None,
                 **source.columns(),
             )
             if row is not None:
@@ -225,6 +227,8 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
                 return draft
             if request_id is not None:  # a repeat of the same request id
                 row = await storage.draft_by_request(conn, request_id)
+                if row is not None:
+                    requests.check_replay(row.request_fingerprint, fingerprint)
             if row is None:
                 raise Aborted("a concurrent create conflicted; retry", reason="CONCURRENT_CREATE")
         return convert.draft(row)

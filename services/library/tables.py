@@ -85,6 +85,8 @@ draft_templates = Table(
     Column("source_ticket_ref", String(64), nullable=True),
     Column("source_lane_item_id", String(64), nullable=True),
     Column("request_id", UUID(as_uuid=True), nullable=True),
+    # Who sent that request id and what it asked (services.core.requests).
+    Column("request_fingerprint", String(64), nullable=True),
     Column("created_by", UUID(as_uuid=True), nullable=False),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     PrimaryKeyConstraint("account_id", "id", name="draft_templates_pkey"),

@@ -40,6 +40,7 @@ from services.core import metrics
 from services.core.auth import ServiceCredential
 from services.core.background import Periodic
 from services.core.db import Database
+from services.core.errors import Unavailable
 from services.sessions.tables import outbox
 
 log = logging.getLogger("flowpilot.sessions.outbox")
@@ -84,8 +85,9 @@ class OutboxDelivery:
         self._batch = batch
         self._timeout = call_timeout_seconds
         self._max_attempts = max_attempts
-        # A claimed row is due again after this, should its worker die mid-call.
-        self._lease = timedelta(seconds=call_timeout_seconds + 30)
+        # A claimed batch is due again after this, should its worker die
+        # mid-batch: longer than the batch can take, one call after another.
+        self._lease = timedelta(seconds=batch * call_timeout_seconds + 30)
         self.runner = Periodic(
             "outbox-delivery",
             self.deliver_due,
@@ -128,7 +130,15 @@ class OutboxDelivery:
             )
         delivered = 0
         for account in accounts:
-            delivered += await self._deliver_account(account)
+            try:
+                delivered += await self._deliver_account(account)
+            except Unavailable:
+                raise  # the database is down: the round ends, the runner backs off
+            except Exception:
+                # One account's trouble never holds up the others' deliveries.
+                log.exception(
+                    "outbox delivery failed for an account", extra={"fields": {"account": str(account)}}
+                )
         return delivered
 
     def _backoff(self, attempts: int) -> float:
@@ -156,8 +166,16 @@ class OutboxDelivery:
         for row in sorted(rows, key=lambda r: r.create_time):
             failure = await self._send(row, self._credential.token_for(account))
             async with self._db.transaction(account) as conn:
+                # Only while this worker's claim holds: after the lease another
+                # worker owns the row, and its outcome is the one recorded.
                 await conn.execute(
-                    update(outbox).where(outbox.c.id == row.id).values(**self._outcome(row, failure))
+                    update(outbox)
+                    .where(
+                        outbox.c.id == row.id,
+                        outbox.c.next_attempt_at == row.next_attempt_at,
+                        outbox.c.delivered_at.is_(None),
+                    )
+                    .values(**self._outcome(row, failure))
                 )
             delivered += failure is None
         return delivered
@@ -186,20 +204,25 @@ class OutboxDelivery:
         if row.topic != TOPIC_LIBRARY_DRAFTS:
             return Failure(f"unknown topic {row.topic}", permanent=True)
         payload = row.payload
-        request = library_pb2.ImportSessionScriptsRequest(
-            session=payload["session"],
-            resolved_by=payload["resolved_by"],
-            ticket_ref=payload["ticket_ref"],
-            scripts=[
-                library_pb2.SessionScript(
-                    lane_item=s["lane_item"],
-                    script_body=s["script_body"],
-                    language=LANGUAGES[s["language"]],
-                    title=s["title"],
-                )
-                for s in payload["scripts"]
-            ],
-        )
+        try:
+            request = library_pb2.ImportSessionScriptsRequest(
+                session=payload["session"],
+                resolved_by=payload["resolved_by"],
+                ticket_ref=payload["ticket_ref"],
+                scripts=[
+                    library_pb2.SessionScript(
+                        lane_item=s["lane_item"],
+                        script_body=s["script_body"],
+                        language=LANGUAGES[s["language"]],
+                        title=s["title"],
+                    )
+                    for s in payload["scripts"]
+                ],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            return Failure(
+                f"the recorded payload cannot be sent: {type(exc).__name__} {exc}"[:500], permanent=True
+            )
         with tracer.start_as_current_span(
             "outbox deliver " + row.topic, context=propagate.extract(row.trace)
         ):
@@ -226,6 +249,5 @@ _PERMANENT = frozenset(
         grpc.StatusCode.INVALID_ARGUMENT,
         grpc.StatusCode.FAILED_PRECONDITION,
         grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.UNIMPLEMENTED,
     }
 )

@@ -165,9 +165,13 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
                         create_time=now + timedelta(microseconds=order),
                         update_time=now,
                     )
-            except IntegrityError as exc:  # the request id of another ticket's request
+            except IntegrityError as exc:
+                if "ai_sessions_request_id_key" not in str(exc.orig):
+                    raise
+                # The request id of another ticket's request (another lock).
                 raise AlreadyExists(
-                    "request_id was already used for another request", reason="REQUEST_ID_REUSED"
+                    "request_id was already used by another caller or for another request",
+                    reason="REQUEST_ID_REUSED",
                 ) from exc
         session = convert.session(row)
         created(session.name)
@@ -223,7 +227,12 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
                 view=pb.SESSION_VIEW_FULL if full else pb.SESSION_VIEW_BASIC,
                 budget=convert.Budget(convert.RESPONSE_BUDGET_BYTES - size),
             )
-            if sessions and size + message.ByteSize() > convert.RESPONSE_BUDGET_BYTES:
+            # A FULL page also ends before a session whose lane no longer fits
+            # whole: it starts the next page, with the whole budget.
+            if sessions and (
+                size + message.ByteSize() > convert.RESPONSE_BUDGET_BYTES
+                or (full and any(item.content_omitted for item in message.lane_items))
+            ):
                 break
             sessions.append(message)
             size += message.ByteSize()

@@ -251,7 +251,7 @@ async def insert_outbox(conn: AsyncConnection, **values: Any) -> None:
     await conn.execute(insert(outbox).values(**values).on_conflict_do_nothing())
 
 
-_DEAD = outbox.c.dead_at.is_not(None)
+_DEAD = and_(outbox.c.dead_at.is_not(None), outbox.c.delivered_at.is_(None))
 # A dead letter's columns: the payload stays in the database, its session comes along.
 _LETTER: list[Any] = [c for c in outbox.c if c.name != "payload"] + [
     outbox.c.payload["session"].astext.label("session")

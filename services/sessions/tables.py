@@ -203,4 +203,12 @@ outbox = Table(
     PrimaryKeyConstraint("account_id", "id", name="outbox_pkey"),
     UniqueConstraint("account_id", "topic", "dedupe_key", name="outbox_dedupe_key"),
     Index("outbox_due", "account_id", "next_attempt_at", postgresql_where=text("delivered_at IS NULL")),
+    # ListDeadLetters, newest first, without sorting the account's outbox history.
+    Index(
+        "outbox_dead_letters",
+        "account_id",
+        text("dead_at DESC"),
+        text("id DESC"),
+        postgresql_where=text("dead_at IS NOT NULL AND delivered_at IS NULL"),
+    ),
 )

@@ -26,6 +26,7 @@ from services.core.errors import (
     Unauthenticated,
     Unavailable,
 )
+from services.core.ids import canonical_uuid
 from services.walks import trees
 
 TICKET_KINDS = {"psa": sessions_pb2.TICKET_KIND_PSA, "internal": sessions_pb2.TICKET_KIND_INTERNAL}
@@ -80,7 +81,10 @@ class SessionsEscalator:
             )
         except grpc.aio.AioRpcError as exc:
             raise _for_the_caller(exc) from exc
-        return uuid.UUID(created.session.name.removeprefix("sessions/"))
+        session_id = canonical_uuid(created.session.name.removeprefix("sessions/"))
+        if session_id is None:
+            raise Unavailable("the sessions service answered with no session", reason="SESSIONS_UNAVAILABLE")
+        return session_id
 
 
 def _for_the_caller(exc: grpc.aio.AioRpcError) -> FlowPilotError:

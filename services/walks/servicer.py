@@ -497,20 +497,32 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
     async def EscalateWalk(self, request: pb.EscalateWalkRequest, context: Context) -> pb.Walk:
         reason = validation.nonblank(request.reason, "reason")
         category = convert.db(convert.CATEGORY, request.category, "category")
-        # Claim in one short transaction: the walk's escalation request id is
-        # drawn once (its path is frozen from then on), so every retry sends
-        # the same request. The call runs outside any transaction; a second
-        # short one records the session it created.
+        # Claim in one short transaction: the escalation's request id, reason
+        # and category are recorded once (the walk's path is frozen from then
+        # on), so every retry sends the same request, whatever reason it
+        # gives. The call runs outside any transaction; a second short one
+        # records the session it created.
         async with self._db.transaction() as conn:
             row = await self._walk(conn, request.name, lock=True)
             if row.status == "escalated" and row.escalation_session_id is not None:
                 return await self._message(conn, row)  # a retry: the session exists and is linked
             row = await self._active(conn, request.name, stepping=False)
             if row.escalation_request_id is None:
-                row = await storage.update_walk(conn, row.id, escalation_request_id=uuid.uuid4())
+                row = await storage.update_walk(
+                    conn,
+                    row.id,
+                    escalation_request_id=uuid.uuid4(),
+                    escalation_reason=reason,
+                    escalation_reason_category=category,
+                    last_step_at=self._clock(),  # not stale while it escalates
+                )
             tree = (await storage.walk_trees(conn, [row.id])).get(row.id)
         session_id = await self._escalator.escalate(
-            row, tree, reason=reason, category=category, request_id=row.escalation_request_id
+            row,
+            tree,
+            reason=row.escalation_reason,
+            category=row.escalation_reason_category,
+            request_id=row.escalation_request_id,
         )
         async with self._db.transaction() as conn:
             current = await self._walk(conn, request.name, lock=True)
@@ -520,18 +532,22 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
                     conn,
                     current.id,
                     status="escalated",
-                    escalation_reason=reason,
-                    escalation_reason_category=category,
                     escalation_session_id=session_id,
                     resolved_at=now,
                     last_step_at=now,
                 )
             elif current.escalation_session_id != session_id:
-                # Abandoned (or swept) while the session was being created.
-                raise FailedPrecondition(
-                    f"walk became {current.status} during its escalation", reason="WALK_NOT_ACTIVE"
-                )
-            return await self._message(conn, current)
+                # Abandoned (or swept) while the session was being created: the
+                # session exists all the same, so the walk names it (committed
+                # before the caller is told).
+                current = await storage.update_walk(conn, current.id, escalation_session_id=session_id)
+            message = await self._message(conn, current)
+        if message.status != pb.WALK_STATUS_ESCALATED:
+            raise FailedPrecondition(
+                f"the walk was abandoned during its escalation; its session is sessions/{session_id}",
+                reason="WALK_NOT_ACTIVE",
+            )
+        return message
 
     async def AbandonWalk(self, request: pb.AbandonWalkRequest, context: Context) -> pb.Walk:
         async with self._db.transaction() as conn:

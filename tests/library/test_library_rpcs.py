@@ -220,7 +220,11 @@ async def test_drafts_are_idempotent_and_reviewable(
     assert again.name == first.name and again.script_body == first.script_body
     request_id = str(uuid.uuid4())
     by_request = await lib.draft("echo 1", request_id=request_id)
-    assert (await lib.draft("echo 2", request_id=request_id)).name == by_request.name
+    assert (await lib.draft("echo 1", request_id=request_id)).name == by_request.name
+    # The same request id for another request is refused (AIP-155), and creates nothing.
+    await _fails(
+        lib.draft("echo 2", request_id=request_id), grpc.StatusCode.ALREADY_EXISTS, reason="REQUEST_ID_REUSED"
+    )
     assert first.provenance.lane_item == f"sessions/{session}/laneItems/item1"
     count = await lib.call("CountPendingDrafts", pb.CountPendingDraftsRequest())
     assert count.count == 2

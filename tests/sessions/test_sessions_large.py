@@ -99,3 +99,22 @@ async def test_a_lane_past_its_total_size_is_refused_and_unchanged(
         ),
     )
     assert updated.output == "short"
+
+
+async def test_a_full_page_ends_before_a_session_whose_lane_no_longer_fits(
+    sessions_channel: grpc.aio.Channel, keys: Keys
+) -> None:
+    me = Caller(sessions_channel, keys, role=Role.ENGINEER)
+    for _ in range(2):  # two sessions of 1.6 MB of lane: together past the 3 MiB budget
+        session = await me.session()
+        for n in range(25):
+            await me.lane_item(session, kind=pb.LANE_ITEM_KIND_CHECK, title=f"Check {n}", output="o" * SIZE)
+    first = await me.call("ListSessions", pb.ListSessionsRequest(view=pb.SESSION_VIEW_FULL))
+    assert len(first.sessions) == 1 and first.next_page_token
+    assert not any(i.content_omitted for i in first.sessions[0].lane_items)
+    second = await me.call(
+        "ListSessions", pb.ListSessionsRequest(view=pb.SESSION_VIEW_FULL, page_token=first.next_page_token)
+    )
+    assert len(second.sessions) == 1 and not second.next_page_token
+    assert not any(i.content_omitted for i in second.sessions[0].lane_items)
+    assert second.sessions[0].name != first.sessions[0].name

@@ -181,7 +181,7 @@ async def test_refused_work_becomes_a_dead_letter_that_team_admins_list_and_retr
 async def test_a_library_that_stays_down_ends_in_a_dead_letter_after_the_attempts(stack: Stack) -> None:
     stack.library.refuse = grpc.StatusCode.UNAVAILABLE
     await _resolve_with_scripts(stack.caller, 1)
-    await _until(lambda: len(stack.library.calls) == 3)  # outbox_max_attempts
+    await _until(lambda: len(stack.library.calls) == 3, seconds=30)  # outbox_max_attempts
     await asyncio.sleep(0.5)
     assert len(stack.library.calls) == 3
     [letter] = (await stack.admin.call("ListDeadLetters", pb.ListDeadLettersRequest())).dead_letters

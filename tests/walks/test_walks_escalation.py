@@ -164,7 +164,13 @@ async def test_a_refused_or_failed_escalation_keeps_the_walk_frozen_and_retries_
         reason="ESCALATION_IN_PROGRESS",
     )
     stack.sessions.refuse = None
-    escalated = await stack.stub.EscalateWalk(escalate, metadata=md)
+    # A retry with another reason re-sends the first attempt's request.
+    edited = pb.EscalateWalkRequest(
+        name=walk.name, reason="Edited reason", category=pb.ESCALATION_CATEGORY_OTHER
+    )
+    escalated = await stack.stub.EscalateWalk(edited, metadata=md)
+    assert {call.session.problem for call in stack.sessions.calls} == {"Printer offline for all"}
+    assert escalated.escalation_reason == "Printer offline for all"
     assert escalated.status == pb.WALK_STATUS_ESCALATED
     ids = {call.request_id for call in stack.sessions.calls}
     assert len(ids) == 1  # every attempt sent the same request id
