@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 BUF := tools/node/node_modules/.bin/buf
 REDOCLY := tools/node/node_modules/.bin/redocly
+# The gateway's /docs page: Redoc's standalone bundle, from npm (not committed).
+REDOC_BUNDLE := gateway/static/redoc.standalone.js
 STAMP := $(VENV)/.installed-stamp
 GEN_STAMP := gen/.stamp
 PROTOS := $(shell find protos tests/protos -name '*.proto')
@@ -20,12 +22,12 @@ help: ## this list
 	@awk -F ':.*## ' '/^[a-z-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 	@echo 'grpcurl (and every other dev tool) is in $(BIN)/: export PATH="$$PWD/$(BIN):$$PATH"'
 
-run: $(STAMP) $(GEN_STAMP) ## the whole suite in the foreground (embedded PostgreSQL unless DATABASE_URL); Ctrl-C stops it
+run: $(STAMP) $(GEN_STAMP) $(REDOC_BUNDLE) ## the whole suite in the foreground (embedded PostgreSQL unless DATABASE_URL); Ctrl-C stops it
 	$(PY) -m tools.devstack
 
 test: lint pytest ## every check CI runs: lint, then the whole pytest suite
 
-pytest: $(STAMP) $(GEN_STAMP) ## the pytest suite only (PYTEST_ARGS="-m 'not slow'" skips the minutes-long ones)
+pytest: $(STAMP) $(GEN_STAMP) $(REDOC_BUNDLE) ## the pytest suite only (PYTEST_ARGS="-m 'not slow'" skips the minutes-long ones)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) $(GEN_STAMP) $(BUF) ## ruff, mypy, buf lint, hadolint, OpenAPI, compose and Kubernetes checks
@@ -88,10 +90,14 @@ $(GEN_STAMP): $(STAMP) $(PROTOS) tools/genproto.py
 	touch $@
 
 $(BUF): tools/node/package.json tools/node/package-lock.json
-	@echo "==> installing buf and Redocly CLI (npm)"
+	@echo "==> installing buf, Redocly CLI and Redoc (npm)"
 	# npm install (not ci): the lock omits other platforms' optional buf binaries.
 	cd tools/node && npm install --no-fund --no-audit --loglevel=error
 	touch $@
+
+$(REDOC_BUNDLE): $(BUF)
+	mkdir -p $(@D)
+	cp tools/node/node_modules/redoc/bundles/redoc.standalone.js $@
 
 # Speed, scale and memory against the ceilings and a monolith peer (minutes).
 bench: $(STAMP) $(GEN_STAMP) ## benchmark against the ceilings and a monolith peer (minutes; BENCH_ARGS=...)

@@ -1,5 +1,7 @@
 """The gateway application: route matching, auth check, transcoding, the
-backend call, and the HTTP answer; plus /healthz, /readyz and /openapi.json.
+backend call, and the HTTP answer; plus /healthz, /readyz, /openapi.json and
+/docs (the API reference: Redoc, from npm, bundled at build time into
+gateway/static/ by `make`; nothing is loaded from elsewhere).
 
 Built on Starlette (served by uvicorn); gRPC channels are opened once per
 backend and reused. The W3C trace context of the HTTP request is continued
@@ -15,6 +17,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -27,7 +30,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 from starlette.types import ASGIApp
 
@@ -263,6 +266,29 @@ class Gateway:
         return all(v == "SERVING" for v in results.values()), results
 
 
+# Redoc's standalone bundle (tools/node/node_modules/redoc), copied here at
+# build time (the Makefile's gateway/static/redoc.standalone.js).
+REDOC_BUNDLE = Path(__file__).resolve().parent / "static" / "redoc.standalone.js"
+_DOCS_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>FlowPilot API reference</title>
+</head>
+<body>
+<redoc spec-url="openapi.json"></redoc>
+<script src="docs/redoc.standalone.js"></script>
+</body>
+</html>
+"""
+# Only this gateway's own page, script and document (Redoc's search runs in a blob: worker).
+_DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; worker-src blob:; connect-src 'self'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self'; base-uri 'none'"
+)
+
+
 def create_app(
     config: GatewayConfig,
     *,
@@ -285,6 +311,27 @@ def create_app(
     async def openapi_json(request: Request) -> Response:
         return Response(json.dumps(gateway.openapi).encode(), media_type="application/json")
 
+    def docs_not_built() -> Response:
+        missing = HttpError(
+            404,
+            grpc.StatusCode.NOT_FOUND,
+            "the API reference is not built (make copies Redoc into gateway/static)",
+            reason="DOCS_NOT_BUILT",
+        )
+        return _json(404, errors.status_json(missing.status))
+
+    async def docs(request: Request) -> Response:
+        if not REDOC_BUNDLE.is_file():
+            return docs_not_built()
+        return HTMLResponse(_DOCS_PAGE, headers={"Content-Security-Policy": _DOCS_CSP})
+
+    async def docs_bundle(request: Request) -> Response:
+        if not REDOC_BUNDLE.is_file():
+            return docs_not_built()
+        return FileResponse(
+            REDOC_BUNDLE, media_type="text/javascript", headers={"Cache-Control": "public, max-age=3600"}
+        )
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
@@ -295,6 +342,8 @@ def create_app(
             HttpRoute("/healthz", healthz, methods=["GET"]),
             HttpRoute("/readyz", readyz, methods=["GET"]),
             HttpRoute("/openapi.json", openapi_json, methods=["GET"]),
+            HttpRoute("/docs", docs, methods=["GET"]),
+            HttpRoute("/docs/redoc.standalone.js", docs_bundle, methods=["GET"]),
             HttpRoute("/{path:path}", gateway.handle, methods=METHODS),
         ],
         middleware=[
