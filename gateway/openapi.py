@@ -38,7 +38,14 @@ _WKT: dict[str, dict[str, Any]] = {
     "google.protobuf.FieldMask": {"type": "string", "description": "Comma-separated field paths."},
     "google.protobuf.Empty": {"type": "object"},
     "google.protobuf.Struct": {"type": "object"},
-    "google.protobuf.Value": {},
+    # The suite's only Value fields are settings': the catalogue types them as
+    # a string (enum settings), a boolean or a whole number (ListSettings names
+    # each key's type and allowed values).
+    "google.protobuf.Value": {
+        "oneOf": [{"type": "string"}, {"type": "boolean"}, {"type": "integer"}],
+        "description": "A setting's value: a string (enum settings), a boolean or a whole number, "
+        "as the key's catalogue entry says.",
+    },
     "google.protobuf.ListValue": {"type": "array"},
     "google.protobuf.Any": {"type": "object", "properties": {"@type": {"type": "string"}}},
     "google.protobuf.StringValue": {"type": ["string", "null"]},

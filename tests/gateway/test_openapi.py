@@ -417,3 +417,13 @@ async def test_docs_page_loads_nothing_from_elsewhere(monkeypatch: pytest.Monkey
         monkeypatch.setattr(app, "REDOC_BUNDLE", Path("/nonexistent/redoc.standalone.js"))
         missing = await client.get("/docs")
         assert missing.status_code == 404 and missing.json()["details"][0]["reason"] == "DOCS_NOT_BUILT"
+
+
+def test_setting_values_are_typed() -> None:
+    from gateway.openapi import document
+    from gateway.routes import compile_routes, discover_services
+
+    components = document(compile_routes(discover_services()))["components"]["schemas"]
+    value = components["flowpilot.settings.v1.Setting"]["properties"]["value"]
+    resolved = components[value["$ref"].rsplit("/", 1)[-1]] if "$ref" in value else value
+    assert {option["type"] for option in resolved["oneOf"]} == {"string", "boolean", "integer"}
