@@ -142,6 +142,19 @@ async def sessions_server(
         yield server
 
 
+@pytest.fixture
+async def only_this_replica_delivers(sessions_server: GrpcServer) -> AsyncIterator[None]:
+    """Pauses the shared sessions server's outbox worker for a test that runs
+    a sessions server of its own: both read the same outbox, and the shared
+    one would deliver the test's rows to its own (running) library, as a
+    replica should."""
+    for work in sessions_server.background:
+        await work.stop()
+    yield
+    for work in sessions_server.background:
+        work.start()
+
+
 @pytest.fixture(scope="session")
 def sessions_address(sessions_server: GrpcServer) -> str:
     return f"127.0.0.1:{sessions_server.port}"

@@ -96,6 +96,10 @@ def decode_token(token: str, *, query_fingerprint: str) -> Position | None:
         payload, mac = _unb64(payload_text), _unb64(mac_text)
     except (binascii.Error, ValueError):
         raise invalid_token() from None
+    if _b64(payload) != payload_text or _b64(mac) != mac_text:
+        # Another spelling of the same bytes (base64's unused low bits, or
+        # characters the decoder skips): only the token we wrote is ours.
+        raise invalid_token()
     if not any(hmac.compare_digest(mac, _mac(s, payload, query_fingerprint)) for s in _secrets):
         raise invalid_token()
     try:

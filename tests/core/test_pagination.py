@@ -77,3 +77,14 @@ def test_positions_our_own_code_cannot_read_are_refused_not_crashing() -> None:
     # Signed (so only a version skew could produce them), yet unreadable.
     for position in [["not-a-time", ID], ["2026-01-01T00:00:00", "not-a-uuid"], [{}, ID], [1e30, ID], ["x"]]:
         _refused(pagination.encode_token(position, query_fingerprint="q"))  # type: ignore[arg-type]
+
+
+def test_another_spelling_of_the_same_bytes_is_refused() -> None:
+    token = pagination.encode_token(["2026-01-01T00:00:00+00:00", ID], query_fingerprint="q")
+    payload, mac = token.split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    # A 16-byte MAC is 22 characters; the last one's low 4 bits carry nothing.
+    respelled = mac[:-1] + alphabet[alphabet.index(mac[-1]) ^ 1]
+    assert base64.urlsafe_b64decode(respelled + "==") == base64.urlsafe_b64decode(mac + "==")
+    _refused(f"{payload}.{respelled}")
+    _refused(f"{payload}.{mac}==")

@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from services.core.ai import AI
 from services.core.ai.offline import OfflineBackend
 from services.core.auth import Role
-from services.core.server import GrpcServer
 from services.library.service import LibraryConfig
 from services.library.service import build as build_library
 from services.sessions.service import SessionsConfig
@@ -165,17 +164,6 @@ async def sessions_without_library(
         grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
     ):
         yield channel, library_port
-
-
-@pytest.fixture
-async def only_this_replica_delivers(sessions_server: GrpcServer) -> AsyncIterator[None]:
-    """Pauses the shared sessions server's outbox worker: it would deliver the
-    test's rows to its own (running) library, as a replica should."""
-    for work in sessions_server.background:
-        await work.stop()
-    yield
-    for work in sessions_server.background:
-        work.start()
 
 
 @pytest.mark.usefixtures("only_this_replica_delivers")

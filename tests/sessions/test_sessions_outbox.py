@@ -62,7 +62,11 @@ class Stack:
 
 @pytest.fixture
 async def stack(
-    database: RunDatabase, keys: Keys, service_keys: dict[str, Keys], settings_address: str
+    database: RunDatabase,
+    keys: Keys,
+    service_keys: dict[str, Keys],
+    settings_address: str,
+    only_this_replica_delivers: None,
 ) -> AsyncIterator[Stack]:
     library = StandInLibrary()  # type: ignore[abstract]  # the base answers UNIMPLEMENTED
     async with stand_in(library_pb2_grpc.add_LibraryServiceServicer_to_server, library) as address:
