@@ -220,3 +220,31 @@ async def stand_in(add: Callable[[Any, grpc.aio.Server], None], servicer: Any) -
         yield f"127.0.0.1:{port}"
     finally:
         await server.stop(0)
+
+
+@asynccontextmanager
+async def own_postgres(prefix: str) -> AsyncIterator[tuple[RunDatabase, Any]]:
+    """A PostgreSQL server of the test's own (embedded, in a temporary folder,
+    migrated), which the test may stop, start and restart: yields the run's
+    database on it and the ``pgserver`` server."""
+    import tempfile
+
+    import pgserver
+
+    with tempfile.TemporaryDirectory() as folder:
+        server = pgserver.get_server(Path(folder) / "pgdata", cleanup_mode="delete")
+        try:
+            url = to_asyncpg_url(server.get_uri())
+            roles = RoleNames(f"{prefix}{secrets.token_hex(3)}")
+            await migrate(url, roles)
+            yield RunDatabase(admin_url=url, roles=roles), server
+        finally:
+            server.cleanup()
+
+
+def pg_ctl(server: Any, *args: str) -> None:
+    """``pg_ctl -w -m fast <args>`` on a server of :func:`own_postgres`, as the
+    system user it runs as."""
+    import pgserver
+
+    pgserver.pg_ctl(["-w", "-m", "fast", *args], pgdata=server.pgdata, user=server.system_user, timeout=30)

@@ -5,43 +5,23 @@ the service recovers without a restart of its own."""
 from __future__ import annotations
 
 import asyncio
-import secrets
-import tempfile
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pgserver
 import pytest
 from sqlalchemy import make_url, text
 
-from migrations.__main__ import migrate
-from migrations.roles import RoleNames
 from services.core.config import to_asyncpg_url
 from services.core.db import Database
 from services.core.errors import Unavailable
-from tests.support import RunDatabase
-
-
-def restart(server: pgserver.PostgresServer) -> None:
-    """``pg_ctl restart -m fast``, as the system user the server runs as."""
-    pgserver.pg_ctl(
-        ["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=30
-    )
+from tests.support import RunDatabase, own_postgres, pg_ctl
 
 
 @pytest.fixture(scope="module")
 async def restartable() -> AsyncIterator[tuple[RunDatabase, pgserver.PostgresServer]]:
-    with tempfile.TemporaryDirectory() as folder:
-        data = Path(folder) / "pgdata"
-        server = pgserver.get_server(data, cleanup_mode="delete")
-        try:
-            url = to_asyncpg_url(server.get_uri())
-            roles = RoleNames(f"fpr{secrets.token_hex(3)}")
-            await migrate(url, roles)
-            yield RunDatabase(admin_url=url, roles=roles), server
-        finally:
-            server.cleanup()
+    async with own_postgres("fpr") as found:
+        yield found
 
 
 async def test_reads_and_transactions_across_fast_restarts_are_only_ever_unavailable(
@@ -87,7 +67,7 @@ async def test_reads_and_transactions_across_fast_restarts_are_only_ever_unavail
         ]
         for _ in range(3):
             await asyncio.sleep(0.7)
-            await asyncio.to_thread(restart, server)
+            await asyncio.to_thread(pg_ctl, server, "restart")
         await asyncio.sleep(1.0)
         stop.set()
         await asyncio.gather(*workers)

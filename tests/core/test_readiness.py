@@ -6,10 +6,7 @@ it is back, its liveness stays SERVING throughout, and the gateway's
 from __future__ import annotations
 
 import asyncio
-import secrets
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import grpc
 import httpx
@@ -19,13 +16,10 @@ from flowpilot.settings.v1 import settings_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
-from migrations.__main__ import migrate
-from migrations.roles import RoleNames
-from services.core.config import to_asyncpg_url
 from services.settings.service import SERVICE_NAME, SettingsConfig, build
 from tests.conftest import service_config_kwargs
 from tests.gateway.harness import serve_gateway
-from tests.support import Keys, RunDatabase, running
+from tests.support import Keys, RunDatabase, own_postgres, pg_ctl, running
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -33,19 +27,12 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 @pytest.fixture(scope="module")
 async def stoppable() -> AsyncIterator[tuple[RunDatabase, pgserver.PostgresServer]]:
-    with tempfile.TemporaryDirectory() as folder:
-        server = pgserver.get_server(Path(folder) / "pgdata", cleanup_mode="delete")
-        try:
-            url = to_asyncpg_url(server.get_uri())
-            roles = RoleNames(f"fph{secrets.token_hex(3)}")
-            await migrate(url, roles)
-            yield RunDatabase(admin_url=url, roles=roles), server
-        finally:
-            server.cleanup()
+    async with own_postgres("fph") as found:
+        yield found
 
 
 def stop(server: pgserver.PostgresServer) -> None:
-    pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=30)
+    pg_ctl(server, "stop")
 
 
 def start(server: pgserver.PostgresServer) -> None:
