@@ -76,6 +76,7 @@ class OutboxDelivery:
         call_timeout_seconds: float = 10.0,
         max_attempts: int = 12,
         stats_seconds: float = 15.0,
+        lease_seconds: float | None = None,
     ) -> None:
         self._db = db
         self._library = library
@@ -87,7 +88,9 @@ class OutboxDelivery:
         self._max_attempts = max_attempts
         # A claimed batch is due again after this, should its worker die
         # mid-batch: longer than the batch can take, one call after another.
-        self._lease = timedelta(seconds=batch * call_timeout_seconds + 30)
+        self._lease = timedelta(
+            seconds=lease_seconds if lease_seconds is not None else batch * call_timeout_seconds + 30
+        )
         self.runner = Periodic(
             "outbox-delivery",
             self.deliver_due,

@@ -19,13 +19,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.core.ai.service import make_ai
-from services.core.auth import Role
+from services.core.auth import Role, ServiceCredential
 from services.core.db import Database
+from services.sessions.outbox import OutboxDelivery
 from services.sessions.service import SessionsConfig
 from services.sessions.service import build as build_sessions
 from tests.conftest import service_config_kwargs
 from tests.sessions.helpers import Caller
-from tests.support import Keys, RunDatabase, expect_error, stand_in
+from tests.support import AUDIENCE, Keys, RunDatabase, admin_scalar, expect_error, stand_in
 
 
 @dataclass
@@ -203,3 +204,49 @@ async def test_dead_letters_page(stack: Stack) -> None:
     )
     names = [d.name for d in first.dead_letters] + [d.name for d in second.dead_letters]
     assert len(names) == len(set(names)) == 3 and not second.next_page_token
+
+
+async def test_a_claim_outlived_by_its_lease_is_taken_over_and_its_late_outcome_ignored(
+    sessions_channel: grpc.aio.Channel,
+    keys: Keys,
+    database: RunDatabase,
+    service_keys: dict[str, Keys],
+    only_this_replica_delivers: None,
+) -> None:
+    """Two replicas: the first claims the row and hangs on a slow library past
+    its lease; the second takes the row over and delivers it; the first's late
+    outcome (a refusal, which would make a dead letter) then changes nothing."""
+    me = Caller(sessions_channel, keys)
+    session = await _resolve_with_scripts(me, 1)
+    credential = ServiceCredential(
+        service="sessions", private_key=service_keys["sessions"].private_pem, audience=AUDIENCE
+    )
+    slow = StandInLibrary(delay=1.5, refuse=grpc.StatusCode.INVALID_ARGUMENT)  # type: ignore[abstract]
+    fast = StandInLibrary()  # type: ignore[abstract]
+    add = library_pb2_grpc.add_LibraryServiceServicer_to_server
+    db = Database.connect(database.runtime_url("sessions"), pool_size=2, read_pool_size=1)
+    try:
+        async with (
+            stand_in(add, slow) as slow_address,
+            stand_in(add, fast) as fast_address,
+            grpc.aio.insecure_channel(slow_address) as to_slow,
+            grpc.aio.insecure_channel(fast_address) as to_fast,
+        ):
+            first = OutboxDelivery(
+                db, library_pb2_grpc.LibraryServiceStub(to_slow), credential, lease_seconds=0.5
+            )
+            second = OutboxDelivery(db, library_pb2_grpc.LibraryServiceStub(to_fast), credential)
+            late = asyncio.ensure_future(first.deliver_due())
+            await _until(lambda: any(r.session == session.name for r, _ in slow.calls))
+            await asyncio.sleep(0.7)  # the first claim's lease is over
+            await second.deliver_due()
+            assert any(r.session == session.name for r, _ in fast.calls)
+            await late
+    finally:
+        await db.dispose()
+    sql = (
+        "SELECT (delivered_at IS NOT NULL)::int * 100 + attempts * 10 + (dead_at IS NOT NULL)::int"
+        " FROM sessions.outbox WHERE dedupe_key LIKE :k"
+    )
+    # Delivered, one attempt counted (the second replica's), never a dead letter.
+    assert await admin_scalar(database, sql, k=session.name.split("/")[1] + "/%") == 110
