@@ -208,8 +208,9 @@ class Runtime:
                 rule.authorize(principal)
                 if len(raw) > LARGE_REQUEST_BYTES:
                     # The wait for a turn is bounded like the call itself.
+                    remaining = context.time_remaining()
                     try:
-                        async with asyncio.timeout(context.time_remaining() or default_deadline):
+                        async with asyncio.timeout(default_deadline if remaining is None else remaining):
                             await large_requests.acquire()
                     except TimeoutError:
                         raise Unavailable(
