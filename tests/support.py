@@ -8,6 +8,7 @@ account ids, never by sharing rows.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
@@ -248,3 +249,23 @@ def pg_ctl(server: Any, *args: str) -> None:
     import pgserver
 
     pgserver.pg_ctl(["-w", "-m", "fast", *args], pgdata=server.pgdata, user=server.system_user, timeout=30)
+
+
+@dataclass
+class StandInAnswer:
+    """How a stand-in for another service answers: after ``delay`` seconds
+    (counted in ``in_flight`` meanwhile), with ``refuse`` when set."""
+
+    delay: float = 0.0
+    refuse: grpc.StatusCode | None = None
+    refusal: str = "refused by the stand-in"
+    in_flight: int = 0
+
+    async def answer(self, context: Any) -> None:
+        self.in_flight += 1
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.in_flight -= 1
+        if self.refuse is not None:
+            await context.abort(self.refuse, self.refusal)

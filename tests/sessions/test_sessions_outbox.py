@@ -26,30 +26,21 @@ from services.sessions.service import SessionsConfig
 from services.sessions.service import build as build_sessions
 from tests.conftest import service_config_kwargs
 from tests.sessions.helpers import Caller
-from tests.support import AUDIENCE, Keys, RunDatabase, admin_scalar, expect_error, stand_in
+from tests.support import AUDIENCE, Keys, RunDatabase, StandInAnswer, admin_scalar, expect_error, stand_in
 
 
 @dataclass
-class StandInLibrary(library_pb2_grpc.LibraryServiceServicer):
+class StandInLibrary(StandInAnswer, library_pb2_grpc.LibraryServiceServicer):
     """ImportSessionScripts only: records what arrives, answers as told."""
 
-    delay: float = 0.0
-    refuse: grpc.StatusCode | None = None
     calls: list[tuple[library_pb2.ImportSessionScriptsRequest, str]] = field(default_factory=list)
-    in_flight: int = 0
 
     async def ImportSessionScripts(
         self, request: Any, context: Any
     ) -> library_pb2.ImportSessionScriptsResponse:
         token = dict(context.invocation_metadata())["authorization"].removeprefix("Bearer ")
         self.calls.append((request, token))
-        self.in_flight += 1
-        try:
-            await asyncio.sleep(self.delay)
-        finally:
-            self.in_flight -= 1
-        if self.refuse is not None:
-            await context.abort(self.refuse, "refused by the stand-in")
+        await self.answer(context)
         return library_pb2.ImportSessionScriptsResponse()
 
 

@@ -25,28 +25,20 @@ from services.core.db import Database
 from services.walks.service import WalksConfig
 from services.walks.service import build as build_walks
 from tests.conftest import service_config_kwargs
-from tests.support import Keys, RunDatabase, expect_error, stand_in
+from tests.support import Keys, RunDatabase, StandInAnswer, expect_error, stand_in
 
 
 @dataclass
-class StandInSessions(sessions_pb2_grpc.SessionsServiceServicer):
+class StandInSessions(StandInAnswer, sessions_pb2_grpc.SessionsServiceServicer):
     """CreateSession only: records what arrives, answers as told."""
 
-    delay: float = 0.0
-    refuse: grpc.StatusCode | None = None
+    refusal: str = "FAILED_PRECONDITION: internal detail of the sessions service"
     calls: list[sessions_pb2.CreateSessionRequest] = field(default_factory=list)
-    in_flight: int = 0
     made: dict[str, str] = field(default_factory=dict)  # request id → session name
 
     async def CreateSession(self, request: Any, context: Any) -> sessions_pb2.CreateSessionResponse:
         self.calls.append(request)
-        self.in_flight += 1
-        try:
-            await asyncio.sleep(self.delay)
-        finally:
-            self.in_flight -= 1
-        if self.refuse is not None:
-            await context.abort(self.refuse, "FAILED_PRECONDITION: internal detail of the sessions service")
+        await self.answer(context)
         name = self.made.setdefault(request.request_id, f"sessions/{uuid.uuid4()}")
         return sessions_pb2.CreateSessionResponse(session=sessions_pb2.Session(name=name))
 
