@@ -269,3 +269,13 @@ class StandInAnswer:
             self.in_flight -= 1
         if self.refuse is not None:
             await context.abort(self.refuse, self.refusal)
+
+
+def retry_delay(status: status_pb2.Status | None) -> float | None:
+    """The seconds a ``google.rpc.RetryInfo`` detail of ``status`` asks to wait, if any."""
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return float(info.retry_delay.ToTimedelta().total_seconds())
+    return None

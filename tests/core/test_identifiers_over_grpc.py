@@ -17,6 +17,7 @@ from flowpilot.walks.v1 import walks_pb2, walks_pb2_grpc
 from google.protobuf import field_mask_pb2, struct_pb2
 
 from services.core.auth import Role
+from tests.sessions.helpers import Caller
 from tests.support import Keys, expect_error
 from tests.walks.helpers import printer_tree
 
@@ -35,16 +36,9 @@ async def test_etags_are_parsed_once_malformed_invalid_stale_aborted(
     sessions = sessions_pb2_grpc.SessionsServiceStub(sessions_channel)
     settings = settings_pb2_grpc.SettingsServiceStub(settings_channel)
     library = library_pb2_grpc.LibraryServiceStub(library_channel)
-    session = (
-        await sessions.CreateSession(
-            sessions_pb2.CreateSessionRequest(
-                session=sessions_pb2.Session(
-                    ticket_ref="CW #9", ticket_kind=sessions_pb2.TICKET_KIND_PSA, title="Slow VPN"
-                )
-            ),
-            metadata=md,
-        )
-    ).session
+    session = await Caller(sessions_channel, keys, account=account, role=Role.TEAM_ADMIN).session(
+        title="Slow VPN"
+    )
     template = await library.CreateScriptTemplate(
         library_pb2.CreateScriptTemplateRequest(
             script_template=library_pb2.ScriptTemplate(
@@ -145,16 +139,9 @@ async def test_an_alias_of_an_id_is_not_that_id(
 ) -> None:
     md = keys.metadata(account_id=account, role=Role.TEAM_ADMIN)
     sessions = sessions_pb2_grpc.SessionsServiceStub(sessions_channel)
-    session = (
-        await sessions.CreateSession(
-            sessions_pb2.CreateSessionRequest(
-                session=sessions_pb2.Session(
-                    ticket_ref="CW #10", ticket_kind=sessions_pb2.TICKET_KIND_PSA, title="Printer"
-                )
-            ),
-            metadata=md,
-        )
-    ).session
+    session = await Caller(sessions_channel, keys, account=account, role=Role.TEAM_ADMIN).session(
+        title="Printer"
+    )
     for alias in _aliases(session.name):
         await expect_error(
             sessions.GetSession(sessions_pb2.GetSessionRequest(name=alias), metadata=md),

@@ -7,13 +7,14 @@ import uuid
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import status_pb2
 
 from services.core.ai import AIConfig, Preferences, make_ai
 from services.core.ai.offline import OfflineBackend
 from services.core.auth import Principal, Role, bind_principal, unbind_principal
 from services.core.errors import ResourceExhausted, to_grpc_status
 from services.core.ratelimit import TokenBuckets
+from tests.support import retry_delay
 
 
 class Clock:
@@ -73,13 +74,9 @@ def test_rejects_a_meaningless_limit() -> None:
 
 
 def _retry_info(status: grpc.Status) -> float | None:
-    decoded = status_pb2.Status.FromString(dict(status.trailing_metadata)["grpc-status-details-bin"])
-    for detail in decoded.details:
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            return float(info.retry_delay.ToTimedelta().total_seconds())
-    return None
+    return retry_delay(
+        status_pb2.Status.FromString(dict(status.trailing_metadata)["grpc-status-details-bin"])
+    )
 
 
 def test_a_retry_delay_is_sent_as_retry_info() -> None:

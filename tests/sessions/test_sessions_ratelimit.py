@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from flowpilot.sessions.v1 import sessions_pb2 as pb
-from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -19,7 +18,7 @@ from services.core.ai import AI
 from services.core.ai.offline import OfflineBackend
 from services.core.ratelimit import TokenBuckets
 from tests.sessions.helpers import Caller, sessions_with
-from tests.support import Keys, RunDatabase, failure
+from tests.support import Keys, RunDatabase, failure, retry_delay
 
 
 class Clock:
@@ -57,14 +56,8 @@ async def limited(
         yield channel, clock
 
 
-def retry_delay(error: grpc.aio.AioRpcError) -> float | None:
-    status = rpc_status.from_call(error)
-    for detail in status.details if status else []:
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            return float(info.retry_delay.ToTimedelta().total_seconds())
-    return None
+def waited(error: grpc.aio.AioRpcError) -> float | None:
+    return retry_delay(rpc_status.from_call(error))
 
 
 async def _rows(database: RunDatabase, session: pb.Session) -> tuple[int, int]:
@@ -100,7 +93,7 @@ async def test_model_calls_past_the_burst_are_refused_with_retry_info(
         await me.call("SuggestFix", pb.SuggestFixRequest(parent=s.name))
     error = failure(refused.value)
     assert error.code is grpc.StatusCode.RESOURCE_EXHAUSTED and error.reason == "AI_RATE_LIMITED"
-    assert retry_delay(refused.value) == pytest.approx(10.0)
+    assert waited(refused.value) == pytest.approx(10.0)
     assert await me.get(s) == before and await _rows(database, s) == rows
 
     # The note of an unchanged session is cached: it spends nothing.
@@ -114,7 +107,7 @@ async def test_model_calls_past_the_burst_are_refused_with_retry_info(
     clock.now += 4
     with pytest.raises(grpc.aio.AioRpcError) as still:
         await me.call("SuggestFix", pb.SuggestFixRequest(parent=s.name))
-    assert retry_delay(still.value) == pytest.approx(6.0)
+    assert waited(still.value) == pytest.approx(6.0)
     clock.now += 6
     await me.call("SuggestFix", pb.SuggestFixRequest(parent=s.name))
     assert await _rows(database, s) == (2, 1)
