@@ -54,8 +54,10 @@ def drop_definer_function(signature: str, *, reads: dict[str, str]) -> None:
     op.execute("RESET ROLE")
     op.execute(f"DROP FUNCTION IF EXISTS {signature}")
     op.execute(f'SET ROLE "{owner}"')
-    for table in reads:
-        op.execute(f'REVOKE ALL ON {table} FROM "{maintenance}"')
+    # Exactly the columns this function read: another definer function may
+    # read other columns of the same table (sessions.outbox has two).
+    for table, columns in reads.items():
+        op.execute(f'REVOKE SELECT ({columns}) ON {table} FROM "{maintenance}"')
 
 
 # The opening of every tenant read, by form. A migration names the form it

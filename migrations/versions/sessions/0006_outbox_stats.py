@@ -7,9 +7,7 @@ Create Date: 2026-12-02
 
 from collections.abc import Sequence
 
-from alembic import op
-
-from migrations.tenancy import definer_function
+from migrations.tenancy import definer_function, drop_definer_function
 
 revision: str = "sessions_0006"
 down_revision: str | None = "sessions_0005"
@@ -40,9 +38,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    maintenance = op.get_context().opts["flowpilot_maintenance_role"]
-    owner = op.get_context().opts["flowpilot_owner_role"]
-    op.execute("RESET ROLE")
-    op.execute(f"DROP FUNCTION IF EXISTS {SIGNATURE}")
-    op.execute(f'SET ROLE "{owner}"')
-    op.execute(f'REVOKE SELECT ({READS["sessions.outbox"]}) ON sessions.outbox FROM "{maintenance}"')
+    drop_definer_function(SIGNATURE, reads=READS)
