@@ -114,6 +114,26 @@ def method_rules(service_names: Iterable[str]) -> dict[str, MethodRule]:
     return rules
 
 
+class _Calls:
+    """The calls a runtime is running, for shutdown: once ``refusing``, new
+    calls are turned away; ``idle`` is set while none runs."""
+
+    def __init__(self) -> None:
+        self.refusing = False
+        self.running = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def started(self) -> None:
+        self.running += 1
+        self.idle.clear()
+
+    def ended(self) -> None:
+        self.running -= 1
+        if not self.running:
+            self.idle.set()
+
+
 class Runtime:
     """Wraps each method handler of the hosted services once, when the service
     is registered, rather than intercepting every call: each grpc.aio
@@ -143,6 +163,13 @@ class Runtime:
         # Large requests decode into many times their size in Python objects:
         # a few at a time keep a process's memory bounded (others wait).
         self._large_requests = asyncio.Semaphore(LARGE_REQUESTS_AT_ONCE)
+        self._calls = _Calls()
+
+    async def refuse_new_calls(self) -> None:
+        """Turns new calls away (UNAVAILABLE, which clients retry elsewhere)
+        and returns when none of the running ones is left (bound it with a timeout)."""
+        self._calls.refusing = True
+        await self._calls.idle.wait()
 
     def registrar(self, server: grpc.aio.Server) -> Registrar:
         """What a generated ``add_*Servicer_to_server`` is given instead of the server."""
@@ -182,9 +209,11 @@ class Runtime:
             return child
 
         large_requests = self._large_requests
+        calls = self._calls
 
         async def behavior(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             started = time.perf_counter()
+            calls.started()
             started_total.inc()
             in_flight.inc()
             large = False
@@ -202,6 +231,8 @@ class Runtime:
             principal_token = None
             outcome = "OK"
             try:
+                if calls.refusing:
+                    raise Unavailable("the service is shutting down; retry", reason="SHUTTING_DOWN")
                 header = metadata.get("authorization")
                 principal = verifier.verify_header(header if isinstance(header, str) else None)
                 logs.bind(account_id=str(principal.account_id))  # undone with log_token
@@ -278,6 +309,7 @@ class Runtime:
                 logs.unbind(log_token)
                 if span_token is not None:
                     otel_context.detach(span_token)
+                calls.ended()
 
         return behavior
 

@@ -4,9 +4,10 @@
 keepalive settings, the standard health service, server reflection built from
 the registered descriptors, the runtime around every FlowPilot method
 (``services.core.rpc``; OpenTelemetry's server interceptor too when spans are
-exported), and a graceful shutdown: health goes NOT_SERVING, new work is
-refused after a short drain, in-flight RPCs get ``shutdown_grace_seconds`` to
-finish, then the service's resources (its database pool) are closed.
+exported), and a graceful shutdown: health goes NOT_SERVING, new calls are
+refused with UNAVAILABLE after a short drain, in-flight RPCs get
+``shutdown_grace_seconds`` to finish, then the service's resources (its
+database pool) are closed and the process ends.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class GrpcServer:
         mb = config.max_message_bytes
         spans = telemetry.exporting()
         pagination.use_secrets(config.page_token_secrets)
-        runtime = Runtime(
+        self._runtime = runtime = Runtime(
             verifier=verifier_from(config),
             rules=method_rules(r.service_name for r in self._registrations),
             domain=domain,
@@ -168,15 +169,30 @@ class GrpcServer:
         return self.port
 
     async def stop(self) -> None:
-        """Graceful stop; safe to call more than once."""
+        """Graceful stop of a server in a process that goes on (tests, tools);
+        safe to call more than once. A service's own process ends through
+        ``serve_until_signalled`` instead."""
         if self._stopping:
             await self._stopped.wait()
             return
         self._stopping = True
+        await self._drain()
+        await self._server.stop(0)  # no call of ours is left running
+        await self._close()
+
+    async def _drain(self) -> None:
+        """NOT_SERVING, calls still served for the drain (balancers move away
+        meanwhile), then new calls refused with UNAVAILABLE while the running
+        ones get the grace period."""
         await self.health.enter_graceful_shutdown()
-        # Give load balancers and health checks a moment to see NOT_SERVING.
         await asyncio.sleep(self._drain_seconds)
-        await self._server.stop(self.config.shutdown_grace_seconds)
+        try:
+            async with asyncio.timeout(self.config.shutdown_grace_seconds):
+                await self._runtime.refuse_new_calls()
+        except TimeoutError:
+            log.warning("calls still running after the grace period are cut off")
+
+    async def _close(self) -> None:
         if self.database_check is not None:
             await self.database_check.stop()
         for work in self.background:
@@ -187,7 +203,13 @@ class GrpcServer:
         self._stopped.set()
 
     async def serve_until_signalled(self) -> None:
-        """Starts, then runs until SIGTERM or SIGINT, then stops gracefully."""
+        """Starts, then runs until SIGTERM or SIGINT, drains, and ends the process.
+
+        The process ends with its gRPC server still open: closing its
+        connections with the process makes a call still in transit fail
+        UNAVAILABLE at the client, which retries it, where grpc-core's own
+        stop would answer it CANCELLED (grpc/grpc#41785), which clients do
+        not retry."""
         await self.start()
         loop = asyncio.get_running_loop()
         stop_requested = asyncio.Event()
@@ -195,7 +217,12 @@ class GrpcServer:
             loop.add_signal_handler(sig, stop_requested.set)
         await stop_requested.wait()
         log.info("shutting down", extra={"fields": {"grace_seconds": self.config.shutdown_grace_seconds}})
-        await self.stop()
+        self._stopping = True
+        await self._drain()
+        await self._close()
+        telemetry.shutdown()
+        logging.shutdown()
+        os._exit(0)
 
 
 C = TypeVar("C", bound=ServiceConfig)

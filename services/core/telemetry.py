@@ -55,6 +55,12 @@ def setup(service_name: str, *, processors: list[SpanProcessor] | None = None) -
     return _provider
 
 
+def shutdown() -> None:
+    """Sends the spans still buffered (before the process ends)."""
+    if _provider is not None:
+        _provider.shutdown()
+
+
 def exporting() -> bool:
     """Whether this process's spans go anywhere."""
     return _exporting

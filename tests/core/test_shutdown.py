@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 import uuid
+from typing import Any
 
 import grpc
 from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
@@ -102,3 +103,55 @@ async def test_several_workers_share_one_port(database: RunDatabase, keys: Keys,
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def _hammer(
+    stub: Any,
+    md: tuple[tuple[str, str], ...],
+    codes: dict[str, int],
+    stop: asyncio.Event,
+) -> None:
+    request = settings_pb2.GetSettingRequest(name="settings/notes.format")
+    while not stop.is_set():
+        try:
+            await stub.GetSetting(request, metadata=md, timeout=3)
+            code = "OK"
+        except grpc.aio.AioRpcError as error:
+            code = error.code().name
+        codes[code] = codes.get(code, 0) + 1
+
+
+async def test_calls_refused_during_shutdown_are_unavailable(
+    database: RunDatabase, keys: Keys, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """Clients that keep calling through SIGTERM see answers or UNAVAILABLE
+    (which they retry), never CANCELLED — also the calls that arrive exactly
+    as the process goes."""
+    codes: dict[str, int] = {}
+    md = keys.metadata(account_id=uuid.uuid4(), role=Role.VIEWER)
+    for _ in range(5):  # grpc-core's own stop gave ~4 CANCELLED per 5
+        port = free_port()
+        env = service_process_env(
+            database, keys, tmp_path, "settings", port, FLOWPILOT_SHUTDOWN_DRAIN_SECONDS="0.3"
+        )
+        process = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.settings", env=env)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=30
+                )
+                stub = settings_pb2_grpc.SettingsServiceStub(channel)
+                stop = asyncio.Event()
+                callers = [asyncio.ensure_future(_hammer(stub, md, codes, stop)) for _ in range(6)]
+                await asyncio.sleep(0.5)
+                process.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(process.wait(), 20) == 0
+                await asyncio.sleep(0.3)  # calls after the exit: refused at connect
+                stop.set()
+                await asyncio.gather(*callers)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert codes.get("OK", 0) > 0 and codes.get("UNAVAILABLE", 0) > 0
+    assert set(codes) == {"OK", "UNAVAILABLE"}, codes
