@@ -3,10 +3,12 @@ backend call, and the HTTP answer; plus /healthz, /readyz, /openapi.json and
 /docs (the API reference: Redoc, from npm, bundled at build time into
 gateway/static/ by `make`; nothing is loaded from elsewhere).
 
-Built on Starlette (served by uvicorn); gRPC channels are opened once per
-backend and reused. The W3C trace context of the HTTP request is continued
-(OpenTelemetry ASGI middleware) and passed on to the services (gRPC client
-interceptor), so a request is one trace.
+The API itself is answered by ``Gateway`` as a plain ASGI application (the
+scope's headers, path and query read as they come, the answer sent as two
+messages); Starlette serves the few fixed pages. gRPC channels are opened
+once per backend and reused. The W3C trace context of the HTTP request is
+continued and passed on to the services (``gateway.tracing``), so a request
+is one trace.
 """
 
 from __future__ import annotations
@@ -27,19 +29,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route as HttpRoute
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway import errors, headers, openapi, transcode
+from gateway import errors, headers, openapi, tracing, transcode
 from gateway.config import GatewayConfig
 from gateway.errors import HttpError
 from gateway.observe import ROUTE_SCOPE_KEY, AccessLog
 from gateway.routes import Route, compile_routes, discover_services
-from services.core import logs
+from services.core import logs, telemetry
 from services.core.rpc import CREATED_METADATA
 
 log = logging.getLogger("flowpilot.gateway")
@@ -49,25 +50,40 @@ log = logging.getLogger("flowpilot.gateway")
 _DEADLINE_SLACK_SECONDS = 0.25
 _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 _UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
-METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+# The pages Starlette serves (GET and HEAD); any other request is the API's.
+FIXED_PAGES = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/redoc.standalone.js"})
+_JSON = (b"content-type", b"application/json")
+
+Headers = list[tuple[bytes, bytes]]
 
 
 def _json(status: int, body: bytes, headers: dict[str, str] | None = None) -> Response:
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
 class Gateway:
+    """The HTTP API: an ASGI application for every path but the fixed pages."""
+
     def __init__(
         self,
         config: GatewayConfig,
         services: Sequence[descriptor.ServiceDescriptor],
         backends: dict[str, str],
+        *,
+        traced: bool = False,
     ) -> None:
         self.config = config
         self.routes = compile_routes(services)
         self.backends = backends
+        # With spans exported, OpenTelemetry's client interceptor records a span
+        # per call; otherwise the trace context is passed on as metadata only.
+        self.traced = traced
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._calls: dict[tuple[str, str], Any] = {}
+        self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
         missing = {r.service.rsplit(".", 1)[0] for r in self.routes} - set(backends)
         if missing:
             raise ValueError(f"no backend address for {', '.join(sorted(missing))}")
@@ -77,6 +93,12 @@ class Gateway:
             b"x-request-id",
         }
         self._reply_metadata = {h.lower() for h in config.response_metadata}
+        # GET /v1/{name=…} bindings: where a created resource's Location points.
+        self._resources = [
+            (r.resource_prefix, r.template)
+            for r in self.routes
+            if r.http_method == "GET" and r.resource_prefix is not None
+        ]
 
     def _address(self, route: Route) -> str:
         return self.backends[route.service.rsplit(".", 1)[0]]
@@ -85,21 +107,22 @@ class Gateway:
         channel = self._channels.get(address)
         if channel is None:
             channel = grpc.aio.insecure_channel(
-                address, interceptors=aio_client_interceptors(), options=[("grpc.keepalive_time_ms", 60_000)]
+                address,
+                interceptors=aio_client_interceptors() if self.traced else None,
+                options=[("grpc.keepalive_time_ms", 60_000)],
             )
             self._channels[address] = channel
         return channel
 
-    def _call(self, route: Route) -> Any:
-        key = (self._address(route), route.rpc_path)
-        call = self._calls.get(key)
+    def _call(self, route: Route) -> grpc.aio.UnaryUnaryMultiCallable[Any, Any]:
+        call = self._calls.get(route.rpc_path)
         if call is None:
-            call = self._channel(key[0]).unary_unary(
+            call = self._channel(self._address(route)).unary_unary(
                 route.rpc_path,
-                request_serializer=lambda m: m.SerializeToString(),
+                request_serializer=_serialize,
                 response_deserializer=route.output_class.FromString,
             )
-            self._calls[key] = call
+            self._calls[route.rpc_path] = call
         return call
 
     async def close(self) -> None:
@@ -130,18 +153,20 @@ class Gateway:
             headers={"Allow": listed},
         )
 
-    def _timeout(self, request: Request) -> float:
-        value = request.headers.get("grpc-timeout")
+    def _timeout(self, value: bytes | None) -> float:
         if value is None:
             return self.config.default_timeout_seconds
-        match = _TIMEOUT.match(value.strip())
+        match = _TIMEOUT.match(value.decode("latin-1").strip())
         if match is None:
             raise errors.bad_request(
                 "Grpc-Timeout must be digits and a unit (H, M, S, m, u, n), e.g. 5S", field="Grpc-Timeout"
             )
         return min(int(match.group(1)) * _UNITS[match.group(2)], self.config.max_timeout_seconds)
 
-    async def _body(self, request: Request) -> bytes:
+    async def _body(self, given: dict[bytes, bytes], receive: Receive) -> bytes:
+        declared = given.get(b"content-length")
+        if declared is None and b"transfer-encoding" not in given:
+            return b""  # HTTP/1.1: neither a length nor chunks, so no body
         limit = self.config.max_body_bytes
 
         def too_large() -> HttpError:
@@ -152,30 +177,39 @@ class Gateway:
                 reason="BODY_TOO_LARGE",
             )
 
-        declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise too_large()
         chunks, size = [], 0
-        async for chunk in request.stream():
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise too_large()
             chunks.append(chunk)
-        return b"".join(chunks)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
-    async def handle(self, request: Request) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        status, body, reply = await self.answer(scope, receive)
+        await send({"type": "http.response.start", "status": status, "headers": reply})
+        await send({"type": "http.response.body", "body": body})
+
+    async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
+        """Status, body and headers of the answer to one API request."""
         reply_headers: dict[str, str] = {}
         call: Any = None
         try:
-            raw_headers: list[tuple[bytes, bytes]] = request.scope["headers"]
+            raw_headers: Headers = scope["headers"]
             headers.check_total(raw_headers)
             given = dict(raw_headers)
             request_id = headers.request_id(given.get(b"x-request-id"))
-            reply_headers["X-Request-Id"] = request_id
-            raw_path = request.scope.get("raw_path") or request.url.path.encode()
-            path = raw_path.decode("utf-8", "replace")
-            route, values = self._match(request.method, path)
-            request.scope[ROUTE_SCOPE_KEY] = route.template.source  # for the access line and metrics
+            reply_headers["x-request-id"] = request_id
+            path = (scope.get("raw_path") or scope["path"].encode()).decode("utf-8", "replace")
+            route, values = self._match(scope["method"], path)
+            scope[ROUTE_SCOPE_KEY] = route.template.source  # for the access line and metrics
             authorization = given.get(b"authorization")
             if not authorization:
                 raise HttpError(
@@ -190,9 +224,11 @@ class Gateway:
                 ("x-request-id", request_id),
                 *headers.forwarded(raw_headers, self._forward),
             ]
-            timeout = self._timeout(request)
-            query = parse_qsl(request.url.query, keep_blank_values=True)
-            message = transcode.build_request(route, values, query, await self._body(request))
+            if not self.traced:
+                tracing.inject(metadata)
+            timeout = self._timeout(given.get(b"grpc-timeout"))
+            query = _query(scope["query_string"])
+            message = transcode.build_request(route, values, query, await self._body(given, receive))
             call = self._call(route)(message, metadata=metadata, timeout=timeout)
             # gRPC enforces the deadline; this bounds anything else that could
             # keep the request waiting (the call is cancelled with it).
@@ -204,7 +240,7 @@ class Gateway:
                         if key in self._reply_metadata and isinstance(value, str):
                             reply_headers[key] = value
         except HttpError as error:
-            return _json(error.http, errors.status_json(error.status), {**reply_headers, **error.headers})
+            return _answer(error.http, errors.status_json(error.status), {**reply_headers, **error.headers})
         except grpc.aio.AioRpcError as error:
             status, body = errors.from_rpc_error(error)
             # The call was made, so the route is known: name fields as the client's JSON does.
@@ -213,22 +249,25 @@ class Gateway:
             reply.update(errors.retry_after_headers(body))
             if status == 401:
                 reply["WWW-Authenticate"] = 'Bearer realm="flowpilot", error="invalid_token"'
-            return _json(status, errors.status_json(body), reply)
+            return _answer(status, errors.status_json(body), reply)
         except TimeoutError:
             if call is not None:
                 call.cancel()
             timed_out = errors.transport_error(grpc.StatusCode.DEADLINE_EXCEEDED)
-            return _json(504, errors.status_json(timed_out.status), reply_headers)
+            return _answer(504, errors.status_json(timed_out.status), reply_headers)
+        except ClientGone:
+            gone = errors.transport_error(grpc.StatusCode.CANCELLED)
+            return _answer(499, errors.status_json(gone.status), reply_headers)
         except Exception:
             log.exception("gateway request failed")
             failed = errors.internal_error(logs.current_trace_id())
-            return _json(500, errors.status_json(failed.status), reply_headers)
+            return _answer(500, errors.status_json(failed.status), reply_headers)
         if route.empty_response:
-            return Response(status_code=204, headers=reply_headers)
+            return 204, b"", _encode(reply_headers)
         if created is not None:
-            reply_headers["Location"] = created
-            return _json(201, transcode.render(route, response), reply_headers)
-        return _json(200, transcode.render(route, response), reply_headers)
+            reply_headers["location"] = created
+            return _answer(201, transcode.render(route, response), reply_headers)
+        return _answer(200, transcode.render(route, response), reply_headers)
 
     async def _created(self, route: Route, call: Any) -> str | None:
         """The gateway path of the resource the call created, if it created one.
@@ -244,11 +283,10 @@ class Gateway:
         return None
 
     def _location(self, name: str) -> str:
-        for route in self.routes:
-            if route.http_method == "GET" and route.resource_prefix is not None:
-                path = route.resource_prefix + name
-                if route.template.match(path) == {"name": name}:
-                    return path
+        for prefix, template in self._resources:
+            path = prefix + name
+            if template.match(path) == {"name": name}:
+                return path
         return "/" + name
 
     async def ready(self) -> tuple[bool, dict[str, str]]:
@@ -264,6 +302,45 @@ class Gateway:
         used = sorted({r.service.rsplit(".", 1)[0] for r in self.routes})
         results = dict(await asyncio.gather(*(check(p, self.backends[p]) for p in used)))
         return all(v == "SERVING" for v in results.values()), results
+
+
+def _serialize(message: Any) -> bytes:
+    data: bytes = message.SerializeToString()
+    return data
+
+
+def _query(raw: bytes) -> list[tuple[str, str]]:
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise errors.bad_request("the query string is not UTF-8", reason="INVALID_QUERY") from None
+    return parse_qsl(text, keep_blank_values=True) if text else []
+
+
+def _encode(headers: dict[str, str]) -> Headers:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+def _answer(status: int, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, Headers]:
+    """A JSON answer: its headers as ASGI sends them."""
+    return status, body, [*_encode(headers), (b"content-length", b"%d" % len(body)), _JSON]
+
+
+class _Dispatch:
+    """The fixed pages (GET, HEAD), lifespan and anything not HTTP to Starlette;
+    every other request to the gateway."""
+
+    def __init__(self, gateway: Gateway, pages: ASGIApp) -> None:
+        self.gateway = gateway
+        self.pages = pages
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            scope["path"] not in FIXED_PAGES or scope["method"] not in ("GET", "HEAD")
+        ):
+            await self.gateway(scope, receive, send)
+        else:
+            await self.pages(scope, receive, send)
 
 
 # Redoc's standalone bundle (tools/node/node_modules/redoc), copied here at
@@ -294,9 +371,17 @@ def create_app(
     *,
     services: Sequence[descriptor.ServiceDescriptor] | None = None,
     backends: dict[str, str] | None = None,
+    traced: bool | None = None,
 ) -> ASGIApp:
+    """The gateway as an ASGI application. ``traced``: record the gateway's
+    spans (OpenTelemetry's middleware and interceptors); by default, when
+    the process exports spans (otherwise only the trace context is passed on)."""
+    traced = telemetry.exporting() if traced is None else traced
     gateway = Gateway(
-        config, services if services is not None else discover_services(), backends or config.backends()
+        config,
+        services if services is not None else discover_services(),
+        backends or config.backends(),
+        traced=traced,
     )
 
     async def healthz(request: Request) -> Response:
@@ -337,38 +422,34 @@ def create_app(
         yield
         await gateway.close()
 
-    app = Starlette(
+    pages = Starlette(
         routes=[
             HttpRoute("/healthz", healthz, methods=["GET"]),
             HttpRoute("/readyz", readyz, methods=["GET"]),
             HttpRoute("/openapi.json", openapi_json, methods=["GET"]),
             HttpRoute("/docs", docs, methods=["GET"]),
             HttpRoute("/docs/redoc.standalone.js", docs_bundle, methods=["GET"]),
-            HttpRoute("/{path:path}", gateway.handle, methods=METHODS),
-        ],
-        middleware=[
-            Middleware(AccessLog),  # outermost: preflights and every error are counted too
-            Middleware(
-                CORSMiddleware,
-                allow_origins=config.cors_origins,
-                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                allow_headers=[
-                    "authorization",
-                    "content-type",
-                    "x-request-id",
-                    "grpc-timeout",
-                    "traceparent",
-                    "tracestate",
-                ],
-                expose_headers=["x-request-id"],
-                max_age=600,
-            ),
         ],
         lifespan=lifespan,
     )
-    app.state.gateway = gateway
-    traced: ASGIApp = OpenTelemetryMiddleware(app)
-    return traced
+    pages.state.gateway = gateway
+    app: ASGIApp = CORSMiddleware(
+        _Dispatch(gateway, pages),
+        allow_origins=config.cors_origins,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=[
+            "authorization",
+            "content-type",
+            "x-request-id",
+            "grpc-timeout",
+            "traceparent",
+            "tracestate",
+        ],
+        expose_headers=["x-request-id"],
+        max_age=600,
+    )
+    app = AccessLog(app)  # outside CORS: preflights and every error are counted too
+    return OpenTelemetryMiddleware(app) if traced else tracing.TraceContext(app)
 
 
 def factory() -> ASGIApp:

@@ -4,6 +4,7 @@ conflicting bindings stop the gateway from starting)."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from collections.abc import Iterable
@@ -34,11 +35,11 @@ class Route:
     input_class: Any = field(compare=False)
     output_class: Any = field(compare=False)
 
-    @property
+    @functools.cached_property
     def rpc_path(self) -> str:
         return f"/{self.service}/{self.method.name}"
 
-    @property
+    @functools.cached_property
     def empty_response(self) -> bool:
         """Answered 204: the response is Empty and nothing of it is returned."""
         return self.method.output_type.full_name == "google.protobuf.Empty" and not self.response_body

@@ -15,7 +15,7 @@ decoded (``%2F`` becomes ``/``); a variable spanning several segments keeps
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -41,6 +41,13 @@ class Template:
     parts: tuple[Part, ...]
     verb: str | None
     variables: tuple[str, ...]
+    # The template as one regular expression over the raw (still encoded) path:
+    # what any matching path must look like, and, for a path without ``%``,
+    # the variables' values as its groups (see ``_pattern``).
+    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pattern", _pattern(self))
 
     def shape(self) -> tuple[tuple[str, str], ...]:
         """What two templates must share to be ambiguous (variables named away)."""
@@ -48,6 +55,15 @@ class Template:
 
     def match(self, path: str) -> dict[str, str] | None:
         """Field path → value for a request path, or None when it does not match."""
+        found = self.pattern.fullmatch(path)
+        if found is None:
+            return None
+        if "%" in path:  # percent-decoding decides: the segment by segment reading below
+            return self.match_decoding(path)
+        return {variable: value or "" for variable, value in zip(self.variables, found.groups(), strict=True)}
+
+    def match_decoding(self, path: str) -> dict[str, str] | None:
+        """``match``, segment by segment, decoding each as the spec says."""
         if not path.startswith("/"):
             return None
         raw = path[1:]
@@ -96,6 +112,41 @@ class Template:
             else:
                 values[variable] = "/".join(_decode_keep_slash(p) for p in pieces)
         return values
+
+
+def _pattern(template: Template) -> re.Pattern[str]:
+    """A regular expression that every path the template matches matches.
+
+    A literal segment is itself or anything percent-encoded (which decoding
+    may turn into it), ``*`` one non-empty segment, a trailing ``**`` any
+    number of further segments; the verb follows the last ``:``. Each
+    variable is one group around its segments: without ``%`` in the path
+    (nothing to decode) a group is the variable's value as ``match_decoding``
+    reads it (an absent group: ``""``).
+    """
+    regex = ""
+    parts = list(template.parts)
+    while parts:
+        run = [parts.pop(0)]
+        while run[0].variable is not None and parts and parts[0].variable == run[0].variable:
+            run.append(parts.pop(0))
+        fixed = [p for p in run if p.kind != "**"]
+        body = "/".join(
+            f"(?:{re.escape(p.text)}|[^/]*%[^/]*)" if p.kind == "literal" else "[^/]+" for p in fixed
+        )
+        if len(fixed) < len(run):  # a trailing ``**``: zero or more segments after the others
+            if fixed:
+                body += "(?:/.*)?"
+            elif regex:
+                # Only ``**`` and something before it: the slash belongs to the rest.
+                regex += "(?:/(.*))?" if run[0].variable is not None else "(?:/.*)?"
+                continue
+            else:
+                body = ".*"
+        regex += "/" + (f"({body})" if run[0].variable is not None else body)
+    if template.verb is not None:
+        regex += f":(?:{re.escape(template.verb)}|[^/:]*%[^/:]*)"
+    return re.compile(regex, re.DOTALL)
 
 
 def _spans(template: Template, variable: str) -> bool:

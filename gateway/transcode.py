@@ -1,6 +1,7 @@
 """HTTP request → gRPC request message, gRPC response → HTTP JSON.
 
-JSON follows the proto3 JSON mapping (``google.protobuf.json_format``):
+JSON follows the proto3 JSON mapping (``google.protobuf.json_format``; out,
+through the writers of ``gateway.protojson``, compiled per message type):
 lowerCamelCase out, both spellings in, 64-bit integers as strings, enums by
 name, Timestamp as RFC 3339, FieldMask as ``"a,b.c"``. Fields not bound by
 the path or the body come from the query string: dotted paths, repeated keys
@@ -19,9 +20,11 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from google.protobuf import descriptor, json_format
 from google.protobuf.message import Message
 
+from gateway import protojson
 from gateway.errors import bad_request
 from gateway.routes import Route
 
@@ -276,11 +279,8 @@ def render(route: Route, response: Message) -> bytes:
     if route.response_body:
         field = response.DESCRIPTOR.fields_by_name[route.response_body]
         if field.message_type is None or field.is_repeated:
-            value = json_format.MessageToDict(response, always_print_fields_with_no_presence=True).get(
-                field.json_name
-            )
-            return json.dumps(value).encode()
-    return json.dumps(to_json_object(target)).encode()
+            return orjson.dumps(protojson.to_json_object(response).get(field.json_name))
+    return orjson.dumps(to_json_object(target))
 
 
 # A sub-message this large (serialized) is rendered once per distinct content
@@ -304,12 +304,12 @@ def to_json_object(message: Message) -> dict[str, Any]:
         if message.HasField(field.name) and getattr(message, field.name).ByteSize() > _LARGE_BYTES
     ]
     if not large:
-        return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+        return protojson.to_json_object(message)
     rest = type(message)()
     rest.CopyFrom(message)
     for field in large:
         rest.ClearField(field.name)
-    out: dict[str, Any] = json_format.MessageToDict(rest, always_print_fields_with_no_presence=True)
+    out = protojson.to_json_object(rest)
     for field in large:
         out[field.json_name] = _remembered(getattr(message, field.name))
     return out
@@ -322,7 +322,7 @@ def _remembered(message: Message) -> dict[str, Any]:
     if found is not None:
         _rendered.move_to_end(key)
         return found
-    found = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    found = protojson.to_json_object(message)
     if len(key[1]) <= _REMEMBERED_BYTES:
         _rendered[key] = found
         _rendered_bytes += len(key[1])
