@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import math
+import os
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CsvList = Annotated[list[str], NoDecode]
+
+
+def available_cores(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The CPUs this process may use: its affinity, within a cgroup v2 CPU
+    quota when there is one (a container's limit), at least 1."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cgroup.read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    return max(1, min(cores, math.ceil(int(quota) / int(period))))
 
 
 class GatewayConfig(BaseSettings):
@@ -30,9 +46,11 @@ class GatewayConfig(BaseSettings):
     forward_headers: CsvList = Field(default_factory=lambda: ["accept-language"])
     # gRPC response metadata passed back as HTTP headers.
     response_metadata: CsvList = Field(default_factory=list)
-    workers: int = Field(default=1, ge=1, le=64)
-    # Prometheus /metrics on this port of FLOWPILOT_HOST, apart from the API (0 = off;
-    # off with more than one worker).
+    # uvicorn worker processes; by default one per available core (a Python
+    # process answers on one core at a time).
+    workers: int = Field(default_factory=available_cores, ge=1, le=64)
+    # Prometheus /metrics on this port of FLOWPILOT_HOST, apart from the API (0 = off);
+    # with several workers, the supervising process serves all of theirs.
     metrics_port: int = Field(default=9680, ge=0, le=65535)
     log_level: str = "INFO"
 

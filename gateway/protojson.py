@@ -41,9 +41,10 @@ _DELEGATED = frozenset(
 _STRING_FORMS = frozenset({"google.protobuf.Duration", "google.protobuf.FieldMask"})
 
 
-def to_json_object(message: Message) -> dict[str, Any]:
-    """``message`` as ``json_format.MessageToDict`` writes it (every field)."""
-    return writer(message.DESCRIPTOR)(message)
+def to_json_object(message: Message) -> Any:
+    """``message`` as ``json_format.MessageToDict`` writes it (every field): an
+    object, or for a well-known type its JSON form (a Timestamp is a string)."""
+    return _message_writer(message.DESCRIPTOR)(message)
 
 
 @functools.cache
@@ -107,6 +108,7 @@ def _value_writer(field: descriptor.FieldDescriptor) -> Value:
     return _same  # 32-bit integers
 
 
+@functools.cache
 def _message_writer(message: descriptor.Descriptor) -> Value:
     name = message.full_name
     if name == "google.protobuf.Timestamp":

@@ -18,7 +18,7 @@ import json
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from google.protobuf import descriptor, json_format
@@ -304,12 +304,13 @@ def to_json_object(message: Message) -> dict[str, Any]:
         if message.HasField(field.name) and getattr(message, field.name).ByteSize() > _LARGE_BYTES
     ]
     if not large:
-        return protojson.to_json_object(message)
+        whole: dict[str, Any] = protojson.to_json_object(message)
+        return whole
     rest = type(message)()
     rest.CopyFrom(message)
     for field in large:
         rest.ClearField(field.name)
-    out = protojson.to_json_object(rest)
+    out: dict[str, Any] = protojson.to_json_object(rest)
     for field in large:
         out[field.json_name] = _remembered(getattr(message, field.name))
     return out
@@ -322,7 +323,7 @@ def _remembered(message: Message) -> dict[str, Any]:
     if found is not None:
         _rendered.move_to_end(key)
         return found
-    found = protojson.to_json_object(message)
+    found = cast(dict[str, Any], protojson.to_json_object(message))
     if len(key[1]) <= _REMEMBERED_BYTES:
         _rendered[key] = found
         _rendered_bytes += len(key[1])

@@ -28,13 +28,17 @@ async def serve_gateway(
     *,
     backends: dict[str, str],
     services: Sequence[descriptor.ServiceDescriptor] | None = None,
+    traced: bool | None = None,
     **config: Any,
 ) -> AsyncIterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     app = create_app(
-        GatewayConfig(host="127.0.0.1", port=port, **config), services=services, backends=backends
+        GatewayConfig(host="127.0.0.1", port=port, **config),
+        services=services,
+        backends=backends,
+        traced=traced,
     )
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
@@ -65,6 +69,8 @@ def _echo_handler(method: descriptor.MethodDescriptor) -> grpc.RpcMethodHandler[
         body.update(json_format.MessageToDict(request, preserving_proto_field_name=True))
         metadata = dict(context.invocation_metadata() or ())
         text = name or str(metadata.get("x-request-id", ""))
+        if name == "messages/trace":  # report the trace context that reached the service
+            text = str(metadata.get("traceparent", ""))
         if name == "messages/headers":  # report what reached the service, and answer with metadata
             await context.send_initial_metadata((("x-served-by", "echo"), ("x-internal-host", "10.0.0.7")))
             text = json.dumps(
