@@ -178,9 +178,9 @@ def _measure(
                     before = _cpu(processes)
                     result = _wrk(url, scripts[name], c, duration)
                     cpu = _cpu(processes) - before
-                    requests = max(result["requests"], 1)
+                    answered = max(result["requests"], 1)
                     rps = result["requests"] / (result["duration_us"] / 1e6)
-                    runs.setdefault((side, name, c), []).append((rps, 1000 * cpu / requests))
+                    runs.setdefault((side, name, c), []).append((rps, 1000 * cpu / answered))
                     peak[side] = max(peak.get(side, 0.0), max(_rss_mib(p) for p in processes))
     rows = []
     for name in workloads:
