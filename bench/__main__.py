@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +38,7 @@ from flowpilot.walks.v1 import walks_pb2
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench import load
+from bench import gateway_peer, load, stress
 from bench.ceilings import EMPTY_METHOD
 from bench.seed import Seeded, seed
 from migrations.__main__ import migrate
@@ -504,7 +505,43 @@ def report(results: dict[str, Any], out: Path) -> None:
             lines.append(
                 f"| {label} | {', '.join(f'{r:.3f}' for r in pair['ratios'])} | {pair['median']:.3f} |"
             )
-    lines += ["", "## Peak RSS per process under load", "", "| process | MB |", "| --- | ---: |"]
+    stressed = results.get("stress") or {}
+    if stressed:
+        lines += [
+            "",
+            f"## Requests at the message limit ({stress.AT_ONCE} at once, {stress.ROUNDS} rounds, in this order)",
+            "",
+            "| service: request | bytes | answers | RSS before (MB) | peak RSS (MB) |",
+            "| --- | ---: | --- | ---: | ---: |",
+        ]
+        for label, m in stressed["memory_at_the_limit"].items():
+            answers = ", ".join(f"{code} {n}" for code, n in sorted(m["codes"].items()))
+            lines.append(
+                f"| {label} | {m['bytes']:,} | {answers} | {m['rss_before'] / 1e6:.0f} | {m['peak_rss'] / 1e6:.0f} |"
+            )
+        n = stressed["noisy_neighbour"]
+        lines += [
+            "",
+            "## Noisy neighbour: another tenant's GetWalk while 14 escalations of 100-note walks run",
+            "",
+            "| | calls | p50 (ms) | p99 (ms) |",
+            "| --- | ---: | ---: | ---: |",
+            *(
+                f"| {when} | {n[key]['calls']} | {n[key]['p50_ms']:.2f} | {n[key]['p99_ms']:.2f} |"
+                for when, key in (("alone", "alone"), ("during the escalations", "during"))
+            ),
+            "",
+            f"Escalations: {', '.join(f'{code} {k}' for code, k in sorted(n['escalations'].items()))}.",
+        ]
+    if results.get("grpc_gateway"):
+        d = results["grpc_gateway"]
+        peer = gateway_peer.Comparison(
+            rows=[gateway_peer.Row(**r) for r in d["rows"]],
+            skipped=d["skipped"],
+            peak_rss_mib=d["peak_rss_mib"],
+        )
+        lines += ["", "## Beside grpc-gateway (optional reference)", "", peer.markdown()]
+    lines += ["", "## Peak RSS per process over the run", "", "| process | MB |", "| --- | ---: |"]
     lines += [f"| {k} | {v / 1e6:.0f} |" for k, v in sorted(results["peak_rss"].items())]
     lines += ["", "## Scale", "", "| measurement | p50 (ms) | p99 (ms) |", "| --- | ---: | ---: |"]
     lines += [f"| {k} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} |" for k, v in results["scale"].items()]
@@ -536,6 +573,7 @@ def targets(
     peak: dict[str, int],
     scale: dict[str, Any],
     pairs: dict[str, Any] | None = None,
+    stressed: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     def rps(name: str, c: int) -> float:
         return float(paths[name][str(c)]["rps"])
@@ -584,7 +622,38 @@ def targets(
     services = {k: v for k, v in peak.items() if k in ("sessions", "library", "settings", "walks", "gateway")}
     heaviest = max(services.items(), key=lambda kv: kv[1])
     add(f"peak RSS, heaviest service ({heaviest[0]}), MB", heaviest[1] / 1e6, "≤ 200", heaviest[1] <= 200e6)
+    if stressed:
+        at_limit = max(stressed["memory_at_the_limit"].items(), key=lambda kv: kv[1]["peak_rss"])
+        value = at_limit[1]["peak_rss"] / 1e6
+        add(f"peak RSS under requests at the message limit ({at_limit[0]}), MB", value, "≤ 200", value <= 200)
+        n = stressed["noisy_neighbour"]
+        slower = n["during"]["p99_ms"] / n["alone"]["p99_ms"]
+        add("another tenant's GetWalk p99 during 14 escalations ÷ alone", slower, "≤ 2", slower <= 2)
     return out
+
+
+def under_stress(suite: Suite, private_key: str) -> dict[str, Any]:
+    """Peak RSS under requests at the message limit, and another tenant's
+    reads while escalations run (``bench.stress``)."""
+
+    def metadata(role: Role) -> list[tuple[str, str]]:
+        token = mint_token(
+            private_key=private_key,
+            user_id=uuid.uuid4(),
+            account_id=uuid.uuid4(),
+            role=role,
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            ttl_seconds=3600,
+        )
+        return [("authorization", f"Bearer {token}")]
+
+    print("requests at the message limit …", flush=True)
+    pids = {n: suite.processes[n].pid for n in ("sessions", "library", "settings", "walks")}
+    memory = stress.memory_at_the_limit(suite.ports, pids, metadata(Role.TEAM_ADMIN))
+    print("escalations beside another tenant's reads …", flush=True)
+    neighbour = stress.noisy_neighbour(suite.ports["walks"], metadata(Role.ENGINEER), metadata(Role.ENGINEER))
+    return {"memory_at_the_limit": memory, "noisy_neighbour": neighbour}
 
 
 def main() -> None:
@@ -602,7 +671,11 @@ def main() -> None:
     if args.report_from:
         results = json.loads(args.report_from.read_text())
         results["targets"] = targets(
-            results["paths"], results["peak_rss"], results["scale"], results.get("pairs")
+            results["paths"],
+            results["peak_rss"],
+            results["scale"],
+            results.get("pairs"),
+            results.get("stress"),
         )
         report(results, args.out)
         print((args.out / "latest.md").read_text())
@@ -681,6 +754,20 @@ def main() -> None:
             }
             scale["pending-drafts badge, 100k drafts"] = measure(pool, badge, 1, args.duration, args.repeats)
             pairs = {} if args.only else paired(pool, all_specs, args.duration, args.repeats + 2)
+        stressed = {} if args.only else under_stress(suite, private)
+        peer = gateway_peer.Comparison(skipped="--only was given")
+        if not args.only:
+            peer = gateway_peer.compare(
+                gateway=f"http://127.0.0.1:{suite.ports['gateway']}",
+                gateway_pid=suite.processes["gateway"].pid,
+                backends={
+                    n: f"127.0.0.1:{suite.ports[n]}" for n in ("sessions", "library", "settings", "walks")
+                },
+                token=token,
+                duration=args.duration,
+                rounds=args.repeats,
+            )
+            print(peer.markdown(), flush=True)
     finally:
         suite.stop()
         if embedded is not None:
@@ -694,7 +781,9 @@ def main() -> None:
         "peak_rss": suite.peak_rss,
         "workers": args.workers,
         "pairs": pairs,
-        "targets": targets(paths, suite.peak_rss, scale, pairs) if not args.only else [],
+        "stress": stressed,
+        "grpc_gateway": peer.as_dict(),
+        "targets": targets(paths, suite.peak_rss, scale, pairs, stressed) if not args.only else [],
     }
     report(results, args.out)
     print((args.out / "latest.md").read_text())

@@ -41,7 +41,7 @@ from gateway.errors import HttpError
 from gateway.observe import ROUTE_SCOPE_KEY, AccessLog
 from gateway.routes import Route, compile_routes, discover_services
 from services.core import logs, telemetry
-from services.core.rpc import CREATED_METADATA
+from services.core.metadata import CREATED_METADATA
 
 log = logging.getLogger("flowpilot.gateway")
 
@@ -461,12 +461,6 @@ def factory() -> ASGIApp:
 
     config = GatewayConfig()
     logs.configure(config.log_level, service="gateway")
-    # logs.configure adopts uvicorn's loggers, its access logger too, which
-    # uvicorn had turned off (access_log=False): its line would repeat
-    # gateway.observe's for every request, with the client's path and query.
-    uvicorn_access = logging.getLogger("uvicorn.access")
-    uvicorn_access.handlers[:] = []
-    uvicorn_access.propagate = False
     telemetry.setup("flowpilot-gateway")
     if config.workers == 1:
         metrics.serve(config.metrics_port, config.host)

@@ -58,6 +58,12 @@ class FlowPilotError(Exception):
         self.metadata = dict(metadata or {})
 
 
+# An error names at most this many fields (a request can break a rule in
+# every element); its message, the first few.
+MAX_FIELD_VIOLATIONS = 100
+_IN_MESSAGE = 10
+
+
 class InvalidArgument(FlowPilotError):
     code = grpc.StatusCode.INVALID_ARGUMENT
     default_reason = "INVALID_ARGUMENT"
@@ -69,9 +75,12 @@ class InvalidArgument(FlowPilotError):
         *,
         reason: str | None = None,
     ) -> None:
-        self.violations = [violations] if isinstance(violations, FieldViolation) else list(violations)
+        every = [violations] if isinstance(violations, FieldViolation) else list(violations)
+        self.violations = every[:MAX_FIELD_VIOLATIONS]
         if message is None:
-            message = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+            message = "; ".join(f"{v.field}: {v.description}" for v in every[:_IN_MESSAGE])
+            if len(every) > _IN_MESSAGE:
+                message += f"; and {len(every) - _IN_MESSAGE} more"
         super().__init__(message, reason=reason)
 
 

@@ -83,7 +83,10 @@ class JsonFormatter(logging.Formatter):
 
 # Libraries whose loggers bring handlers of their own (uvicorn's dictConfig):
 # their records go through the root's JSON handler instead.
-_ADOPTED = ("uvicorn", "uvicorn.error", "uvicorn.access", "asyncio")
+_ADOPTED = ("uvicorn", "uvicorn.error", "asyncio")
+# uvicorn's own access line would repeat the gateway's, with the client's
+# address and raw query: it stays off.
+_SILENCED = ("uvicorn.access",)
 
 
 def info_line(logger: logging.Logger, message: str, fields: dict[str, object]) -> None:
@@ -109,4 +112,8 @@ def configure(level: str = "INFO", service: str = "flowpilot") -> None:
         adopted = logging.getLogger(name)
         adopted.handlers[:] = []
         adopted.propagate = True
+    for name in _SILENCED:
+        silenced = logging.getLogger(name)
+        silenced.handlers[:] = []
+        silenced.propagate = False
     logging.getLogger("flowpilot").info("logging configured", extra={"fields": {"level": level.upper()}})

@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -29,7 +31,7 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from services.core import logs, metrics, telemetry
+from services.core import logs, memory, metrics, telemetry
 from services.core.auth import Principal, Role, TokenVerifier, bind_principal, unbind_principal
 from services.core.errors import (
     DeadlineExceeded,
@@ -41,14 +43,13 @@ from services.core.errors import (
     internal_status,
     to_grpc_status,
 )
-from services.core.validation import text_violations, violations
+from services.core.metadata import CREATED_METADATA, REQUEST_ID_METADATA
+from services.core.validation import COUNTED_FROM_BYTES, element_violation, text_violations, violations
 
 log = logging.getLogger("flowpilot.rpc")
 # One line per RPC at INFO: method, code, duration, account, request id, trace id.
 access = logging.getLogger("flowpilot.access")
-# The caller's request id (the gateway's X-Request-Id) is logged, bounded.
-REQUEST_ID_METADATA = "x-request-id"
-_REQUEST_ID_MAX = 128
+_REQUEST_ID_MAX = 128  # characters of the caller's request id logged
 
 OPEN_SERVICES = (
     "grpc.health.v1.Health",
@@ -56,10 +57,6 @@ OPEN_SERVICES = (
     "grpc.reflection.v1.ServerReflection",
 )
 
-# Trailing metadata naming the resource a call created (the gateway answers
-# 201 with its URL); a get-or-create that found one, or a replayed request id,
-# sends none.
-CREATED_METADATA = "flowpilot-created"
 _created: contextvars.ContextVar[list[str]] = contextvars.ContextVar("flowpilot_created")
 
 
@@ -69,8 +66,8 @@ def created(name: str) -> None:
 
 
 # A request this large (serialized) waits for one of LARGE_REQUESTS_AT_ONCE
-# places before it is decoded: at the 4 MiB limit a request grows to ~90 MB
-# of Python objects on its way to the database.
+# places before it is decoded (a valid 4 MiB flow takes ~45 MB on its way to
+# the database), and the heap is trimmed after it (services.core.memory).
 LARGE_REQUEST_BYTES = 1024 * 1024
 LARGE_REQUESTS_AT_ONCE = 1
 
@@ -183,13 +180,16 @@ class Runtime:
         # the token is checked: a deserializer's exception would reach the
         # caller as UNKNOWN with the library's text.
         decode = cast(Decoder, handler.request_deserializer)
+        input_type = descriptor_pool.Default().FindMethodByName(rule.full_name).input_type
         return grpc.unary_unary_rpc_method_handler(
-            self._behavior(rule, cast(Handler, handler.unary_unary), decode),
+            self._behavior(rule, cast(Handler, handler.unary_unary), decode, input_type),
             request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
 
-    def _behavior(self, rule: MethodRule, inner: Handler, decode: Decoder) -> Handler:
+    def _behavior(
+        self, rule: MethodRule, inner: Handler, decode: Decoder, input_type: descriptor.Descriptor
+    ) -> Handler:
         domain = self._domain
         verifier = self._verifier
         own_span = not self._spans
@@ -230,6 +230,7 @@ class Runtime:
                 log_token = logs.bind(method=rule.full_name)
             principal_token = None
             outcome = "OK"
+            request: Message | None = None
             try:
                 if calls.refusing:
                     raise Unavailable("the service is shutting down; retry", reason="SHUTTING_DOWN")
@@ -237,6 +238,11 @@ class Runtime:
                 principal = verifier.verify_header(header if isinstance(header, str) else None)
                 logs.bind(account_id=str(principal.account_id))  # undone with log_token
                 rule.authorize(principal)
+                if len(raw) >= COUNTED_FROM_BYTES:
+                    # Past a repeated field's limit a request is refused undecoded.
+                    too_many = element_violation(raw, input_type)
+                    if too_many is not None:
+                        raise InvalidArgument(too_many)
                 if len(raw) > LARGE_REQUEST_BYTES:
                     # The wait for a turn is bounded like the call itself.
                     remaining = context.time_remaining()
@@ -277,6 +283,9 @@ class Runtime:
                 return response
             except FlowPilotError as error:
                 outcome = error.code.name
+                # A refusal's traceback keeps its frames, and with them the
+                # request and all made of it, until the cycle collector runs.
+                traceback.clear_frames(error.__traceback__)
                 await context.abort_with_status(to_grpc_status(error, domain=domain))
                 raise  # unreachable: abort raises
             except grpc.aio.AbortError:
@@ -291,13 +300,17 @@ class Runtime:
             except Exception:
                 outcome = "INTERNAL"
                 log.exception("unhandled error in %s", rule.full_name)
+                traceback.clear_frames(sys.exc_info()[2])
                 await context.abort_with_status(
                     internal_status(domain=domain, trace_id=logs.current_trace_id())
                 )
                 raise
             finally:
+                request = None  # this frame too may outlive the call in a traceback
                 if large:
                     large_requests.release()
+                if len(raw) > LARGE_REQUEST_BYTES:
+                    memory.give_back_soon()
                 if principal_token is not None:
                     unbind_principal(principal_token)
                 duration = time.perf_counter() - started

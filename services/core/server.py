@@ -27,7 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-from services.core import logs, metrics, pagination, telemetry
+from services.core import logs, memory, metrics, pagination, telemetry
 from services.core.auth import ServiceCredential, TokenVerifier
 from services.core.config import ServiceConfig
 from services.core.db import Database, _driver_connect
@@ -263,6 +263,7 @@ def run_service(config_type: type[C], build: Callable[[C, Database], GrpcServer]
     if config.workers > 1 and not os.environ.get(_WORKER_ENV):
         _supervise(config_type.__module__.rsplit(".", 1)[0], config.workers, config.metrics_port)
         return
+    memory.tune()
     logs.configure(config.log_level, service=config.service_name)
     metrics.serve(config.metrics_port, config.host)
     telemetry.setup(f"flowpilot-{config.service_name}")

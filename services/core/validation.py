@@ -25,7 +25,7 @@ from google.api import field_behavior_pb2
 from google.protobuf import descriptor
 from google.protobuf.message import Message
 
-from services.core.errors import FieldViolation, InvalidArgument
+from services.core.errors import MAX_FIELD_VIOLATIONS, FieldViolation, InvalidArgument
 
 _REQUIRED = field_behavior_pb2.REQUIRED
 _IDENTIFIER = field_behavior_pb2.IDENTIFIER
@@ -109,6 +109,8 @@ def text_violations(request: Message) -> list[FieldViolation]:
 def _walk_text(message: Message, prefix: str, found: list[FieldViolation]) -> None:
     field: Field
     for field, value in message.ListFields():
+        if len(found) >= MAX_FIELD_VIOLATIONS:
+            return
         path = f"{prefix}{field.name}"
         if field.type == _TYPE_MESSAGE and field.is_repeated and _is_map(field):
             key_field = field.message_type.fields_by_name["key"]
@@ -135,6 +137,133 @@ def _walk_text(message: Message, prefix: str, found: list[FieldViolation]) -> No
 
 
 _NUL = "must not contain the NUL character (U+0000)"
+
+
+# Repeated fields without a declared ``max_size`` (well-known types' insides
+# too: a Struct's fields, a ListValue's values, a FieldMask's paths) hold at
+# most this many elements.
+DEFAULT_MAX_ELEMENTS = 10_000
+# Requests at least this large are counted on the wire before they are decoded.
+COUNTED_FROM_BYTES = 16 * 1024
+# The well-known types whose insides are counted (the others hold no repeated field).
+_COUNTED_OPAQUE = (
+    "google.protobuf.Struct",
+    "google.protobuf.Value",
+    "google.protobuf.ListValue",
+    "google.protobuf.FieldMask",
+)
+
+
+def element_violation(raw: bytes, message_type: descriptor.Descriptor) -> FieldViolation | None:
+    """The first repeated field of the serialized ``raw`` with more elements
+    than its limit, found by reading the wire format, without decoding.
+
+    Decoded, a request of tiny elements is many times its size (4 MiB of
+    empty nested messages is over 120 MB): past its limit, nothing is
+    decoded. Bytes that are not a valid message yield None (the decoder
+    says what is wrong)."""
+    try:
+        return _count(memoryview(raw), 0, len(raw), message_type, "", {}, 0)
+    except _Malformed:
+        return None
+
+
+class _Malformed(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Counted:
+    field: Field
+    limit: int  # 0: not repeated
+    inner: descriptor.Descriptor | None  # a message type to count inside
+
+
+@functools.cache
+def _counted(message_type: descriptor.Descriptor) -> dict[int, _Counted]:
+    """Field number → what to count, for the fields of ``message_type`` that
+    are repeated or lead to repeated fields."""
+    counted = {}
+    for field in message_type.fields:
+        inner = None
+        if field.type == _TYPE_MESSAGE and _holds_repeated(field.message_type):
+            inner = field.message_type
+        if field.is_repeated or inner is not None:
+            limit = (max_size(field) or DEFAULT_MAX_ELEMENTS) if field.is_repeated else 0
+            counted[field.number] = _Counted(field, limit, inner)
+    return counted
+
+
+@functools.cache
+def _holds_repeated(message_type: descriptor.Descriptor, _seen: frozenset[str] = frozenset()) -> bool:
+    name = message_type.full_name
+    if name in _seen or (name.startswith(_OPAQUE) and name not in _COUNTED_OPAQUE):
+        return name in _seen  # a recursive type: counted where it repeats
+    seen = _seen | {name}
+    return any(
+        f.is_repeated or (f.type == _TYPE_MESSAGE and _holds_repeated(f.message_type, seen))
+        for f in message_type.fields
+    )
+
+
+def _count(
+    buf: memoryview,
+    pos: int,
+    end: int,
+    message_type: descriptor.Descriptor,
+    prefix: str,
+    counts: dict[str, int],
+    depth: int,
+) -> FieldViolation | None:
+    if depth > 100:  # past protobuf's own nesting limit: the decoder refuses it
+        raise _Malformed
+    fields = _counted(message_type)
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        wire = key & 7
+        length = 0
+        if wire == 0:
+            _, pos = _varint(buf, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            pos += length
+        else:
+            raise _Malformed
+        if pos > end:
+            raise _Malformed
+        entry = fields.get(key >> 3)
+        if entry is None:
+            continue
+        # Counted by path: occurrences of a singular message field merge.
+        path = f"{prefix}{entry.field.name}"
+        if entry.limit:
+            n = counts[path] = counts.get(path, 0) + 1
+            if n > entry.limit:
+                return FieldViolation(path, f"must have at most {entry.limit} elements")
+            path = f"{path}[{n - 1}]"
+        if entry.inner is not None and wire == 2:
+            found = _count(buf, pos - length, pos, entry.inner, f"{path}.", counts, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while shift < 64:
+        if pos >= len(buf):
+            raise _Malformed
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+    raise _Malformed
 
 
 def update_paths(
@@ -179,6 +308,8 @@ def _walk(
 ) -> None:
     in_resource = is_update and depth == 1
     for rule in _rules(message.DESCRIPTOR):
+        if len(found) >= MAX_FIELD_VIOLATIONS:
+            return
         field, path = rule.field, f"{prefix}{rule.name}"
         if rule.required and not in_resource and not _is_set(message, field):
             found.append(FieldViolation(path, "is required"))
@@ -188,7 +319,7 @@ def _walk(
         if field.is_repeated:
             if rule.limit and len(value) > rule.limit:
                 found.append(FieldViolation(path, f"must have at most {rule.limit} elements"))
-            if rule.nested:
+            elif rule.nested:
                 for index, item in enumerate(value):
                     _walk(item, f"{path}[{index}].", found, is_update=False, depth=depth + 1)
             continue

@@ -15,10 +15,11 @@ from tests.support import AUDIENCE, ISSUER, Keys
 
 def test_cached_tokens_still_expire(keys: Keys) -> None:
     verifier = TokenVerifier(public_key=keys.public_pem, issuer=ISSUER, audience=AUDIENCE, leeway_seconds=0)
-    token = keys.token(account_id=uuid.uuid4(), role=Role.VIEWER, ttl_seconds=1)
+    # Claims are whole seconds: a 1-second token can be expired when first seen.
+    token = keys.token(account_id=uuid.uuid4(), role=Role.VIEWER, ttl_seconds=2)
     first = verifier.verify(token)
     assert verifier.verify(token) is first  # the second call is served from the cache
-    time.sleep(1.1)
+    time.sleep(2.1)
     with pytest.raises(Unauthenticated, match="expired"):
         verifier.verify(token)
 

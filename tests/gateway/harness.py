@@ -18,7 +18,7 @@ from google.protobuf.empty_pb2 import Empty
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from services.core.rpc import CREATED_METADATA
+from services.core.metadata import CREATED_METADATA
 
 MESSAGING = messaging_pb2.DESCRIPTOR.services_by_name["Messaging"]
 

@@ -125,7 +125,7 @@ def _fill_message(message: Message, depth: int) -> None:
         _fill(message, depth)
 
 
-def _scalar(field: descriptor.FieldDescriptor, n: int) -> Any:
+def _scalar(field: Any, n: int) -> Any:  # a FieldDescriptor (upb's at run time)
     if field.type == FD.TYPE_ENUM:
         assert field.enum_type is not None
         values = field.enum_type.values
