@@ -7,10 +7,12 @@ from typing import Any
 
 from flowpilot.walks.v1 import walks_pb2 as pb
 
-from services.core import ids, names
+from services.core import ids, names, validation
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.messages import set_time
 from services.walks import trees
+from services.walks.storage import FlowRow, ProposalRow, Tree, WalkRow
+from services.walks.walking import Start
 
 FLOW = "flows/{flow}"
 PROPOSAL = "flowProposals/{flow_proposal}"
@@ -61,7 +63,40 @@ def parse_id(name: str, pattern: str, field: str) -> uuid.UUID:
     return ids.parse_uuid(value, field=field, what=f"name of the form {pattern}")
 
 
-def flow(row: Any, tree: dict[str, Any] | None = None) -> pb.Flow:
+def start(request: pb.StartWalkRequest) -> Start:
+    """A StartWalk request, checked: a flow walk names a flow, a proposal walk
+    a proposal, an AI-built walk a problem, and no walk anything else."""
+    ticket_id = validation.nonblank(request.ticket_id, "ticket_id")
+    ticket_kind = db(TICKET_KIND, request.ticket_kind, "ticket_kind")
+    kind = db(WALK_KIND, request.kind, "kind")
+    targets: dict[str, tuple[uuid.UUID, str] | None] = {}
+    for field, pattern, needed in (
+        ("flow", FLOW, kind == "flow"),
+        ("flow_proposal", PROPOSAL, kind == "proposal"),
+    ):
+        given: str = getattr(request, field)
+        if needed and not given:
+            raise InvalidArgument(FieldViolation(field, f"is required for a {kind} walk"))
+        if given and not needed:
+            raise InvalidArgument(FieldViolation(field, f"must be empty for a {kind} walk"))
+        targets[field] = (parse_id(given, pattern, field), given) if given else None
+    if kind == "ai_build":
+        validation.nonblank(request.problem, "problem")
+    elif request.problem:
+        raise InvalidArgument(FieldViolation("problem", "is only for AI-built walks"))
+    return Start(
+        ticket_id=ticket_id,
+        ticket_kind=ticket_kind,
+        kind=kind,
+        flow=targets["flow"],
+        proposal=targets["flow_proposal"],
+        problem=request.problem,
+        force_new=request.force_new,
+        acting_as=request.acting_as or None,
+    )
+
+
+def flow(row: FlowRow, tree: Tree | None = None) -> pb.Flow:
     """A flow; ``tree`` when the row was read without it."""
     message = pb.Flow(
         name=names.format_name(FLOW, flow=row.id),
@@ -78,7 +113,7 @@ def flow(row: Any, tree: dict[str, Any] | None = None) -> pb.Flow:
     return message
 
 
-def proposal(row: Any, tree: dict[str, Any] | None = None) -> pb.FlowProposal:
+def proposal(row: ProposalRow, tree: Tree | None = None) -> pb.FlowProposal:
     """A proposal; ``tree`` when the row was read without it."""
     message = pb.FlowProposal(
         name=names.format_name(PROPOSAL, flow_proposal=row.id),
@@ -97,7 +132,7 @@ def proposal(row: Any, tree: dict[str, Any] | None = None) -> pb.FlowProposal:
     return message
 
 
-def walk(row: Any, tree: pb.Tree | None) -> pb.Walk:
+def walk(row: WalkRow, tree: pb.Tree | None) -> pb.Walk:
     """A walk row (without its snapshot) and its tree snapshot, already converted."""
     message = pb.Walk(
         name=names.format_name(WALK, walk=row.id),

@@ -12,7 +12,6 @@ No transaction or row lock is held during the call.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import grpc
 from flowpilot.sessions.v1 import sessions_pb2, sessions_pb2_grpc
@@ -28,12 +27,13 @@ from services.core.errors import (
 )
 from services.core.ids import canonical_uuid
 from services.walks import trees
+from services.walks.storage import Tree, WalkRow
 
 TICKET_KINDS = {"psa": sessions_pb2.TICKET_KIND_PSA, "internal": sessions_pb2.TICKET_KIND_INTERNAL}
 MAX_FACT = 4096
 
 
-def facts_for(walk: Any, tree: dict[str, Any] | None, *, reason: str, category: str) -> list[str]:
+def facts_for(walk: WalkRow, tree: Tree | None, *, reason: str, category: str) -> list[str]:
     facts = []
     for number, step in enumerate(walk.walked_path, start=1):
         text = trees.node(tree, step["node"])["text"] if tree else step["node"]
@@ -51,7 +51,7 @@ class SessionsEscalator:
         self._timeout = timeout_seconds
 
     async def escalate(
-        self, walk: Any, tree: dict[str, Any] | None, *, reason: str, category: str, request_id: uuid.UUID
+        self, walk: WalkRow, tree: Tree | None, *, reason: str, category: str, request_id: uuid.UUID
     ) -> uuid.UUID:
         title = f"L1 escalation: {walk.ticket_id}"
         problem = (

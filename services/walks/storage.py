@@ -1,10 +1,11 @@
 """SQL for flows, proposals and walks. Functions take the RPC's connection
-(tenant already set) and never commit."""
+(tenant already set), never commit, and return typed rows."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -15,37 +16,115 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.walks.tables import flow_proposals, flows, l1_walk_sessions
 
 F, P, W = flows, flow_proposals, l1_walk_sessions
+Tree = dict[str, Any]  # a decision tree as stored (see services.walks.trees)
+Connection = AsyncConnection  # what the domain modules pass through, unopened
 
 
-async def insert_flow(conn: AsyncConnection, **values: Any) -> Row[Any]:
+@dataclass(frozen=True, slots=True)
+class FlowRow:
+    account_id: uuid.UUID
+    id: uuid.UUID
+    name: str
+    description: str
+    version: int
+    status: str  # draft | published | archived
+    created_by: uuid.UUID
+    revision: int
+    create_time: datetime
+    update_time: datetime
+    tree: Tree | None = None  # None when read without it
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalRow:
+    account_id: uuid.UUID
+    id: uuid.UUID
+    name: str
+    description: str
+    source: str  # user | ai_analysis
+    rationale: str
+    status: str  # pending | approved | rejected
+    reviewer_id: uuid.UUID | None
+    review_time: datetime | None
+    flow_id: uuid.UUID | None
+    created_by: uuid.UUID
+    create_time: datetime
+    tree: Tree | None = None  # None when read without it
+
+
+@dataclass(frozen=True, slots=True)
+class WalkRow:
+    """A walk without its tree snapshot (up to 500 nodes, never changed after
+    the walk starts): steps touch only the small columns."""
+
+    id: uuid.UUID
+    account_id: uuid.UUID
+    created_by_user_id: uuid.UUID
+    acting_as: str | None
+    ticket_id: str
+    ticket_kind: str
+    session_kind: str  # flow | proposal | adhoc | ai_build
+    flow_id: uuid.UUID | None
+    flow_proposal_id: uuid.UUID | None
+    flow_version: int | None
+    escalation_session_id: uuid.UUID | None
+    escalation_request_id: uuid.UUID | None
+    current_node_id: str | None
+    walked_path: list[dict[str, Any]]
+    walk_notes: list[dict[str, Any]]
+    status: str  # active | resolved | escalated | abandoned
+    resolution_notes: str | None
+    helpful: bool | None
+    escalation_reason: str | None
+    escalation_reason_category: str | None
+    started_at: datetime
+    last_step_at: datetime
+    resolved_at: datetime | None
+    has_tree: bool
+
+
+def _flow(row: Row[Any]) -> FlowRow:
+    return FlowRow(**row._mapping)
+
+
+def _proposal(row: Row[Any]) -> ProposalRow:
+    return ProposalRow(**row._mapping)
+
+
+def _walk(row: Row[Any]) -> WalkRow:
+    return WalkRow(**row._mapping)
+
+
+async def insert_flow(conn: AsyncConnection, **values: Any) -> FlowRow:
     """The new flow's row without its tree (the caller has it; it can be megabytes)."""
-    return (await conn.execute(insert(F).values(**values).returning(*_without_tree(F)))).one()
+    return _flow((await conn.execute(insert(F).values(**values).returning(*_without_tree(F)))).one())
 
 
-async def get_flow(conn: AsyncConnection, flow_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
+async def get_flow(conn: AsyncConnection, flow_id: uuid.UUID, *, lock: bool = False) -> FlowRow | None:
     query = select(F).where(F.c.id == flow_id)
-    return (await conn.execute(query.with_for_update() if lock else query)).first()
+    row = (await conn.execute(query.with_for_update() if lock else query)).first()
+    return None if row is None else _flow(row)
 
 
-async def update_flow(conn: AsyncConnection, flow_id: uuid.UUID, **values: Any) -> Row[Any]:
+async def update_flow(conn: AsyncConnection, flow_id: uuid.UUID, **values: Any) -> FlowRow:
     values.update(revision=F.c.revision + 1, update_time=func.now())
-    return (await conn.execute(update(F).where(F.c.id == flow_id).values(**values).returning(F))).one()
+    return _flow((await conn.execute(update(F).where(F.c.id == flow_id).values(**values).returning(F))).one())
 
 
 async def list_flows(
     conn: AsyncConnection, *, status: str | None, after: tuple[str, uuid.UUID] | None, limit: int
-) -> Sequence[Row[Any]]:
+) -> list[FlowRow]:
     query = select(F).order_by(F.c.name, F.c.id).limit(limit)
     if status:
         query = query.where(F.c.status == status)
     if after:
         query = query.where(tuple_(F.c.name, F.c.id) > tuple_(literal(after[0]), literal(after[1])))
-    return (await conn.execute(query)).all()
+    return [_flow(r) for r in await conn.execute(query)]
 
 
-async def insert_proposal(conn: AsyncConnection, **values: Any) -> Row[Any]:
+async def insert_proposal(conn: AsyncConnection, **values: Any) -> ProposalRow:
     """The new proposal's row without its tree (the caller has it)."""
-    return (await conn.execute(insert(P).values(**values).returning(*_without_tree(P)))).one()
+    return _proposal((await conn.execute(insert(P).values(**values).returning(*_without_tree(P)))).one())
 
 
 def _without_tree(table: Any) -> list[Any]:
@@ -54,24 +133,39 @@ def _without_tree(table: Any) -> list[Any]:
 
 async def get_proposal(
     conn: AsyncConnection, proposal_id: uuid.UUID, *, lock: bool = False
-) -> Row[Any] | None:
+) -> ProposalRow | None:
     query = select(P).where(P.c.id == proposal_id)
-    return (await conn.execute(query.with_for_update() if lock else query)).first()
+    row = (await conn.execute(query.with_for_update() if lock else query)).first()
+    return None if row is None else _proposal(row)
 
 
-async def update_proposal(conn: AsyncConnection, proposal_id: uuid.UUID, **values: Any) -> Row[Any]:
-    return (await conn.execute(update(P).where(P.c.id == proposal_id).values(**values).returning(P))).one()
+async def review_proposal(
+    conn: AsyncConnection,
+    proposal_id: uuid.UUID,
+    *,
+    status: str,
+    reviewer_id: uuid.UUID,
+    flow_id: uuid.UUID | None = None,
+) -> ProposalRow:
+    """Records the review (at the database's time) and returns the proposal."""
+    query = (
+        update(P)
+        .where(P.c.id == proposal_id)
+        .values(status=status, reviewer_id=reviewer_id, review_time=func.now(), flow_id=flow_id)
+        .returning(P)
+    )
+    return _proposal((await conn.execute(query)).one())
 
 
 async def list_proposals(
     conn: AsyncConnection, *, status: str | None, after: tuple[datetime, uuid.UUID] | None, limit: int
-) -> Sequence[Row[Any]]:
+) -> list[ProposalRow]:
     query = select(P).order_by(P.c.create_time.desc(), P.c.id.desc()).limit(limit)
     if status:
         query = query.where(P.c.status == status)
     if after:
         query = query.where(tuple_(P.c.create_time, P.c.id) < tuple_(literal(after[0]), literal(after[1])))
-    return (await conn.execute(query)).all()
+    return [_proposal(r) for r in await conn.execute(query)]
 
 
 async def lock_ticket(conn: AsyncConnection, *, user_id: uuid.UUID, ticket_id: str) -> None:
@@ -90,7 +184,7 @@ _HAS_TREE = func.coalesce(func.jsonb_typeof(W.c.tree) == "object", False)  # ad-
 WALK = [c for c in W.c if c.name != "tree"] + [_HAS_TREE.label("has_tree")]
 
 
-async def walk_trees(conn: AsyncConnection, walk_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Any]:
+async def walk_trees(conn: AsyncConnection, walk_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Tree]:
     query = select(W.c.id, W.c.tree).where(W.c.id.in_(walk_ids), _HAS_TREE)
     return {row.id: row.tree for row in await conn.execute(query)}
 
@@ -107,27 +201,31 @@ async def walk_node(conn: AsyncConnection, walk_id: uuid.UUID, node_id: str) -> 
     return node
 
 
-async def active_walk_for(conn: AsyncConnection, *, user_id: uuid.UUID, ticket_id: str) -> Row[Any] | None:
+async def active_walk_for(conn: AsyncConnection, *, user_id: uuid.UUID, ticket_id: str) -> WalkRow | None:
     query = (
         select(*WALK)
         .where(W.c.created_by_user_id == user_id, W.c.ticket_id == ticket_id, W.c.status == "active")
         .order_by(W.c.started_at.desc())
         .limit(1)
     )
-    return (await conn.execute(query)).first()
+    row = (await conn.execute(query)).first()
+    return None if row is None else _walk(row)
 
 
-async def insert_walk(conn: AsyncConnection, **values: Any) -> Row[Any]:
-    return (await conn.execute(insert(W).values(**values).returning(*WALK))).one()
+async def insert_walk(conn: AsyncConnection, **values: Any) -> WalkRow:
+    return _walk((await conn.execute(insert(W).values(**values).returning(*WALK))).one())
 
 
-async def get_walk(conn: AsyncConnection, walk_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
+async def get_walk(conn: AsyncConnection, walk_id: uuid.UUID, *, lock: bool = False) -> WalkRow | None:
     query = select(*WALK).where(W.c.id == walk_id)
-    return (await conn.execute(query.with_for_update(of=W) if lock else query)).first()
+    row = (await conn.execute(query.with_for_update(of=W) if lock else query)).first()
+    return None if row is None else _walk(row)
 
 
-async def update_walk(conn: AsyncConnection, walk_id: uuid.UUID, **values: Any) -> Row[Any]:
-    return (await conn.execute(update(W).where(W.c.id == walk_id).values(**values).returning(*WALK))).one()
+async def update_walk(conn: AsyncConnection, walk_id: uuid.UUID, **values: Any) -> WalkRow:
+    return _walk(
+        (await conn.execute(update(W).where(W.c.id == walk_id).values(**values).returning(*WALK))).one()
+    )
 
 
 async def list_walks(
@@ -138,7 +236,7 @@ async def list_walks(
     kind: str | None,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
-) -> Sequence[Row[Any]]:
+) -> list[WalkRow]:
     query = select(*WALK).order_by(W.c.started_at.desc(), W.c.id.desc()).limit(limit)
     if status:
         query = query.where(W.c.status == status)
@@ -148,7 +246,7 @@ async def list_walks(
         query = query.where(W.c.session_kind == kind)
     if after:
         query = query.where(tuple_(W.c.started_at, W.c.id) < tuple_(literal(after[0]), literal(after[1])))
-    return (await conn.execute(query)).all()
+    return [_walk(r) for r in await conn.execute(query)]
 
 
 async def abandon_stale(conn: AsyncConnection, *, before: datetime, now: datetime) -> int:

@@ -1,0 +1,182 @@
+"""Flows and flow proposals: what may change when, and the review that turns
+a proposal into a published flow (one transaction)."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from services.core.auth import Principal
+from services.core.db import Database
+from services.core.errors import Aborted, FailedPrecondition, not_found
+from services.walks import storage
+from services.walks.storage import Connection, FlowRow, ProposalRow, Tree
+
+
+@dataclass(frozen=True, slots=True)
+class FlowChanges:
+    """An update's fields (None: unchanged)."""
+
+    name: str | None = None
+    description: str | None = None
+    tree: Tree | None = None
+
+
+def changed_values(row: FlowRow, changes: FlowChanges, expected_revision: int | None) -> dict[str, Any]:
+    """The columns an update writes: ABORTED on a stale etag, FAILED_PRECONDITION
+    for an archived flow; a new tree (only a different one) is a new version."""
+    if expected_revision is not None and expected_revision != row.revision:
+        raise Aborted("flow changed since it was read; read it again", reason="ETAG_MISMATCH")
+    if row.status == "archived":
+        raise FailedPrecondition("archived flows cannot change", reason="FLOW_ARCHIVED")
+    values: dict[str, Any] = {}
+    if changes.name is not None:
+        values["name"] = changes.name
+    if changes.description is not None:
+        values["description"] = changes.description
+    if changes.tree is not None:
+        values["tree"] = changes.tree
+        if changes.tree != row.tree:
+            values["version"] = row.version + 1
+    return values
+
+
+def check_publishable(row: FlowRow) -> None:
+    if row.status == "archived":
+        raise FailedPrecondition("archived flows cannot be published", reason="FLOW_ARCHIVED")
+
+
+def check_walkable(row: FlowRow) -> None:
+    if row.status != "published":
+        raise FailedPrecondition(
+            f"flow is {row.status}; only published flows can be walked", reason="FLOW_NOT_PUBLISHED"
+        )
+
+
+def check_reviewable(row: ProposalRow) -> None:
+    if row.status != "pending":
+        raise FailedPrecondition(
+            f"proposal is {row.status}; only pending ones can be reviewed", reason="PROPOSAL_NOT_PENDING"
+        )
+
+
+async def flow(conn: Connection, flow_id: uuid.UUID, name: str, *, lock: bool = False) -> FlowRow:
+    """The flow; NOT_FOUND (naming ``name`` as given) when it is not the account's."""
+    row = await storage.get_flow(conn, flow_id, lock=lock)
+    if row is None:
+        raise not_found("flow", name)
+    return row
+
+
+async def proposal(conn: Connection, proposal_id: uuid.UUID, name: str, *, lock: bool = False) -> ProposalRow:
+    row = await storage.get_proposal(conn, proposal_id, lock=lock)
+    if row is None:
+        raise not_found("flow proposal", name)
+    return row
+
+
+class Flows:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, principal: Principal, *, name: str, description: str, tree: Tree) -> FlowRow:
+        async with self._db.transaction() as conn:
+            return await storage.insert_flow(
+                conn,
+                account_id=principal.account_id,
+                id=uuid.uuid4(),
+                name=name,
+                description=description,
+                tree=tree,
+                created_by=principal.user_id,
+            )
+
+    async def get(self, flow_id: uuid.UUID, name: str) -> FlowRow:
+        async with self._db.transaction() as conn:
+            return await flow(conn, flow_id, name)
+
+    async def list(
+        self, *, status: str | None, after: tuple[str, uuid.UUID] | None, limit: int
+    ) -> list[FlowRow]:
+        async with self._db.transaction() as conn:
+            return await storage.list_flows(conn, status=status, after=after, limit=limit)
+
+    async def update(
+        self, flow_id: uuid.UUID, name: str, changes: FlowChanges, expected_revision: int | None
+    ) -> FlowRow:
+        async with self._db.transaction() as conn:
+            row = await flow(conn, flow_id, name, lock=True)
+            return await storage.update_flow(conn, row.id, **changed_values(row, changes, expected_revision))
+
+    async def publish(self, flow_id: uuid.UUID, name: str) -> FlowRow:
+        async with self._db.transaction() as conn:
+            check_publishable(await flow(conn, flow_id, name, lock=True))
+            return await storage.update_flow(conn, flow_id, status="published")
+
+    async def archive(self, flow_id: uuid.UUID, name: str) -> FlowRow:
+        async with self._db.transaction() as conn:
+            await flow(conn, flow_id, name, lock=True)
+            return await storage.update_flow(conn, flow_id, status="archived")
+
+
+class Proposals:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self, principal: Principal, *, name: str, description: str, tree: Tree, source: str, rationale: str
+    ) -> ProposalRow:
+        async with self._db.transaction() as conn:
+            return await storage.insert_proposal(
+                conn,
+                account_id=principal.account_id,
+                id=uuid.uuid4(),
+                name=name,
+                description=description,
+                tree=tree,
+                source=source,
+                rationale=rationale,
+                created_by=principal.user_id,
+            )
+
+    async def get(self, proposal_id: uuid.UUID, name: str) -> ProposalRow:
+        async with self._db.transaction() as conn:
+            return await proposal(conn, proposal_id, name)
+
+    async def list(
+        self, *, status: str | None, after: tuple[Any, uuid.UUID] | None, limit: int
+    ) -> list[ProposalRow]:
+        async with self._db.transaction() as conn:
+            return await storage.list_proposals(conn, status=status, after=after, limit=limit)
+
+    async def approve(
+        self, principal: Principal, proposal_id: uuid.UUID, name: str
+    ) -> tuple[ProposalRow, FlowRow]:
+        """The proposal, approved, and the published flow made of it (its tree in the row)."""
+        async with self._db.transaction() as conn:
+            row = await proposal(conn, proposal_id, name, lock=True)
+            check_reviewable(row)
+            assert row.tree is not None  # read with its tree
+            made = await storage.insert_flow(
+                conn,
+                account_id=principal.account_id,
+                id=uuid.uuid4(),
+                name=row.name,
+                description=row.description,
+                tree=row.tree,
+                status="published",
+                created_by=principal.user_id,
+            )
+            approved = await storage.review_proposal(
+                conn, row.id, status="approved", reviewer_id=principal.user_id, flow_id=made.id
+            )
+        return approved, dataclasses.replace(made, tree=row.tree)
+
+    async def reject(self, principal: Principal, proposal_id: uuid.UUID, name: str) -> ProposalRow:
+        async with self._db.transaction() as conn:
+            check_reviewable(await proposal(conn, proposal_id, name, lock=True))
+            return await storage.review_proposal(
+                conn, proposal_id, status="rejected", reviewer_id=principal.user_id
+            )
