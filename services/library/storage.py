@@ -1,11 +1,14 @@
 """SQL for script templates and draft templates. Functions take the RPC's
-connection (tenant already set) and never commit."""
+connection (tenant already set), never commit, and return typed rows; a
+template name taken is ``NameTaken``."""
 
 from __future__ import annotations
 
 import functools
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -23,6 +26,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import TSQUERY, insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 from sqlalchemy.sql.operators import custom_op
@@ -31,25 +35,102 @@ from services.library.search import Search
 from services.library.tables import draft_templates, script_templates
 
 T, D = script_templates, draft_templates
+Connection = AsyncConnection  # what the domain modules pass through, unopened
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateRow:
+    account_id: uuid.UUID
+    id: uuid.UUID
+    name: str
+    description: str
+    language: str
+    body: str
+    parameters: list[dict[str, Any]]
+    tags: list[str]
+    usage_count: int
+    last_used_at: datetime | None
+    source_session_id: uuid.UUID | None
+    source_user_id: uuid.UUID | None
+    source_ticket_ref: str | None
+    created_by: uuid.UUID
+    revision: int
+    create_time: datetime
+    update_time: datetime
+    rank: float = 0.0  # a search's relevance, when listed by one
+
+
+@dataclass(frozen=True, slots=True)
+class DraftRow:
+    account_id: uuid.UUID
+    id: uuid.UUID
+    script_body: str
+    language: str
+    suggested_name: str
+    templatized_body: str | None
+    parameters: list[dict[str, Any]] | None
+    status: str  # pending | approved | rejected
+    reviewer_id: uuid.UUID | None
+    review_time: datetime | None
+    review_note: str | None
+    template_id: uuid.UUID | None
+    source_session_id: uuid.UUID | None
+    source_user_id: uuid.UUID | None
+    source_ticket_ref: str | None
+    source_lane_item_id: str | None
+    request_id: uuid.UUID | None
+    request_fingerprint: str | None
+    created_by: uuid.UUID
+    create_time: datetime
+
+
+class NameTaken(Exception):
+    """Another template of the account has this name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+_TEMPLATE = [c for c in T.c if c.name != "search"]
+
+
+def _template(row: Row[Any]) -> TemplateRow:
+    return TemplateRow(**row._mapping)
+
+
+def _draft(row: Row[Any]) -> DraftRow:
+    return DraftRow(**row._mapping)
 
 
 # --- templates ------------------------------------------------------------------
 
 
-async def insert_template(conn: AsyncConnection, **values: Any) -> Row[Any]:
-    return (await conn.execute(insert(T).values(**values).returning(T))).one()
+async def insert_template(conn: AsyncConnection, **values: Any) -> TemplateRow:
+    """NameTaken when the account has a template of that name (the
+    transaction is then aborted: the caller ends it)."""
+    try:
+        return _template((await conn.execute(insert(T).values(**values).returning(*_TEMPLATE))).one())
+    except IntegrityError as exc:
+        raise NameTaken(values["name"]) from exc
 
 
 async def get_template(
     conn: AsyncConnection, template_id: uuid.UUID, *, lock: bool = False
-) -> Row[Any] | None:
-    query = select(T).where(T.c.id == template_id)
-    return (await conn.execute(query.with_for_update() if lock else query)).first()
+) -> TemplateRow | None:
+    query = select(*_TEMPLATE).where(T.c.id == template_id)
+    row = (await conn.execute(query.with_for_update() if lock else query)).first()
+    return None if row is None else _template(row)
 
 
-async def update_template(conn: AsyncConnection, template_id: uuid.UUID, **values: Any) -> Row[Any]:
+async def update_template(conn: AsyncConnection, template_id: uuid.UUID, **values: Any) -> TemplateRow:
+    """NameTaken when a new name is another template's."""
     values.update(revision=T.c.revision + 1, update_time=func.now())
-    return (await conn.execute(update(T).where(T.c.id == template_id).values(**values).returning(T))).one()
+    query = update(T).where(T.c.id == template_id).values(**values).returning(*_TEMPLATE)
+    try:
+        return _template((await conn.execute(query)).one())
+    except IntegrityError as exc:
+        raise NameTaken(values.get("name", "")) from exc
 
 
 async def delete_template(conn: AsyncConnection, template_id: uuid.UUID) -> bool:
@@ -95,7 +176,7 @@ async def list_templates(
     order: str,
     after: Sequence[Any] | None,
     limit: int,
-) -> Sequence[Row[Any]]:
+) -> list[TemplateRow]:
     """``order`` is relevance (needs ``search``), usage or recency; ``after`` the
     keyset position of the last row of the previous page."""
     ts_query = _tsquery(search) if search is not None else None
@@ -103,7 +184,7 @@ async def list_templates(
         cast(func.ts_rank(T.c.search, ts_query), Float) if ts_query is not None else literal(0.0, Float)
     )
     rank = rank_expr.label("rank")
-    statement = select(T, rank)
+    statement = select(*_TEMPLATE, rank)
     if ts_query is not None:
         statement = statement.where(T.c.search.op("@@")(ts_query))
     elif search is not None:  # a query with no term left matches nothing
@@ -127,45 +208,59 @@ async def list_templates(
         statement = statement.where(
             or_(keys[0] < literal(first), and_(keys[0] == literal(first), T.c.id < literal(last_id)))
         )
-    return (await conn.execute(statement.limit(limit))).all()
+    return [TemplateRow(**r._mapping) for r in await conn.execute(statement.limit(limit))]
 
 
 # --- drafts ---------------------------------------------------------------------
 
 
-async def insert_draft(conn: AsyncConnection, **values: Any) -> Row[Any] | None:
+async def insert_draft(conn: AsyncConnection, **values: Any) -> DraftRow | None:
     """Inserts unless the same (session, lane item) or request id exists: None then."""
     statement = insert(D).values(**values).on_conflict_do_nothing().returning(D)
-    return (await conn.execute(statement)).first()
+    row = (await conn.execute(statement)).first()
+    return None if row is None else _draft(row)
 
 
-async def draft_by_request(conn: AsyncConnection, request_id: uuid.UUID) -> Row[Any] | None:
-    return (await conn.execute(select(D).where(D.c.request_id == request_id))).first()
+async def draft_by_request(conn: AsyncConnection, request_id: uuid.UUID) -> DraftRow | None:
+    row = (await conn.execute(select(D).where(D.c.request_id == request_id))).first()
+    return None if row is None else _draft(row)
 
 
-async def drafts_of_session(conn: AsyncConnection, session_id: uuid.UUID) -> Sequence[Row[Any]]:
+async def drafts_of_session(conn: AsyncConnection, session_id: uuid.UUID) -> list[DraftRow]:
     query = select(D).where(D.c.source_session_id == session_id).order_by(D.c.create_time, D.c.id)
-    return (await conn.execute(query)).all()
+    return [_draft(r) for r in await conn.execute(query)]
 
 
-async def get_draft(conn: AsyncConnection, draft_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
+async def get_draft(conn: AsyncConnection, draft_id: uuid.UUID, *, lock: bool = False) -> DraftRow | None:
     query = select(D).where(D.c.id == draft_id)
-    return (await conn.execute(query.with_for_update() if lock else query)).first()
+    row = (await conn.execute(query.with_for_update() if lock else query)).first()
+    return None if row is None else _draft(row)
 
 
-async def update_draft(conn: AsyncConnection, draft_id: uuid.UUID, **values: Any) -> Row[Any]:
-    return (await conn.execute(update(D).where(D.c.id == draft_id).values(**values).returning(D))).one()
+async def update_draft(conn: AsyncConnection, draft_id: uuid.UUID, **values: Any) -> DraftRow:
+    return _draft(
+        (await conn.execute(update(D).where(D.c.id == draft_id).values(**values).returning(D))).one()
+    )
+
+
+async def reject_draft(
+    conn: AsyncConnection, draft_id: uuid.UUID, *, reviewer_id: uuid.UUID, note: str
+) -> DraftRow:
+    """Records the rejection at the database's time."""
+    return await update_draft(
+        conn, draft_id, status="rejected", reviewer_id=reviewer_id, review_note=note, review_time=func.now()
+    )
 
 
 async def list_drafts(
     conn: AsyncConnection, *, status: str | None, after: tuple[Any, uuid.UUID] | None, limit: int
-) -> Sequence[Row[Any]]:
+) -> list[DraftRow]:
     query = select(D).order_by(D.c.create_time.desc(), D.c.id.desc()).limit(limit)
     if status:
         query = query.where(D.c.status == status)
     if after:
         query = query.where(tuple_(D.c.create_time, D.c.id) < tuple_(literal(after[0]), literal(after[1])))
-    return (await conn.execute(query)).all()
+    return [_draft(r) for r in await conn.execute(query)]
 
 
 # The badge: one scan of the partial index on pending drafts.

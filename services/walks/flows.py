@@ -97,7 +97,7 @@ class Flows:
         async with self._db.transaction() as conn:
             return await flow(conn, flow_id, name)
 
-    async def list(
+    async def page(
         self, *, status: str | None, after: tuple[str, uuid.UUID] | None, limit: int
     ) -> list[FlowRow]:
         async with self._db.transaction() as conn:
@@ -145,7 +145,7 @@ class Proposals:
         async with self._db.transaction() as conn:
             return await proposal(conn, proposal_id, name)
 
-    async def list(
+    async def page(
         self, *, status: str | None, after: tuple[Any, uuid.UUID] | None, limit: int
     ) -> list[ProposalRow]:
         async with self._db.transaction() as conn:

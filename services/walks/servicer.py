@@ -68,7 +68,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         status = convert.db(convert.FLOW_STATUS, request.status, "status") if request.status else None
         query = pagination.fingerprint(current_principal().account_id, {"flows": status})
         after = pagination.keyset_after(request.page_token, query_fingerprint=query, first=str)
-        rows = await self._flows.list(status=status, after=after, limit=limit + 1)
+        rows = await self._flows.page(status=status, after=after, limit=limit + 1)
         return pb.ListFlowsResponse(
             flows=[convert.flow(r) for r in rows[:limit]],
             next_page_token=pagination.next_page_token(
@@ -133,7 +133,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         after = pagination.keyset_after(
             request.page_token, query_fingerprint=query, first=datetime.fromisoformat
         )
-        rows = await self._proposals.list(status=status, after=after, limit=limit + 1)
+        rows = await self._proposals.page(status=status, after=after, limit=limit + 1)
         return pb.ListFlowProposalsResponse(
             flow_proposals=[convert.proposal(r) for r in rows[:limit]],
             next_page_token=pagination.next_page_token(
@@ -186,7 +186,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         after = pagination.keyset_after(
             request.page_token, query_fingerprint=query, first=datetime.fromisoformat
         )
-        rows = await self._walks.list(
+        rows = await self._walks.page(
             status=status, ticket_id=request.ticket_id or None, kind=kind, after=after, limit=limit + 1
         )
         return pb.ListWalksResponse(

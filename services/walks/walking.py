@@ -184,7 +184,7 @@ class Walks:
         async with self._db.transaction() as conn:
             return await walk(conn, walk_id, name)
 
-    async def list(
+    async def page(
         self,
         *,
         status: str | None,

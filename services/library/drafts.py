@@ -1,0 +1,178 @@
+"""Draft templates: scripts proposed for the library (by hand, or from a
+resolved session's successful scripts), made reusable by the AI, and
+reviewed into templates (approve: the template and the review in one
+transaction) or rejected. Only pending drafts are reviewed."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from services.core import requests
+from services.core.ai import AI, ScriptDraft
+from services.core.auth import Principal
+from services.core.clients import SettingsReader
+from services.core.db import Database
+from services.core.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, not_found
+from services.library import catalogue, convert, storage, templates
+from services.library.provenance import DraftSource
+from services.library.storage import Connection, DraftRow, NameTaken, TemplateRow
+
+
+def check_pending(row: DraftRow) -> None:
+    if row.status != "pending":
+        raise FailedPrecondition(
+            f"draft is {row.status}; only pending drafts can be reviewed", reason="DRAFT_NOT_PENDING"
+        )
+
+
+def display_name(row: DraftRow, given: str) -> str:
+    """The approved template's name: the reviewer's, else the draft's suggestion."""
+    name = (given or row.suggested_name or "").strip()
+    if not name:
+        raise InvalidArgument(FieldViolation("display_name", "is required: the draft has no suggested name"))
+    return name
+
+
+async def draft(conn: Connection, draft_id: uuid.UUID, name: str, *, lock: bool = False) -> DraftRow:
+    row = await storage.get_draft(conn, draft_id, lock=lock)
+    if row is None:
+        raise not_found("draft template", name)
+    return row
+
+
+class Drafts:
+    def __init__(self, db: Database, ai: AI, settings: SettingsReader) -> None:
+        self._db = db
+        self._ai = ai
+        self._settings = settings
+
+    async def create(
+        self,
+        principal: Principal,
+        source: DraftSource,
+        values: dict[str, Any],
+        *,
+        request_id: uuid.UUID | None,
+        fingerprint: str,
+    ) -> tuple[DraftRow, bool]:
+        """The draft and whether it is new; a repeated ``request_id`` returns
+        the first draft (the same caller and request only: AIP-155)."""
+        async with self._db.transaction() as conn:
+            row = await storage.insert_draft(
+                conn,
+                id=uuid.uuid4(),
+                request_id=request_id,
+                request_fingerprint=fingerprint if request_id is not None else None,
+                **source.columns(),
+                **values,
+            )
+            if row is not None:
+                return row, True
+            if request_id is not None:  # a repeat of the same request id
+                row = await storage.draft_by_request(conn, request_id)
+                if row is not None:
+                    requests.check_replay(row.request_fingerprint, fingerprint)
+                    return row, False
+        raise Aborted("a concurrent create conflicted; retry", reason="CONCURRENT_CREATE")
+
+    async def get(self, draft_id: uuid.UUID, name: str) -> DraftRow:
+        async with self._db.transaction() as conn:
+            return await draft(conn, draft_id, name)
+
+    async def page(
+        self, *, status: str | None, after: tuple[Any, uuid.UUID] | None, limit: int
+    ) -> list[DraftRow]:
+        async with self._db.transaction() as conn:
+            return await storage.list_drafts(conn, status=status, after=after, limit=limit)
+
+    async def count_pending(self) -> int:
+        async with self._db.transaction() as conn:
+            return await storage.count_pending(conn)
+
+    async def templatize(self, draft_id: uuid.UUID, name: str) -> DraftRow:
+        """The AI's reusable version of the script (parameters for what varies);
+        the model is called outside any transaction."""
+        async with self._db.transaction() as conn:
+            row = await draft(conn, draft_id, name)
+            check_pending(row)
+        prefs = await self._settings.preferences()
+        result = await self._ai.templatize_script(
+            ScriptDraft(body=row.script_body, language=row.language, name_hint=row.suggested_name), prefs
+        )
+        params = [
+            {"name": p.name, "description": p.description, "required": p.required, "default": p.default}
+            for p in result.parameters
+        ]
+        async with self._db.transaction() as conn:
+            row = await draft(conn, draft_id, name, lock=True)
+            check_pending(row)
+            return await storage.update_draft(
+                conn,
+                row.id,
+                templatized_body=result.body,
+                parameters=params,
+                suggested_name=row.suggested_name or result.name,
+            )
+
+    async def approve(
+        self,
+        principal: Principal,
+        draft_id: uuid.UUID,
+        name: str,
+        *,
+        display_name_given: str,
+        description: str,
+        tags: list[str],
+    ) -> tuple[DraftRow, TemplateRow]:
+        try:
+            async with self._db.transaction() as conn:
+                row = await draft(conn, draft_id, name, lock=True)
+                check_pending(row)
+                template_name = display_name(row, display_name_given)
+                body = row.templatized_body or row.script_body
+                checked = templates.check_parameters(
+                    body, convert.parameters(row.parameters), prefix="draft_template"
+                )
+                made = await storage.insert_template(
+                    conn,
+                    account_id=principal.account_id,
+                    id=uuid.uuid4(),
+                    name=template_name,
+                    description=description,
+                    language=row.language,
+                    body=body,
+                    parameters=checked,
+                    tags=tags,
+                    source_session_id=row.source_session_id,
+                    source_user_id=row.source_user_id,
+                    source_ticket_ref=row.source_ticket_ref,
+                    created_by=principal.user_id,
+                )
+                approved = await storage.update_draft(
+                    conn,
+                    row.id,
+                    status="approved",
+                    template_id=made.id,
+                    reviewer_id=principal.user_id,
+                    review_time=made.create_time,
+                )
+        except NameTaken as taken:
+            raise catalogue.name_taken(taken.name) from taken
+        return approved, made
+
+    async def reject(self, principal: Principal, draft_id: uuid.UUID, name: str, note: str) -> DraftRow:
+        async with self._db.transaction() as conn:
+            check_pending(await draft(conn, draft_id, name, lock=True))
+            return await storage.reject_draft(conn, draft_id, reviewer_id=principal.user_id, note=note)
+
+    async def import_session_scripts(
+        self, source: DraftSource, session_id: uuid.UUID, scripts: list[dict[str, Any]]
+    ) -> list[DraftRow]:
+        """One draft per script (a lane item already imported is left as it
+        is), returned in the order given."""
+        async with self._db.transaction() as conn:
+            for values in scripts:
+                await storage.insert_draft(conn, id=uuid.uuid4(), **source.columns(), **values)
+            rows = {r.source_lane_item_id: r for r in await storage.drafts_of_session(conn, session_id)}
+        return [rows[v["source_lane_item_id"]] for v in scripts if v["source_lane_item_id"] in rows]
