@@ -22,7 +22,8 @@ import hmac
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.ids import canonical_uuid
@@ -138,3 +139,55 @@ def next_page_token(
         return ""
     last = rows[limit - 1]
     return encode_token([key(last), str(last.id)], query_fingerprint=query_fingerprint)
+
+
+class ListRequest(Protocol):
+    """What every List request has (AIP-158)."""
+
+    @property
+    def page_size(self) -> int: ...
+
+    @property
+    def page_token(self) -> str: ...
+
+
+K = TypeVar("K")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Paging(Generic[K]):
+    """One List call's paging: the page size, where it resumes (the last
+    row's sort key and id), and the query and tenant its tokens are bound to."""
+
+    limit: int
+    after: tuple[K, uuid.UUID] | None
+    query: str
+
+    @property
+    def fetch(self) -> int:
+        """Rows to read: one more than the page shows whether another follows."""
+        return self.limit + 1
+
+    def page(self, rows: Sequence[R], key: Callable[[R], object]) -> tuple[Sequence[R], str]:
+        """The page's rows and the token of the next page ("" after the last);
+        ``key`` is a row's sort key, as ``first`` reads it back."""
+        return rows[: self.limit], next_page_token(rows, self.limit, query_fingerprint=self.query, key=key)
+
+
+def paging(
+    request: ListRequest,
+    account_id: uuid.UUID,
+    query: Mapping[str, object],
+    *,
+    first: Callable[[str], K],
+    max_page_size: int = MAX_PAGE_SIZE,
+) -> Paging[K]:
+    """A List request's paging: its page size (bounded), and its token read
+    back for this query (``query``: the filters) and account."""
+    bound = fingerprint(account_id, query)
+    return Paging(
+        limit=min(page_size(request.page_size), max_page_size),
+        after=keyset_after(request.page_token, query_fingerprint=bound, first=first),
+        query=bound,
+    )

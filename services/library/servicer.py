@@ -23,6 +23,7 @@ from services.library import convert, provenance, search, templates
 from services.library.catalogue import Templates
 from services.library.convert import LANE_ITEM
 from services.library.drafts import Drafts
+from services.library.storage import TemplateRow
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -33,6 +34,11 @@ SORT_KEYS: dict[str, Callable[[str], Any]] = {
     "relevance": float,
     "usage": int,
     "recency": datetime.fromisoformat,
+}
+SORTED_BY: dict[str, Callable[[TemplateRow], object]] = {
+    "relevance": lambda row: row.rank,
+    "usage": lambda row: row.usage_count,
+    "recency": lambda row: row.create_time.isoformat(),
 }
 
 
@@ -81,37 +87,26 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
     async def ListScriptTemplates(
         self, request: pb.ListScriptTemplatesRequest, context: Context
     ) -> pb.ListScriptTemplatesResponse:
-        limit = pagination.page_size(request.page_size)
         searched = search.parse(request.query)
         language = convert.language(request.language, "language") if request.language else None
         order = ORDERS.get(request.order_by, "relevance" if searched is not None else "recency")
-        fingerprint = pagination.fingerprint(
+        paging = pagination.paging(
+            request,
             current_principal().account_id,
             {"q": request.query.strip() or None, "tag": request.tag, "language": language, "order": order},
-        )
-        position = pagination.keyset_after(
-            request.page_token, query_fingerprint=fingerprint, first=SORT_KEYS[order]
+            first=SORT_KEYS[order],
         )
         rows = await self._templates.page(
             search=searched,
             tag=request.tag.strip().lower() or None,
             language=language,
             order=order,
-            after=position,
-            limit=limit + 1,
+            after=paging.after,
+            limit=paging.fetch,
         )
-        token = pagination.next_page_token(
-            rows,
-            limit,
-            query_fingerprint=fingerprint,
-            key=lambda last: {
-                "relevance": last.rank,
-                "usage": last.usage_count,
-                "recency": last.create_time.isoformat(),
-            }[order],
-        )
+        shown, token = paging.page(rows, key=SORTED_BY[order])
         return pb.ListScriptTemplatesResponse(
-            script_templates=[convert.template(r) for r in rows[:limit]], next_page_token=token
+            script_templates=[convert.template(r) for r in shown], next_page_token=token
         )
 
     async def UpdateScriptTemplate(
@@ -190,18 +185,14 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
     async def ListDraftTemplates(
         self, request: pb.ListDraftTemplatesRequest, context: Context
     ) -> pb.ListDraftTemplatesResponse:
-        limit = pagination.page_size(request.page_size)
         status = convert.DRAFT_STATUS_NAMES.get(request.status) if request.status else None
-        fingerprint = pagination.fingerprint(current_principal().account_id, {"drafts": status})
-        position = pagination.keyset_after(
-            request.page_token, query_fingerprint=fingerprint, first=datetime.fromisoformat
+        paging = pagination.paging(
+            request, current_principal().account_id, {"drafts": status}, first=datetime.fromisoformat
         )
-        rows = await self._drafts.page(status=status, after=position, limit=limit + 1)
-        token = pagination.next_page_token(
-            rows, limit, query_fingerprint=fingerprint, key=lambda r: r.create_time.isoformat()
-        )
+        rows = await self._drafts.page(status=status, after=paging.after, limit=paging.fetch)
+        shown, token = paging.page(rows, key=lambda r: r.create_time.isoformat())
         return pb.ListDraftTemplatesResponse(
-            draft_templates=[convert.draft(r) for r in rows[:limit]], next_page_token=token
+            draft_templates=[convert.draft(r) for r in shown], next_page_token=token
         )
 
     async def CountPendingDrafts(

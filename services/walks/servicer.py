@@ -64,17 +64,11 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         return convert.flow(await self._flows.get(convert.parse_id(request.name, FLOW, "name"), request.name))
 
     async def ListFlows(self, request: pb.ListFlowsRequest, context: Context) -> pb.ListFlowsResponse:
-        limit = pagination.page_size(request.page_size)
         status = convert.db(convert.FLOW_STATUS, request.status, "status") if request.status else None
-        query = pagination.fingerprint(current_principal().account_id, {"flows": status})
-        after = pagination.keyset_after(request.page_token, query_fingerprint=query, first=str)
-        rows = await self._flows.page(status=status, after=after, limit=limit + 1)
-        return pb.ListFlowsResponse(
-            flows=[convert.flow(r) for r in rows[:limit]],
-            next_page_token=pagination.next_page_token(
-                rows, limit, query_fingerprint=query, key=lambda r: r.name
-            ),
-        )
+        paging = pagination.paging(request, current_principal().account_id, {"flows": status}, first=str)
+        rows = await self._flows.page(status=status, after=paging.after, limit=paging.fetch)
+        shown, token = paging.page(rows, key=lambda r: r.name)
+        return pb.ListFlowsResponse(flows=[convert.flow(r) for r in shown], next_page_token=token)
 
     async def UpdateFlow(self, request: pb.UpdateFlowRequest, context: Context) -> pb.Flow:
         given = request.flow
@@ -127,18 +121,14 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
     async def ListFlowProposals(
         self, request: pb.ListFlowProposalsRequest, context: Context
     ) -> pb.ListFlowProposalsResponse:
-        limit = pagination.page_size(request.page_size)
         status = convert.db(convert.PROPOSAL_STATUS, request.status, "status") if request.status else None
-        query = pagination.fingerprint(current_principal().account_id, {"proposals": status})
-        after = pagination.keyset_after(
-            request.page_token, query_fingerprint=query, first=datetime.fromisoformat
+        paging = pagination.paging(
+            request, current_principal().account_id, {"proposals": status}, first=datetime.fromisoformat
         )
-        rows = await self._proposals.page(status=status, after=after, limit=limit + 1)
+        rows = await self._proposals.page(status=status, after=paging.after, limit=paging.fetch)
+        shown, token = paging.page(rows, key=lambda r: r.create_time.isoformat())
         return pb.ListFlowProposalsResponse(
-            flow_proposals=[convert.proposal(r) for r in rows[:limit]],
-            next_page_token=pagination.next_page_token(
-                rows, limit, query_fingerprint=query, key=lambda r: r.create_time.isoformat()
-            ),
+            flow_proposals=[convert.proposal(r) for r in shown], next_page_token=token
         )
 
     async def ApproveFlowProposal(
@@ -177,24 +167,23 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         return await self._walk(await self._walks.get(walk_id, request.name))
 
     async def ListWalks(self, request: pb.ListWalksRequest, context: Context) -> pb.ListWalksResponse:
-        limit = pagination.page_size(request.page_size)
         status = convert.db(convert.WALK_STATUS, request.status, "status") if request.status else None
         kind = convert.db(convert.WALK_KIND, request.kind, "kind") if request.kind else None
-        query = pagination.fingerprint(
-            current_principal().account_id, {"s": status, "t": request.ticket_id, "k": kind}
-        )
-        after = pagination.keyset_after(
-            request.page_token, query_fingerprint=query, first=datetime.fromisoformat
+        paging = pagination.paging(
+            request,
+            current_principal().account_id,
+            {"s": status, "t": request.ticket_id, "k": kind},
+            first=datetime.fromisoformat,
         )
         rows = await self._walks.page(
-            status=status, ticket_id=request.ticket_id or None, kind=kind, after=after, limit=limit + 1
+            status=status,
+            ticket_id=request.ticket_id or None,
+            kind=kind,
+            after=paging.after,
+            limit=paging.fetch,
         )
-        return pb.ListWalksResponse(
-            walks=await self._encode(rows[:limit]),
-            next_page_token=pagination.next_page_token(
-                rows, limit, query_fingerprint=query, key=lambda r: r.started_at.isoformat()
-            ),
-        )
+        shown, token = paging.page(rows, key=lambda r: r.started_at.isoformat())
+        return pb.ListWalksResponse(walks=await self._encode(shown), next_page_token=token)
 
     async def AdvanceWalk(self, request: pb.AdvanceWalkRequest, context: Context) -> pb.Walk:
         walk_id = convert.parse_id(request.name, WALK, "name")

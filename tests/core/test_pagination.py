@@ -88,3 +88,41 @@ def test_another_spelling_of_the_same_bytes_is_refused() -> None:
     assert base64.urlsafe_b64decode(respelled + "==") == base64.urlsafe_b64decode(mac + "==")
     _refused(f"{payload}.{respelled}")
     _refused(f"{payload}.{mac}==")
+
+
+def test_a_list_call_pages_through_its_rows_and_stops_after_the_last() -> None:
+    """The List helper every service uses: page size, token bound to the
+    query and the account, one row more read than shown."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class Request:
+        page_size: int = 2
+        page_token: str = ""
+
+    @dataclass
+    class Row:
+        id: uuid.UUID
+        name: str
+
+    rows = sorted((Row(uuid.uuid4(), f"n{i}") for i in range(5)), key=lambda r: (r.name, r.id))
+    account = uuid.uuid4()
+    seen: list[str] = []
+    tokens: list[str] = []
+    request = Request()
+    while True:
+        paging = pagination.paging(request, account, {"filter": "x"}, first=str)
+        after = paging.after
+        remaining = [r for r in rows if after is None or (r.name, r.id) > after]
+        shown, token = paging.page(remaining[: paging.fetch], key=lambda r: r.name)
+        seen += [r.name for r in shown]
+        if not token:
+            break
+        tokens.append(token)
+        request = Request(page_token=token)
+    assert seen == [r.name for r in rows] and len(tokens) == 2
+    for other_account, other_query in ((uuid.uuid4(), {"filter": "x"}), (account, {"filter": "y"})):
+        with pytest.raises(InvalidArgument):
+            pagination.paging(Request(page_token=tokens[0]), other_account, other_query, first=str)
+    bounded = pagination.paging(Request(page_size=5000), account, {}, first=str, max_page_size=10)
+    assert bounded.limit == 10 and bounded.fetch == 11
