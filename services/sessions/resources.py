@@ -1,0 +1,40 @@
+"""Resource names of the sessions service: their patterns, and parsing a name
+into the ids it holds (INVALID_ARGUMENT, on the given field, when it does not)."""
+
+from __future__ import annotations
+
+import uuid
+
+from services.core import ids, names
+
+SESSION = "sessions/{session}"
+FACT = "sessions/{session}/facts/{fact}"
+FIX = "sessions/{session}/fixes/{fix}"
+LANE_ITEM = "sessions/{session}/laneItems/{lane_item}"
+DEAD_LETTER = "deadLetters/{dead_letter}"
+
+
+def parse_id(value: str, *, field: str, kind: str) -> uuid.UUID:
+    return ids.parse_uuid(value, field=field, what=f"{kind} id")
+
+
+def session_id(name: str, *, field: str = "name") -> uuid.UUID:
+    return parse_id(names.parse(name, SESSION, field=field)["session"], field=field, kind="session")
+
+
+def child_ids(name: str, pattern: str, child: str, *, field: str = "name") -> tuple[uuid.UUID, str]:
+    """(session id, the child's id as written) of a name under a session."""
+    parts = names.parse(name, pattern, field=field)
+    return parse_id(parts["session"], field=field, kind="session"), parts[child]
+
+
+def dead_letter_id(name: str) -> uuid.UUID:
+    return parse_id(names.parse(name, DEAD_LETTER)["dead_letter"], field="name", kind="dead letter")
+
+
+def session_name(session: uuid.UUID) -> str:
+    return names.format_name(SESSION, session=session)
+
+
+def lane_item_name(session: uuid.UUID, item_id: str) -> str:
+    return names.format_name(LANE_ITEM, session=session, lane_item=item_id)

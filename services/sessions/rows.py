@@ -1,0 +1,135 @@
+"""Typed rows of the ``sessions`` schema: what storage returns and the domain
+and ``convert`` read. Storage builds them; nothing else reads columns."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Required, TypedDict
+
+
+class LaneItem(TypedDict, total=False):
+    """One task-lane item as stored in ``ai_sessions.pending_task_lane`` (JSONB).
+    Times are ISO-8601 text. ``has_content`` is only in lanes read without
+    their content (a BASIC list)."""
+
+    id: Required[str]
+    kind: Required[str]  # check | script | question | action
+    title: Required[str]
+    status: Required[str]  # pending | done | skipped | failed
+    detail: str
+    script_body: str
+    script_language: str
+    output: str
+    create_time: str
+    update_time: str
+    has_content: bool
+
+
+class NoteKind(enum.Enum):
+    """The documents a session posts to its ticket."""
+
+    RESOLUTION_NOTE = "resolution_note"
+    ESCALATION_PACKAGE = "escalation_package"
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    """A posted resolution note or escalation package (all None until posted)."""
+
+    markdown: str | None
+    posted_at: datetime | None
+    external_id: str | None
+    state_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    id: uuid.UUID
+    ticket_ref: str
+    ticket_kind: str  # psa | internal
+    title: str
+    problem: str
+    status: str  # active | resolved | escalated | abandoned
+    created_by: uuid.UUID
+    request_fingerprint: str | None
+    pending_task_lane: list[LaneItem]
+    resolution_summary: str | None
+    escalation_reason: str | None
+    resolution_note: Posting
+    escalation_package: Posting
+    state_version: int
+    create_time: datetime
+    update_time: datetime
+    end_time: datetime | None
+
+    def posting(self, kind: NoteKind) -> Posting:
+        return self.resolution_note if kind is NoteKind.RESOLUTION_NOTE else self.escalation_package
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    id: uuid.UUID
+    session_id: uuid.UUID
+    text: str
+    source: str  # user | ai | task_lane
+    source_ref: str | None  # a lane item id of the same session
+    created_by: uuid.UUID
+    create_time: datetime
+    update_time: datetime
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    id: uuid.UUID
+    session_id: uuid.UUID
+    title: str
+    summary_markdown: str
+    steps: list[str]
+    confidence: float
+    rationale: str
+    model: str
+    state_version: int
+    status: str  # proposed | accepted | rejected
+    superseded_at: datetime | None
+    create_time: datetime
+    decide_time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """A generated note or package, cached per (session, kind, state version, format)."""
+
+    text: str
+    format: str
+    state_version: int
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An outbox row delivery gave up on; its payload stays in the database."""
+
+    id: uuid.UUID
+    topic: str
+    session: str | None  # the session's name, from the payload
+    attempts: int
+    last_error: str | None
+    create_time: datetime
+    dead_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A claimed outbox row, on its way to another service."""
+
+    id: uuid.UUID
+    topic: str
+    payload: dict[str, Any]
+    trace: dict[str, str]
+    attempts: int
+    next_attempt_at: datetime
+    create_time: datetime
