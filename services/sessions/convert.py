@@ -1,22 +1,19 @@
-"""Rows and JSON lane items ↔ protobuf messages, names, and enum values."""
+"""Typed rows and lane items ↔ protobuf messages, and enum values."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from flowpilot.sessions.v1 import sessions_pb2 as pb
 
-from services.core import ids, names
-from services.core.ai import LaneView
+from services.core import names, validation
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.messages import set_time
-
-SESSION = "sessions/{session}"
-FACT = "sessions/{session}/facts/{fact}"
-FIX = "sessions/{session}/fixes/{fix}"
-LANE_ITEM = "sessions/{session}/laneItems/{lane_item}"
-DEAD_LETTER = "deadLetters/{dead_letter}"
+from services.sessions import lane
+from services.sessions.resources import DEAD_LETTER, FACT, FIX, LANE_ITEM, SESSION, child_ids
+from services.sessions.rows import DeadLetter, Fact, Fix, LaneItem, Posting, Preview, Session
 
 
 class Enum:
@@ -88,30 +85,11 @@ FIX_STATUS = Enum(
 )
 
 
-def parse_id(value: str, *, field: str, kind: str) -> uuid.UUID:
-    return ids.parse_uuid(value, field=field, what=f"{kind} id")
-
-
-def session_id(name: str, *, field: str = "name") -> uuid.UUID:
-    return parse_id(names.parse(name, SESSION, field=field)["session"], field=field, kind="session")
-
-
-def child_ids(name: str, pattern: str, child: str, *, field: str = "name") -> tuple[uuid.UUID, str]:
-    parts = names.parse(name, pattern, field=field)
-    return parse_id(parts["session"], field=field, kind="session"), parts[child]
-
-
 # A response carries at most this much: lane content (detail, script, output)
 # of a session read, and sessions of a list page. Whatever the API accepted
 # fits under the 4 MiB message limit this way (one lane item whole is at most
 # ~0.5 MiB, read with GetLaneItem).
 RESPONSE_BUDGET_BYTES = 3 * 1024 * 1024
-_CONTENT = ("detail", "script_body", "output")
-
-
-def lane_content_bytes(item: dict[str, Any]) -> int:
-    """The size of a lane item's detail, script and output (UTF-8)."""
-    return sum(len(item.get(key, "").encode()) for key in _CONTENT)
 
 
 class Budget:
@@ -127,7 +105,56 @@ class Budget:
         return True
 
 
-def lane_item(session: uuid.UUID, item: dict[str, Any], *, whole: bool = True) -> pb.LaneItem:
+# --- proto → domain -------------------------------------------------------------
+
+
+def new_lane_item(given: pb.LaneItem, *, item_id: str, now: str) -> LaneItem:
+    """A new lane item from a CreateLaneItem request (its fields checked in this order)."""
+    kind = LANE_KIND.db(given.kind, field="lane_item.kind")
+    lane.check_script(kind, has_body=bool(given.script_body), has_language=bool(given.script_language))
+    return {
+        "id": item_id,
+        "kind": kind,
+        "title": validation.nonblank(given.title, "lane_item.title").strip(),
+        "detail": given.detail,
+        "script_body": given.script_body,
+        "script_language": LANGUAGE.db(given.script_language, field="lane_item.script_language"),
+        "status": LANE_STATUS.db(given.status, field="lane_item.status") if given.status else "pending",
+        "output": given.output,
+        "create_time": now,
+        "update_time": now,
+    }
+
+
+def lane_changes(given: pb.LaneItem, paths: set[str]) -> lane.Changes:
+    """The fields an UpdateLaneItem request changes (``paths``, already checked)."""
+    changes: lane.Changes = {}
+    if "status" in paths:
+        changes["status"] = LANE_STATUS.db(given.status, field="lane_item.status")
+    if "output" in paths:
+        changes["output"] = given.output
+    if "title" in paths:
+        changes["title"] = validation.nonblank(given.title, "lane_item.title").strip()
+    if "detail" in paths:
+        changes["detail"] = given.detail
+    return changes
+
+
+def lane_ref(session: uuid.UUID, value: str, field: str) -> str | None:
+    """The lane item id a fact's ``source_ref`` names (None when empty); it
+    must be an item of the fact's own session."""
+    if not value:
+        return None
+    ref_session, item_id = child_ids(value, LANE_ITEM, "lane_item", field=field)
+    if ref_session != session:
+        raise InvalidArgument(FieldViolation(field, "must name a task-lane item of the same session"))
+    return item_id
+
+
+# --- domain → proto -------------------------------------------------------------
+
+
+def lane_item(session: uuid.UUID, item: LaneItem, *, whole: bool = True) -> pb.LaneItem:
     """A lane item; without ``whole``, its detail, script and output are left
     out (``content_omitted``)."""
     message = pb.LaneItem(
@@ -143,40 +170,27 @@ def lane_item(session: uuid.UUID, item: dict[str, Any], *, whole: bool = True) -
         message.output = item.get("output", "")
     else:
         # A lane read without its content says whether it had any.
-        message.content_omitted = bool(item.get("has_content")) or any(item.get(key) for key in _CONTENT)
+        message.content_omitted = bool(item.get("has_content")) or lane.has_content(item)
     set_time(message, "create_time", item.get("create_time"))
     set_time(message, "update_time", item.get("update_time"))
     return message
 
 
-def lane_view(item: dict[str, Any]) -> LaneView:
-    return LaneView(
-        kind=item["kind"],
-        title=item["title"],
-        status=item["status"],
-        detail=item.get("detail", ""),
-        output=item.get("output", ""),
-        script_body=item.get("script_body", ""),
-        script_language=item.get("script_language", ""),
-    )
-
-
-def _document(row: Any, prefix: str) -> pb.PostedDocument | None:
-    posted = getattr(row, f"{prefix}_posted_at")
-    if posted is None:
+def _document(posting: Posting, state_version: int) -> pb.PostedDocument | None:
+    if posting.posted_at is None:
         return None
-    version = getattr(row, f"{prefix}_state_version") or 0
+    version = posting.state_version or 0
     document = pb.PostedDocument(
-        markdown=getattr(row, f"{prefix}_markdown") or "",
-        external_id=getattr(row, f"{prefix}_external_id") or "",
+        markdown=posting.markdown or "",
+        external_id=posting.external_id or "",
         state_version=version,
-        stale=row.state_version > version,
+        stale=state_version > version,
     )
-    set_time(document, "post_time", posted)
+    set_time(document, "post_time", posting.posted_at)
     return document
 
 
-def session(row: Any, *, view: int = pb.SESSION_VIEW_FULL, budget: Budget | None = None) -> pb.Session:
+def session(row: Session, *, view: int = pb.SESSION_VIEW_FULL, budget: Budget | None = None) -> pb.Session:
     """A session: its lane items whole in the FULL view, as long as ``budget``
     (by default a response's) lasts, in lane order; in the BASIC view, never."""
     budget = budget or Budget()
@@ -190,7 +204,7 @@ def session(row: Any, *, view: int = pb.SESSION_VIEW_FULL, budget: Budget | None
         status=SESSION_STATUS.proto(row.status),
         creator=str(row.created_by),
         lane_items=[
-            lane_item(row.id, item, whole=full and budget.take(lane_content_bytes(item)))
+            lane_item(row.id, item, whole=full and budget.take(lane.content_bytes(item)))
             for item in row.pending_task_lane
         ],
         resolution_summary=row.resolution_summary or "",
@@ -198,20 +212,42 @@ def session(row: Any, *, view: int = pb.SESSION_VIEW_FULL, budget: Budget | None
         state_version=row.state_version,
         etag=str(row.state_version),
     )
-    for prefix, field in (
-        ("resolution_note", "resolution_note"),
-        ("escalation_package", "escalation_package"),
-    ):
-        document = _document(row, prefix)
-        if document is not None:
-            getattr(message, field).CopyFrom(document)
+    resolution_note = _document(row.resolution_note, row.state_version)
+    if resolution_note is not None:
+        message.resolution_note.CopyFrom(resolution_note)
+    escalation_package = _document(row.escalation_package, row.state_version)
+    if escalation_package is not None:
+        message.escalation_package.CopyFrom(escalation_package)
     set_time(message, "create_time", row.create_time)
     set_time(message, "update_time", row.update_time)
     set_time(message, "end_time", row.end_time)
     return message
 
 
-def fact(row: Any) -> pb.Fact:
+def session_page(rows: Sequence[Session], limit: int, *, full: bool) -> list[pb.Session]:
+    """Up to ``limit`` sessions of a list page: the page ends early rather than
+    grow past the response budget."""
+    sessions: list[pb.Session] = []
+    size = 0
+    for row in rows[:limit]:
+        message = session(
+            row,
+            view=pb.SESSION_VIEW_FULL if full else pb.SESSION_VIEW_BASIC,
+            budget=Budget(RESPONSE_BUDGET_BYTES - size),
+        )
+        # A FULL page also ends before a session whose lane no longer fits
+        # whole: it starts the next page, with the whole budget.
+        if sessions and (
+            size + message.ByteSize() > RESPONSE_BUDGET_BYTES
+            or (full and any(item.content_omitted for item in message.lane_items))
+        ):
+            break
+        sessions.append(message)
+        size += message.ByteSize()
+    return sessions
+
+
+def fact(row: Fact) -> pb.Fact:
     message = pb.Fact(
         name=names.format_name(FACT, session=row.session_id, fact=row.id),
         text=row.text,
@@ -227,7 +263,7 @@ def fact(row: Any) -> pb.Fact:
     return message
 
 
-def fix(row: Any) -> pb.SuggestedFix:
+def fix(row: Fix) -> pb.SuggestedFix:
     message = pb.SuggestedFix(
         name=names.format_name(FIX, session=row.session_id, fix=row.id),
         title=row.title,
@@ -246,7 +282,7 @@ def fix(row: Any) -> pb.SuggestedFix:
     return message
 
 
-def dead_letter(row: Any) -> pb.DeadLetter:
+def dead_letter(row: DeadLetter) -> pb.DeadLetter:
     message = pb.DeadLetter(
         name=names.format_name(DEAD_LETTER, dead_letter=row.id),
         topic=row.topic,
@@ -257,3 +293,13 @@ def dead_letter(row: Any) -> pb.DeadLetter:
     set_time(message, "create_time", row.create_time)
     set_time(message, "dead_time", row.dead_at)
     return message
+
+
+def note_preview(preview: Preview, *, cached: bool) -> pb.NotePreview:
+    return pb.NotePreview(
+        text=preview.text,
+        format=preview.format,
+        state_version=preview.state_version,
+        cached=cached,
+        model=preview.model,
+    )

@@ -6,30 +6,71 @@ format) and stored in ``sessions.note_previews``, so it survives restarts and
 is shared by replicas: an unchanged session is served from the table, any
 write that bumps ``state_version`` makes the next preview new. Posting
 records the preview of the current state with the PSA's ``external_id``;
-repeating it with the same id is a no-op, another id is refused.
+repeating it with the same id is a no-op, another id is refused. The model is
+never called inside a transaction.
 """
 
 from __future__ import annotations
 
-import enum
 import uuid
-from typing import Any
 
-from flowpilot.sessions.v1 import sessions_pb2 as pb
-from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core.ai import AI, Preferences, SessionContext
+from services.core.ai import AI, LaneView, Preferences, SessionContext
 from services.core.auth import current_principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
-from services.core.errors import Aborted, FailedPrecondition, not_found
-from services.sessions import convert, storage
+from services.core.errors import Aborted, FailedPrecondition
+from services.sessions import lifecycle, storage
+from services.sessions.rows import LaneItem, NoteKind, Preview, Session
+
+__all__ = ["NoteKind", "Notes", "context"]
 
 
-class NoteKind(enum.Enum):
-    RESOLUTION_NOTE = "resolution_note"
-    ESCALATION_PACKAGE = "escalation_package"
+def lane_view(item: LaneItem) -> LaneView:
+    return LaneView(
+        kind=item["kind"],
+        title=item["title"],
+        status=item["status"],
+        detail=item.get("detail", ""),
+        output=item.get("output", ""),
+        script_body=item.get("script_body", ""),
+        script_language=item.get("script_language", ""),
+    )
+
+
+async def context(conn: AsyncConnection, row: Session) -> SessionContext:
+    """What the model may know of the session ``row``."""
+    facts = await storage.active_fact_texts(conn, row.id)
+    fix = await storage.active_fix(conn, row.id)
+    return SessionContext(
+        ticket_ref=row.ticket_ref,
+        title=row.title,
+        problem=row.problem,
+        status=row.status,
+        facts=tuple(facts),
+        lane=tuple(lane_view(item) for item in row.pending_task_lane),
+        fix_title=fix.title if fix else "",
+        fix_steps=tuple(fix.steps) if fix else (),
+        fix_status=fix.status if fix else "",
+        resolution_summary=row.resolution_summary or "",
+        escalation_reason=row.escalation_reason or "",
+    )
+
+
+def already_posted(row: Session, kind: NoteKind, external_id: str) -> bool:
+    """Whether ``kind`` was posted: True when as ``external_id`` (a retry,
+    nothing changes); refused when as another id."""
+    posted_id = row.posting(kind).external_id
+    if posted_id is None:
+        return False
+    if posted_id == external_id:
+        return True
+    raise FailedPrecondition(
+        f"the {kind.value.replace('_', ' ')} was already posted as {posted_id!r}",
+        reason="ALREADY_POSTED",
+        metadata={"external_id": posted_id},
+    )
 
 
 class Notes:
@@ -37,24 +78,6 @@ class Notes:
         self._db = db
         self._ai = ai
         self._settings = settings
-
-    async def context(self, conn: AsyncConnection, row: Any) -> SessionContext:
-        """What the model may know of the session ``row``."""
-        facts = await storage.active_fact_texts(conn, row.id)
-        fix = await storage.active_fix(conn, row.id)
-        return SessionContext(
-            ticket_ref=row.ticket_ref,
-            title=row.title,
-            problem=row.problem,
-            status=row.status,
-            facts=tuple(facts),
-            lane=tuple(convert.lane_view(item) for item in row.pending_task_lane),
-            fix_title=fix.title if fix else "",
-            fix_steps=tuple(fix.steps) if fix else (),
-            fix_status=fix.status if fix else "",
-            resolution_summary=row.resolution_summary or "",
-            escalation_reason=row.escalation_reason or "",
-        )
 
     async def _generate(self, kind: NoteKind, ctx: SessionContext, prefs: Preferences) -> tuple[str, str]:
         if kind is NoteKind.RESOLUTION_NOTE:
@@ -65,29 +88,22 @@ class Notes:
 
     async def _load(
         self, session_id: uuid.UUID, kind: NoteKind, fmt: str
-    ) -> tuple[Any, Any, SessionContext | None]:
+    ) -> tuple[Session, Preview | None, SessionContext | None]:
         """(session row, cached preview or None, context when not cached)."""
         async with self._db.transaction() as conn:
-            row = await storage.get_session(conn, session_id)
-            if row is None:
-                raise not_found("session", f"sessions/{session_id}")
+            row = await lifecycle.find(conn, session_id)
             cached = await storage.get_preview(
-                conn, session_id, kind=kind.value, state_version=row.state_version, fmt=fmt
+                conn, session_id, kind=kind, state_version=row.state_version, fmt=fmt
             )
-            ctx = None if cached is not None else await self.context(conn, row)
+            ctx = None if cached is not None else await context(conn, row)
         return row, cached, ctx
 
-    async def preview(self, session_id: uuid.UUID, kind: NoteKind) -> pb.NotePreview:
+    async def preview(self, session_id: uuid.UUID, kind: NoteKind) -> tuple[Preview, bool]:
+        """The note of the session's current state, and whether it was cached."""
         prefs = await self._settings.preferences()
         row, cached, ctx = await self._load(session_id, kind, prefs.fmt)
         if cached is not None:
-            return pb.NotePreview(
-                text=cached.text,
-                format=cached.format,
-                state_version=cached.state_version,
-                cached=True,
-                model=cached.model,
-            )
+            return cached, True
         assert ctx is not None
         text, model = await self._generate(kind, ctx, prefs)
         async with self._db.transaction() as conn:
@@ -95,63 +111,37 @@ class Notes:
                 conn,
                 account_id=current_principal().account_id,
                 session_id=session_id,
-                kind=kind.value,
+                kind=kind,
                 state_version=row.state_version,
-                format=prefs.fmt,
+                fmt=prefs.fmt,
                 text=text,
                 model=model,
             )
-        return pb.NotePreview(
-            text=stored.text,
-            format=stored.format,
-            state_version=stored.state_version,
-            cached=False,
-            model=stored.model,
-        )
+        return stored, False
 
     async def post(
         self, session_id: uuid.UUID, kind: NoteKind, external_id: str, *, attempts: int = 3
-    ) -> Any:
-        prefix = kind.value
+    ) -> Session:
         for _ in range(attempts):
             async with self._db.transaction() as conn:
-                row = await storage.get_session(conn, session_id)
-                if row is None:
-                    raise not_found("session", f"sessions/{session_id}")
-            posted_id = getattr(row, f"{prefix}_external_id")
-            if posted_id is not None:
-                return self._already_posted(row, kind, posted_id, external_id)
-            preview = await self.preview(session_id, kind)
+                row = await lifecycle.find(conn, session_id)
+            if already_posted(row, kind, external_id):
+                return row
+            preview, _ = await self.preview(session_id, kind)
             async with self._db.transaction() as conn:
-                row = await storage.get_session(conn, session_id, lock=True)
-                if row is None:
-                    raise not_found("session", f"sessions/{session_id}")
-                posted_id = getattr(row, f"{prefix}_external_id")
-                if posted_id is not None:
-                    return self._already_posted(row, kind, posted_id, external_id)
+                row = await lifecycle.find(conn, session_id, lock=True)
+                if already_posted(row, kind, external_id):
+                    return row
                 if row.state_version != preview.state_version:
                     continue  # changed while the note was written: write it again
-                return await storage.update_session(
+                return await storage.record_posting(
                     conn,
                     session_id,
-                    bump=False,
-                    **{
-                        f"{prefix}_markdown": preview.text,
-                        f"{prefix}_posted_at": func.now(),
-                        f"{prefix}_external_id": external_id,
-                        f"{prefix}_state_version": preview.state_version,
-                    },
+                    kind=kind,
+                    markdown=preview.text,
+                    external_id=external_id,
+                    state_version=preview.state_version,
                 )
         raise Aborted(
             "the session kept changing while the note was written; retry", reason="CONCURRENT_CHANGE"
-        )
-
-    @staticmethod
-    def _already_posted(row: Any, kind: NoteKind, posted_id: str, external_id: str) -> Any:
-        if posted_id == external_id:
-            return row  # a retry: same record, nothing changes
-        raise FailedPrecondition(
-            f"the {kind.value.replace('_', ' ')} was already posted as {posted_id!r}",
-            reason="ALREADY_POSTED",
-            metadata={"external_id": posted_id},
         )

@@ -29,19 +29,19 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Literal
 
 import grpc
 from flowpilot.library.v1 import library_pb2, library_pb2_grpc
 from opentelemetry import propagate, trace
-from sqlalchemy import func, select, text, update
 
 from services.core import metrics
 from services.core.auth import ServiceCredential
 from services.core.background import Periodic
 from services.core.db import Database
 from services.core.errors import Unavailable
-from services.sessions.tables import outbox
+from services.sessions import storage
+from services.sessions.rows import OutboxMessage
 
 log = logging.getLogger("flowpilot.sessions.outbox")
 tracer = trace.get_tracer("flowpilot.sessions.outbox")
@@ -106,16 +106,7 @@ class OutboxDelivery:
         """(rows pending, age of the oldest in seconds, dead letters) over every
         account, through ``sessions.outbox_stats`` (aggregates only), into the
         ``flowpilot_outbox_*`` gauges."""
-        async with self._db.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    text(
-                        "SELECT pending, extract(epoch FROM now() - oldest_pending) AS age, dead "
-                        "FROM sessions.outbox_stats()"
-                    )
-                )
-            ).one()
-        pending, age, dead = int(row.pending), max(float(row.age or 0), 0.0), int(row.dead)
+        pending, age, dead = await storage.outbox_stats(self._db.engine)
         metrics.OUTBOX_PENDING.set(pending)
         metrics.OUTBOX_OLDEST_AGE.set(age)
         metrics.OUTBOX_DEAD.set(dead)
@@ -127,10 +118,7 @@ class OutboxDelivery:
 
     async def deliver_due(self) -> int:
         """One round over every account with due rows; returns rows delivered."""
-        async with self._db.engine.connect() as conn:
-            accounts = (
-                (await conn.execute(text("SELECT * FROM sessions.outbox_accounts_due(100)"))).scalars().all()
-            )
+        accounts = await storage.outbox_accounts_due(self._db.engine)
         delivered = 0
         for account in accounts:
             try:
@@ -150,60 +138,42 @@ class OutboxDelivery:
     async def _deliver_account(self, account: uuid.UUID) -> int:
         assert self._credential is not None
         async with self._db.transaction(account) as conn:
-            due = (
-                select(outbox.c.id)
-                .where(outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= func.now())
-                .order_by(outbox.c.create_time)
-                .limit(self._batch)
-                .with_for_update(skip_locked=True)
-            )
-            rows = (
-                await conn.execute(
-                    update(outbox)
-                    .where(outbox.c.id.in_(due))
-                    .values(next_attempt_at=func.now() + self._lease)
-                    .returning(outbox)
-                )
-            ).all()
+            messages = await storage.claim_outbox(conn, batch=self._batch, lease=self._lease)
         delivered = 0
-        for row in sorted(rows, key=lambda r: r.create_time):
-            failure = await self._send(row, self._credential.token_for(account))
+        for message in messages:
+            failure = await self._send(message, self._credential.token_for(account))
             async with self._db.transaction(account) as conn:
-                # Only while this worker's claim holds: after the lease another
-                # worker owns the row, and its outcome is the one recorded.
-                await conn.execute(
-                    update(outbox)
-                    .where(
-                        outbox.c.id == row.id,
-                        outbox.c.next_attempt_at == row.next_attempt_at,
-                        outbox.c.delivered_at.is_(None),
-                    )
-                    .values(**self._outcome(row, failure))
+                outcome = self._outcome(message, failure)
+                await storage.record_delivery(
+                    conn,
+                    message,
+                    outcome=outcome,
+                    last_error=failure.text if failure is not None else None,
+                    retry_after=timedelta(seconds=self._backoff(message.attempts))
+                    if outcome == "retry"
+                    else timedelta(0),
                 )
             delivered += failure is None
         return delivered
 
-    def _outcome(self, row: Any, failure: Failure | None) -> dict[str, Any]:
-        attempts = row.attempts + 1
+    def _outcome(
+        self, message: OutboxMessage, failure: Failure | None
+    ) -> Literal["delivered", "dead", "retry"]:
+        """What one attempt comes to, counted and logged."""
+        attempts = message.attempts + 1
         if failure is None:
             metrics.OUTBOX_DELIVERIES.labels("delivered").inc()
-            return {"delivered_at": func.now(), "attempts": attempts, "last_error": None}
-        fields = {"topic": row.topic, "error": failure.text, "attempts": attempts}
+            return "delivered"
+        fields = {"topic": message.topic, "error": failure.text, "attempts": attempts}
         if failure.permanent or attempts >= self._max_attempts:
             metrics.OUTBOX_DELIVERIES.labels("dead_letter").inc()
             log.error("outbox delivery gave up: a dead letter", extra={"fields": fields})
-            return {
-                "attempts": attempts,
-                "last_error": failure.text,
-                "dead_at": func.now(),
-                "next_attempt_at": text("'infinity'::timestamptz"),
-            }
+            return "dead"
         metrics.OUTBOX_DELIVERIES.labels("retry").inc()
         log.warning("outbox delivery failed", extra={"fields": fields})
-        wait = timedelta(seconds=self._backoff(row.attempts))
-        return {"attempts": attempts, "last_error": failure.text, "next_attempt_at": func.now() + wait}
+        return "retry"
 
-    async def _send(self, row: Any, token: str) -> Failure | None:
+    async def _send(self, row: OutboxMessage, token: str) -> Failure | None:
         if row.topic != TOPIC_LIBRARY_DRAFTS:
             return Failure(f"unknown topic {row.topic}", permanent=True)
         payload = row.payload

@@ -1,25 +1,40 @@
-"""SQL for sessions, facts, fixes and note previews.
+"""SQL for sessions, facts, fixes, note previews and the outbox.
 
 Functions take the RPC's connection (tenant already set) and never commit.
 Row-level security scopes every statement to the caller's account, so a
 missing row and another account's row look the same: None. The hot reads
 (get a session, list its facts) call tenant read functions through
-``Database.read`` (migration sessions_0003).
+``Database.read`` (migration sessions_0003). Every row leaves as a typed row
+(``services.sessions.rows``), and database errors the domain has a word for
+leave as that word (a reused request id: ``REQUEST_ID_REUSED``).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 import asyncpg
 from sqlalchemy import Row, and_, func, literal, literal_column, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.core.db import Database, Record
+from services.core.errors import AlreadyExists
+from services.sessions.rows import (
+    DeadLetter,
+    Fact,
+    Fix,
+    LaneItem,
+    NoteKind,
+    OutboxMessage,
+    Posting,
+    Preview,
+    Session,
+)
 from services.sessions.tables import (
     ai_sessions,
     note_previews,
@@ -29,9 +44,46 @@ from services.sessions.tables import (
 )
 
 S, F, X, P = ai_sessions, session_facts, session_suggested_fixes, note_previews
-
+# What a statement returns: a SQLAlchemy row, or a tenant read function's record.
+_Row = Row[Any] | Record
 
 # --- sessions ---------------------------------------------------------------
+
+
+def _session(row: _Row) -> Session:
+    return Session(
+        id=row.id,
+        ticket_ref=row.ticket_ref,
+        ticket_kind=row.ticket_kind,
+        title=row.title,
+        problem=row.problem,
+        status=row.status,
+        created_by=row.created_by,
+        request_fingerprint=row.request_fingerprint,
+        pending_task_lane=row.pending_task_lane,
+        resolution_summary=row.resolution_summary,
+        escalation_reason=row.escalation_reason,
+        resolution_note=Posting(
+            markdown=row.resolution_note_markdown,
+            posted_at=row.resolution_note_posted_at,
+            external_id=row.resolution_note_external_id,
+            state_version=row.resolution_note_state_version,
+        ),
+        escalation_package=Posting(
+            markdown=row.escalation_package_markdown,
+            posted_at=row.escalation_package_posted_at,
+            external_id=row.escalation_package_external_id,
+            state_version=row.escalation_package_state_version,
+        ),
+        state_version=row.state_version,
+        create_time=row.create_time,
+        update_time=row.update_time,
+        end_time=row.end_time,
+    )
+
+
+def _maybe_session(row: _Row | None) -> Session | None:
+    return None if row is None else _session(row)
 
 
 async def lock_ticket(conn: AsyncConnection, *, user_id: uuid.UUID, ticket_ref: str) -> None:
@@ -42,37 +94,72 @@ async def lock_ticket(conn: AsyncConnection, *, user_id: uuid.UUID, ticket_ref: 
     )
 
 
-async def insert_session(conn: AsyncConnection, **values: Any) -> Row[Any]:
-    return (await conn.execute(insert(S).values(**values).returning(S))).one()
+async def insert_session(
+    conn: AsyncConnection,
+    *,
+    account_id: uuid.UUID,
+    id: uuid.UUID,
+    ticket_ref: str,
+    ticket_kind: str,
+    title: str,
+    problem: str,
+    created_by: uuid.UUID,
+    request_id: uuid.UUID | None,
+    request_fingerprint: str | None,
+) -> Session:
+    """A new session; ALREADY_EXISTS (``REQUEST_ID_REUSED``) when its request
+    id is taken, which the caller's lock cannot see: another ticket's request."""
+    query = (
+        insert(S)
+        .values(
+            account_id=account_id,
+            id=id,
+            ticket_ref=ticket_ref,
+            ticket_kind=ticket_kind,
+            title=title,
+            problem=problem,
+            created_by=created_by,
+            request_id=request_id,
+            request_fingerprint=request_fingerprint,
+        )
+        .returning(S)
+    )
+    try:
+        return _session((await conn.execute(query)).one())
+    except IntegrityError as exc:
+        if "ai_sessions_request_id_key" not in str(exc.orig):
+            raise
+        raise AlreadyExists(
+            "request_id was already used by another caller or for another request",
+            reason="REQUEST_ID_REUSED",
+        ) from exc
 
 
-async def active_session_for(
-    conn: AsyncConnection, *, user_id: uuid.UUID, ticket_ref: str
-) -> Row[Any] | None:
+async def active_session_for(conn: AsyncConnection, *, user_id: uuid.UUID, ticket_ref: str) -> Session | None:
     query = (
         select(S)
         .where(S.c.created_by == user_id, S.c.ticket_ref == ticket_ref, S.c.status == "active")
         .order_by(S.c.create_time.desc())
         .limit(1)
     )
-    return (await conn.execute(query)).first()
+    return _maybe_session((await conn.execute(query)).first())
 
 
-async def session_by_request_id(conn: AsyncConnection, request_id: uuid.UUID) -> Row[Any] | None:
-    return (await conn.execute(select(S).where(S.c.request_id == request_id))).first()
+async def session_by_request_id(conn: AsyncConnection, request_id: uuid.UUID) -> Session | None:
+    return _maybe_session((await conn.execute(select(S).where(S.c.request_id == request_id))).first())
 
 
-async def read_session(db: Database, session_id: uuid.UUID) -> Record | None:
+async def read_session(db: Database, session_id: uuid.UUID) -> Session | None:
     """A session for reading only, in one round trip (tenant read function)."""
     rows = await db.read("sessions.read_session", session_id)
-    return rows[0] if rows else None
+    return _session(rows[0]) if rows else None
 
 
-async def get_session(conn: AsyncConnection, session_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
+async def get_session(conn: AsyncConnection, session_id: uuid.UUID, *, lock: bool = False) -> Session | None:
     query = select(S).where(S.c.id == session_id)
     if lock:
         query = query.with_for_update()
-    return (await conn.execute(query)).first()
+    return _maybe_session((await conn.execute(query)).first())
 
 
 # The task lane without its items' detail, script and output (which can be
@@ -99,7 +186,7 @@ async def list_sessions(
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
     whole_lanes: bool = False,
-) -> Sequence[Row[Any]]:
+) -> list[Session]:
     columns = list(S.c) if whole_lanes else _BASIC_COLUMNS
     query = select(*columns).order_by(S.c.create_time.desc(), S.c.id.desc()).limit(limit)
     if status:
@@ -108,29 +195,139 @@ async def list_sessions(
         query = query.where(S.c.ticket_ref == ticket_ref)
     if after:
         query = query.where(tuple_(S.c.create_time, S.c.id) < tuple_(literal(after[0]), literal(after[1])))
-    return (await conn.execute(query)).all()
+    return [_session(row) for row in (await conn.execute(query)).all()]
+
+
+async def _update_session(
+    conn: AsyncConnection, session_id: uuid.UUID, values: dict[Any, Any], *, bump: bool = True
+) -> Session:
+    if bump:
+        values[S.c.state_version] = S.c.state_version + 1
+    values[S.c.update_time] = func.now()
+    query = update(S).where(S.c.id == session_id).values(values).returning(S)
+    return _session((await conn.execute(query)).one())
+
+
+async def bump_state(conn: AsyncConnection, session_id: uuid.UUID) -> Session:
+    """Counts a change of what the session's note would say (its state version)."""
+    return await _update_session(conn, session_id, {})
 
 
 async def update_session(
-    conn: AsyncConnection, session_id: uuid.UUID, *, bump: bool = True, **values: Any
-) -> Row[Any]:
-    """Changes a session; with ``bump`` (the default) its state version too."""
-    if bump:
-        values["state_version"] = S.c.state_version + 1
-    values["update_time"] = func.now()
-    query = update(S).where(S.c.id == session_id).values(**values).returning(S)
-    return (await conn.execute(query)).one()
+    conn: AsyncConnection,
+    session_id: uuid.UUID,
+    *,
+    title: str | None = None,
+    problem: str | None = None,
+    lane: list[LaneItem] | None = None,
+) -> Session:
+    """Changes the given fields (None: unchanged) and the state version."""
+    values: dict[Any, Any] = {}
+    if title is not None:
+        values[S.c.title] = title
+    if problem is not None:
+        values[S.c.problem] = problem
+    if lane is not None:
+        values[S.c.pending_task_lane] = lane
+    return await _update_session(conn, session_id, values)
+
+
+async def end_session(
+    conn: AsyncConnection,
+    session_id: uuid.UUID,
+    *,
+    status: str,
+    end_time: datetime,
+    resolution_summary: str | None = None,
+    escalation_reason: str | None = None,
+) -> Session:
+    """Moves a session out of active (the given texts set, the others unchanged)."""
+    values: dict[Any, Any] = {S.c.status: status, S.c.end_time: end_time}
+    if resolution_summary is not None:
+        values[S.c.resolution_summary] = resolution_summary
+    if escalation_reason is not None:
+        values[S.c.escalation_reason] = escalation_reason
+    return await _update_session(conn, session_id, values)
+
+
+async def record_posting(
+    conn: AsyncConnection,
+    session_id: uuid.UUID,
+    *,
+    kind: NoteKind,
+    markdown: str,
+    external_id: str,
+    state_version: int,
+) -> Session:
+    """Records a posted note or package as of ``state_version`` (posting
+    changes nothing the note says: the state version stays)."""
+    if kind is NoteKind.RESOLUTION_NOTE:
+        values: dict[Any, Any] = {
+            S.c.resolution_note_markdown: markdown,
+            S.c.resolution_note_posted_at: func.now(),
+            S.c.resolution_note_external_id: external_id,
+            S.c.resolution_note_state_version: state_version,
+        }
+    else:
+        values = {
+            S.c.escalation_package_markdown: markdown,
+            S.c.escalation_package_posted_at: func.now(),
+            S.c.escalation_package_external_id: external_id,
+            S.c.escalation_package_state_version: state_version,
+        }
+    return await _update_session(conn, session_id, values, bump=False)
 
 
 # --- facts ------------------------------------------------------------------
 
 
-async def insert_fact(conn: AsyncConnection, **values: Any) -> Row[Any]:
-    return (await conn.execute(insert(F).values(**values).returning(F))).one()
+def _fact(row: _Row) -> Fact:
+    return Fact(
+        id=row.id,
+        session_id=row.session_id,
+        text=row.text,
+        source=row.source,
+        source_ref=row.source_ref,
+        created_by=row.created_by,
+        create_time=row.create_time,
+        update_time=row.update_time,
+        deleted_at=row.deleted_at,
+    )
 
 
-async def get_fact(conn: AsyncConnection, session_id: uuid.UUID, fact_id: uuid.UUID) -> Row[Any] | None:
-    return (await conn.execute(select(F).where(F.c.session_id == session_id, F.c.id == fact_id))).first()
+async def insert_fact(
+    conn: AsyncConnection,
+    *,
+    account_id: uuid.UUID,
+    id: uuid.UUID,
+    session_id: uuid.UUID,
+    text: str,
+    source: str,
+    created_by: uuid.UUID,
+    source_ref: str | None = None,
+    create_time: datetime | None = None,
+    update_time: datetime | None = None,
+) -> Fact:
+    """A new fact; its times are the database's now unless given."""
+    values: dict[str, Any] = {
+        "account_id": account_id,
+        "id": id,
+        "session_id": session_id,
+        "text": text,
+        "source": source,
+        "source_ref": source_ref,
+        "created_by": created_by,
+    }
+    if create_time is not None:
+        values["create_time"] = create_time
+    if update_time is not None:
+        values["update_time"] = update_time
+    return _fact((await conn.execute(insert(F).values(**values).returning(F))).one())
+
+
+async def get_fact(conn: AsyncConnection, session_id: uuid.UUID, fact_id: uuid.UUID) -> Fact | None:
+    row = (await conn.execute(select(F).where(F.c.session_id == session_id, F.c.id == fact_id))).first()
+    return None if row is None else _fact(row)
 
 
 async def list_facts(
@@ -140,14 +337,15 @@ async def list_facts(
     show_deleted: bool,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
-) -> list[Record] | None:
+) -> list[Fact] | None:
     """A page of facts in (create_time, id) order after a keyset position, in
     one round trip (tenant read function); None when the session is not there."""
     after_time, after_id = after if after is not None else (None, None)
     try:
-        return await db.read("sessions.list_facts", session_id, show_deleted, after_time, after_id, limit)
+        rows = await db.read("sessions.list_facts", session_id, show_deleted, after_time, after_id, limit)
     except asyncpg.NoDataFoundError:
         return None
+    return [_fact(row) for row in rows]
 
 
 async def active_fact_texts(conn: AsyncConnection, session_id: uuid.UUID, *, limit: int = 500) -> list[str]:
@@ -160,12 +358,55 @@ async def active_fact_texts(conn: AsyncConnection, session_id: uuid.UUID, *, lim
     return list(reversed((await conn.execute(query)).scalars().all()))
 
 
-async def update_fact(conn: AsyncConnection, fact_id: uuid.UUID, **values: Any) -> Row[Any]:
-    values["update_time"] = func.now()
-    return (await conn.execute(update(F).where(F.c.id == fact_id).values(**values).returning(F))).one()
+async def _update_fact(conn: AsyncConnection, fact_id: uuid.UUID, values: dict[Any, Any]) -> Fact:
+    values[F.c.update_time] = func.now()
+    return _fact((await conn.execute(update(F).where(F.c.id == fact_id).values(values).returning(F))).one())
+
+
+async def edit_fact(
+    conn: AsyncConnection,
+    fact_id: uuid.UUID,
+    *,
+    text: str | None = None,
+    change_source_ref: bool = False,
+    source_ref: str | None = None,
+) -> Fact:
+    """Changes a fact's text (None: unchanged) and, with ``change_source_ref``, its reference."""
+    values: dict[Any, Any] = {}
+    if text is not None:
+        values[F.c.text] = text
+    if change_source_ref:
+        values[F.c.source_ref] = source_ref
+    return await _update_fact(conn, fact_id, values)
+
+
+async def set_fact_deleted(conn: AsyncConnection, fact_id: uuid.UUID, deleted_at: datetime | None) -> Fact:
+    return await _update_fact(conn, fact_id, {F.c.deleted_at: deleted_at})
 
 
 # --- fixes ------------------------------------------------------------------
+
+
+def _fix(row: Row[Any]) -> Fix:
+    return Fix(
+        id=row.id,
+        session_id=row.session_id,
+        title=row.title,
+        summary_markdown=row.summary_markdown,
+        steps=row.steps,
+        confidence=row.confidence,
+        rationale=row.rationale,
+        model=row.model,
+        state_version=row.state_version,
+        status=row.status,
+        superseded_at=row.superseded_at,
+        create_time=row.create_time,
+        decide_time=row.decide_time,
+    )
+
+
+def _maybe_fix(row: Row[Any] | None) -> Fix | None:
+    return None if row is None else _fix(row)
 
 
 async def supersede_active_fix(conn: AsyncConnection, session_id: uuid.UUID) -> None:
@@ -176,22 +417,53 @@ async def supersede_active_fix(conn: AsyncConnection, session_id: uuid.UUID) -> 
     )
 
 
-async def insert_fix(conn: AsyncConnection, **values: Any) -> Row[Any]:
-    return (await conn.execute(insert(X).values(**values).returning(X))).one()
+async def insert_fix(
+    conn: AsyncConnection,
+    *,
+    account_id: uuid.UUID,
+    id: uuid.UUID,
+    session_id: uuid.UUID,
+    title: str,
+    summary_markdown: str,
+    steps: list[str],
+    confidence: float,
+    rationale: str,
+    model: str,
+    state_version: int,
+) -> Fix:
+    query = (
+        insert(X)
+        .values(
+            account_id=account_id,
+            id=id,
+            session_id=session_id,
+            title=title,
+            summary_markdown=summary_markdown,
+            steps=steps,
+            confidence=confidence,
+            rationale=rationale,
+            model=model,
+            state_version=state_version,
+        )
+        .returning(X)
+    )
+    return _fix((await conn.execute(query)).one())
 
 
-async def get_fix(conn: AsyncConnection, session_id: uuid.UUID, fix_id: uuid.UUID) -> Row[Any] | None:
-    return (await conn.execute(select(X).where(X.c.session_id == session_id, X.c.id == fix_id))).first()
+async def get_fix(conn: AsyncConnection, session_id: uuid.UUID, fix_id: uuid.UUID) -> Fix | None:
+    return _maybe_fix(
+        (await conn.execute(select(X).where(X.c.session_id == session_id, X.c.id == fix_id))).first()
+    )
 
 
-async def active_fix(conn: AsyncConnection, session_id: uuid.UUID) -> Row[Any] | None:
+async def active_fix(conn: AsyncConnection, session_id: uuid.UUID) -> Fix | None:
     query = select(X).where(X.c.session_id == session_id, X.c.superseded_at.is_(None))
-    return (await conn.execute(query)).first()
+    return _maybe_fix((await conn.execute(query)).first())
 
 
 async def list_fixes(
     conn: AsyncConnection, session_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int
-) -> Sequence[Row[Any]]:
+) -> list[Fix]:
     query = (
         select(X)
         .where(X.c.session_id == session_id)
@@ -200,10 +472,10 @@ async def list_fixes(
     )
     if after:
         query = query.where(tuple_(X.c.create_time, X.c.id) < tuple_(literal(after[0]), literal(after[1])))
-    return (await conn.execute(query)).all()
+    return [_fix(row) for row in (await conn.execute(query)).all()]
 
 
-async def decide_fix(conn: AsyncConnection, fix_id: uuid.UUID, status: str) -> Row[Any] | None:
+async def decide_fix(conn: AsyncConnection, fix_id: uuid.UUID, status: str) -> Fix | None:
     """Accepts or rejects a fix that is active and undecided; None otherwise."""
     query = (
         update(X)
@@ -211,34 +483,59 @@ async def decide_fix(conn: AsyncConnection, fix_id: uuid.UUID, status: str) -> R
         .values(status=status, decide_time=func.now())
         .returning(X)
     )
-    return (await conn.execute(query)).first()
+    return _maybe_fix((await conn.execute(query)).first())
 
 
 # --- note previews ------------------------------------------------------------
 
 
+def _preview(row: Row[Any]) -> Preview:
+    return Preview(text=row.text, format=row.format, state_version=row.state_version, model=row.model)
+
+
 async def get_preview(
-    conn: AsyncConnection, session_id: uuid.UUID, *, kind: str, state_version: int, fmt: str
-) -> Row[Any] | None:
+    conn: AsyncConnection, session_id: uuid.UUID, *, kind: NoteKind, state_version: int, fmt: str
+) -> Preview | None:
     query = select(P).where(
-        P.c.session_id == session_id, P.c.kind == kind, P.c.state_version == state_version, P.c.format == fmt
+        P.c.session_id == session_id,
+        P.c.kind == kind.value,
+        P.c.state_version == state_version,
+        P.c.format == fmt,
     )
-    return (await conn.execute(query)).first()
+    row = (await conn.execute(query)).first()
+    return None if row is None else _preview(row)
 
 
-async def put_preview(conn: AsyncConnection, **values: Any) -> Row[Any]:
+async def put_preview(
+    conn: AsyncConnection,
+    *,
+    account_id: uuid.UUID,
+    session_id: uuid.UUID,
+    kind: NoteKind,
+    state_version: int,
+    fmt: str,
+    text: str,
+    model: str,
+) -> Preview:
     """Stores a preview; when another replica stored it first, returns theirs."""
-    stmt = insert(P).values(**values).on_conflict_do_nothing().returning(P)
+    stmt = (
+        insert(P)
+        .values(
+            account_id=account_id,
+            session_id=session_id,
+            kind=kind.value,
+            state_version=state_version,
+            format=fmt,
+            text=text,
+            model=model,
+        )
+        .on_conflict_do_nothing()
+        .returning(P)
+    )
     row = (await conn.execute(stmt)).first()
     if row is not None:
-        return row
-    existing = await get_preview(
-        conn,
-        values["session_id"],
-        kind=values["kind"],
-        state_version=values["state_version"],
-        fmt=values["format"],
-    )
+        return _preview(row)
+    existing = await get_preview(conn, session_id, kind=kind, state_version=state_version, fmt=fmt)
     assert existing is not None
     return existing
 
@@ -246,9 +543,24 @@ async def put_preview(conn: AsyncConnection, **values: Any) -> Row[Any]:
 # --- outbox ---------------------------------------------------------------------
 
 
-async def insert_outbox(conn: AsyncConnection, **values: Any) -> None:
+async def insert_outbox(
+    conn: AsyncConnection,
+    *,
+    account_id: uuid.UUID,
+    id: uuid.UUID,
+    topic: str,
+    dedupe_key: str,
+    payload: dict[str, Any],
+    trace: dict[str, str],
+) -> None:
     """Records work for another service; a repeat (same topic and key) is ignored."""
-    await conn.execute(insert(outbox).values(**values).on_conflict_do_nothing())
+    await conn.execute(
+        insert(outbox)
+        .values(
+            account_id=account_id, id=id, topic=topic, dedupe_key=dedupe_key, payload=payload, trace=trace
+        )
+        .on_conflict_do_nothing()
+    )
 
 
 _DEAD = and_(outbox.c.dead_at.is_not(None), outbox.c.delivered_at.is_(None))
@@ -258,19 +570,31 @@ _LETTER: list[Any] = [c for c in outbox.c if c.name != "payload"] + [
 ]
 
 
+def _dead_letter(row: Row[Any]) -> DeadLetter:
+    return DeadLetter(
+        id=row.id,
+        topic=row.topic,
+        session=row.session,
+        attempts=row.attempts,
+        last_error=row.last_error,
+        create_time=row.create_time,
+        dead_at=row.dead_at,
+    )
+
+
 async def list_dead_letters(
     conn: AsyncConnection, *, after: tuple[datetime, uuid.UUID] | None, limit: int
-) -> Sequence[Row[Any]]:
+) -> list[DeadLetter]:
     """Dead letters, newest first; the payload stays in the database."""
     query = select(*_LETTER).where(_DEAD).order_by(outbox.c.dead_at.desc(), outbox.c.id.desc()).limit(limit)
     if after:
         query = query.where(
             tuple_(outbox.c.dead_at, outbox.c.id) < tuple_(literal(after[0]), literal(after[1]))
         )
-    return (await conn.execute(query)).all()
+    return [_dead_letter(row) for row in (await conn.execute(query)).all()]
 
 
-async def retry_dead_letter(conn: AsyncConnection, letter_id: uuid.UUID) -> Row[Any] | None:
+async def retry_dead_letter(conn: AsyncConnection, letter_id: uuid.UUID) -> DeadLetter | None:
     """Makes a dead letter due now with its attempts counted afresh; None when
     there is no such dead letter. Returns the row as it was (still dead)."""
     before = (
@@ -282,4 +606,89 @@ async def retry_dead_letter(conn: AsyncConnection, letter_id: uuid.UUID) -> Row[
             .where(outbox.c.id == letter_id)
             .values(dead_at=None, attempts=0, next_attempt_at=func.now())
         )
-    return before
+    return None if before is None else _dead_letter(before)
+
+
+async def outbox_stats(engine: AsyncEngine) -> tuple[int, float, int]:
+    """(rows pending, age of the oldest in seconds, dead letters) over every
+    account, through ``sessions.outbox_stats`` (aggregates only)."""
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT pending, extract(epoch FROM now() - oldest_pending) AS age, dead "
+                    "FROM sessions.outbox_stats()"
+                )
+            )
+        ).one()
+    return int(row.pending), max(float(row.age or 0), 0.0), int(row.dead)
+
+
+async def outbox_accounts_due(engine: AsyncEngine) -> Sequence[uuid.UUID]:
+    """Accounts with due outbox rows, through ``sessions.outbox_accounts_due``
+    (SECURITY DEFINER: the service's own login cannot see across tenants)."""
+    async with engine.connect() as conn:
+        return (await conn.execute(text("SELECT * FROM sessions.outbox_accounts_due(100)"))).scalars().all()
+
+
+async def claim_outbox(conn: AsyncConnection, *, batch: int, lease: timedelta) -> list[OutboxMessage]:
+    """Claims up to ``batch`` due rows, skipping rows another worker holds:
+    they are due again only after ``lease``. Oldest first."""
+    due = (
+        select(outbox.c.id)
+        .where(outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= func.now())
+        .order_by(outbox.c.create_time)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+    rows = (
+        await conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_(due))
+            .values(next_attempt_at=func.now() + lease)
+            .returning(outbox)
+        )
+    ).all()
+    messages = [
+        OutboxMessage(
+            id=row.id,
+            topic=row.topic,
+            payload=row.payload,
+            trace=row.trace,
+            attempts=row.attempts,
+            next_attempt_at=row.next_attempt_at,
+            create_time=row.create_time,
+        )
+        for row in rows
+    ]
+    return sorted(messages, key=lambda m: m.create_time)
+
+
+async def record_delivery(
+    conn: AsyncConnection,
+    message: OutboxMessage,
+    *,
+    outcome: Literal["delivered", "dead", "retry"],
+    last_error: str | None,
+    retry_after: timedelta = timedelta(0),
+) -> None:
+    """Records one delivery attempt, only while the claim on ``message`` holds:
+    after its lease another worker owns the row, and its outcome is the one
+    recorded."""
+    values: dict[str, Any] = {"attempts": message.attempts + 1, "last_error": last_error}
+    if outcome == "delivered":
+        values["delivered_at"] = func.now()
+    elif outcome == "dead":
+        values["dead_at"] = func.now()
+        values["next_attempt_at"] = text("'infinity'::timestamptz")
+    else:
+        values["next_attempt_at"] = func.now() + retry_after
+    await conn.execute(
+        update(outbox)
+        .where(
+            outbox.c.id == message.id,
+            outbox.c.next_attempt_at == message.next_attempt_at,
+            outbox.c.delivered_at.is_(None),
+        )
+        .values(**values)
+    )

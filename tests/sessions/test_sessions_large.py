@@ -14,7 +14,7 @@ from flowpilot.sessions.v1 import sessions_pb2 as pb
 
 from services.core.auth import Role
 from services.sessions.convert import RESPONSE_BUDGET_BYTES
-from services.sessions.servicer import MAX_LANE_BYTES
+from services.sessions.lane import MAX_LANE_BYTES
 from tests.library.helpers import draft_rows
 from tests.sessions.helpers import Caller, mask
 from tests.support import Keys, RunDatabase, expect_error

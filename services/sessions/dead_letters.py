@@ -1,0 +1,33 @@
+"""Dead letters: outbox rows whose delivery gave up, listed and retried by
+team admins. A retry makes the row due now with its attempts counted afresh."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+from services.core.db import Database
+from services.core.errors import not_found
+from services.sessions import storage
+from services.sessions.rows import DeadLetter
+
+
+class DeadLetters:
+    def __init__(self, db: Database, *, kick: Callable[[], None] | None = None) -> None:
+        self._db = db
+        self._kick = kick  # to deliver a retried letter soon
+
+    async def page(self, *, after: tuple[datetime, uuid.UUID] | None, limit: int) -> list[DeadLetter]:
+        async with self._db.transaction() as conn:
+            return await storage.list_dead_letters(conn, after=after, limit=limit)
+
+    async def retry(self, letter_id: uuid.UUID, name: str) -> DeadLetter:
+        """The letter as it was (still dead): it is due again now."""
+        async with self._db.transaction() as conn:
+            row = await storage.retry_dead_letter(conn, letter_id)
+        if row is None:
+            raise not_found("dead letter", name)
+        if self._kick is not None:
+            self._kick()
+        return row

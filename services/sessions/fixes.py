@@ -1,0 +1,96 @@
+"""Suggested fixes: AI-proposed resolutions of a session, with their history.
+
+At most one fix per session is active (a partial UNIQUE index where
+``superseded_at IS NULL``): a new proposal supersedes the old one in the same
+transaction. Only the active fix, while still proposed, is accepted or
+rejected. The model is never called inside a transaction: the context is read,
+the model called, then the fix written in a second transaction that checks
+the session again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from services.core.ai import AI
+from services.core.auth import Principal
+from services.core.clients import SettingsReader
+from services.core.db import Database
+from services.core.errors import FailedPrecondition, not_found
+from services.sessions import lifecycle, notes, storage
+from services.sessions.rows import Fix
+
+DECISIONS = frozenset({"accepted", "rejected"})
+
+
+def not_open(fix: Fix) -> FailedPrecondition:
+    """Why ``fix`` cannot be decided: it is superseded or decided already."""
+    state = "superseded" if fix.superseded_at is not None else fix.status
+    return FailedPrecondition(
+        f"fix is {state}; only the active proposed fix can be decided", reason="FIX_NOT_OPEN"
+    )
+
+
+class Fixes:
+    def __init__(self, db: Database, ai: AI, settings: SettingsReader) -> None:
+        self._db = db
+        self._ai = ai
+        self._settings = settings
+
+    async def suggest(self, principal: Principal, session_id: uuid.UUID) -> Fix:
+        async with self._db.transaction() as conn:
+            row = await lifecycle.find(conn, session_id)
+            lifecycle.require_active(row)
+            ctx = await notes.context(conn, row)
+        prefs = await self._settings.preferences()
+        suggestion = await self._ai.suggest_fix(ctx, prefs)
+        async with self._db.transaction() as conn:
+            await lifecycle.find_active(conn, session_id)
+            await storage.supersede_active_fix(conn, session_id)
+            fix = await storage.insert_fix(
+                conn,
+                account_id=principal.account_id,
+                id=uuid.uuid4(),
+                session_id=session_id,
+                title=suggestion.title,
+                summary_markdown=suggestion.summary_markdown,
+                steps=suggestion.steps,
+                confidence=suggestion.confidence,
+                rationale=suggestion.rationale,
+                model=suggestion.model,
+                # The state the proposal was made from.
+                state_version=row.state_version,
+            )
+            await storage.bump_state(conn, session_id)
+        return fix
+
+    async def active(self, session_id: uuid.UUID, name: str) -> Fix:
+        async with self._db.transaction() as conn:
+            await lifecycle.find(conn, session_id)
+            fix = await storage.active_fix(conn, session_id)
+        if fix is None:
+            raise not_found("active fix", name)
+        return fix
+
+    async def page(
+        self, session_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[Fix]:
+        async with self._db.transaction() as conn:
+            await lifecycle.find(conn, session_id)
+            return await storage.list_fixes(conn, session_id, after=after, limit=limit)
+
+    async def decide(self, session_id: uuid.UUID, fix_id: uuid.UUID, name: str, status: str) -> Fix:
+        """Accepts or rejects (``status``) the fix named ``name``."""
+        assert status in DECISIONS, status
+        async with self._db.transaction() as conn:
+            row = await lifecycle.find(conn, session_id, lock=True)
+            fix = await storage.get_fix(conn, session_id, fix_id)
+            if fix is None:
+                raise not_found("fix", name)
+            lifecycle.require_active(row)
+            decided = await storage.decide_fix(conn, fix_id, status)
+            if decided is None:
+                raise not_open(fix)
+            await storage.bump_state(conn, session_id)
+        return decided

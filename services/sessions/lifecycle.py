@@ -1,0 +1,246 @@
+"""A session's life: created for a ticket (or the user's active session on it
+resumed), its title and problem changed under its etag, and its one move out
+of ``active``: resolved, escalated or abandoned.
+
+Every change locks the session row first (``SELECT … FOR UPDATE``), checks
+that the session is active and bumps ``state_version`` in the same
+transaction. A resolve also queues the session's working scripts for the
+library (:mod:`services.sessions.drafts`) in that transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.core import requests
+from services.core.auth import Principal
+from services.core.clients import SettingsReader
+from services.core.db import Database
+from services.core.errors import Aborted, FailedPrecondition, not_found
+from services.sessions import storage
+from services.sessions.drafts import queue as queue_drafts
+from services.sessions.rows import Session
+
+ACTIVE = "active"
+# The states a session ends in; none of them moves again.
+ENDS = frozenset({"resolved", "escalated", "abandoned"})
+
+
+# --- rules ---------------------------------------------------------------------
+
+
+def not_active(session: Session) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"session is {session.status}; only active sessions can change",
+        reason="SESSION_NOT_ACTIVE",
+        metadata={"status": session.status},
+    )
+
+
+def require_active(session: Session) -> None:
+    """Only an active session changes (its facts, fixes, lane, title, problem)."""
+    if session.status != ACTIVE:
+        raise not_active(session)
+
+
+def check_etag(session: Session, expected: int | None) -> None:
+    """A write with an etag applies only to the state it was read at."""
+    if expected is not None and expected != session.state_version:
+        raise Aborted(
+            f"session changed (state version {session.state_version}, etag {expected}); read it again",
+            reason="ETAG_MISMATCH",
+        )
+
+
+def check_transition(session: Session, status: str) -> None:
+    """An active session moves to one of :data:`ENDS`, once."""
+    assert status in ENDS, status
+    if session.status != ACTIVE:
+        raise FailedPrecondition(
+            f"cannot move a {session.status} session to {status}",
+            reason="INVALID_TRANSITION",
+            metadata={"status": session.status},
+        )
+
+
+def fact_times(now: datetime, count: int) -> list[datetime]:
+    """Create times for a new session's facts: facts list by create time, so
+    each is a microsecond after the one before, in the request's order."""
+    return [now + timedelta(microseconds=order) for order in range(count)]
+
+
+# --- reading -------------------------------------------------------------------
+
+
+async def find(conn: AsyncConnection, session_id: uuid.UUID, *, lock: bool = False) -> Session:
+    """The session (locked for this transaction with ``lock``), or NOT_FOUND."""
+    row = await storage.get_session(conn, session_id, lock=lock)
+    if row is None:
+        raise not_found("session", f"sessions/{session_id}")
+    return row
+
+
+async def find_active(conn: AsyncConnection, session_id: uuid.UUID) -> Session:
+    """The session locked for a change: NOT_FOUND, or FAILED_PRECONDITION unless active."""
+    row = await find(conn, session_id, lock=True)
+    require_active(row)
+    return row
+
+
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    ticket_ref: str
+    ticket_kind: str
+    title: str
+    problem: str
+    # The facts it starts with: (text, source), in order.
+    facts: Sequence[tuple[str, str]]
+    force_new: bool = False
+    request_id: uuid.UUID | None = None
+    # Who sent the request and what it asked (services.core.requests).
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    session: Session
+    # A retry of an earlier request (same request id): nothing new was made.
+    replayed: bool = False
+    # The user's active session on the ticket, returned instead of a new one.
+    resumed: bool = False
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        db: Database,
+        settings: SettingsReader,
+        *,
+        clock: Callable[[], datetime],
+        kick: Callable[[], None] | None = None,
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._clock = clock
+        self._kick = kick  # to deliver queued drafts soon
+
+    async def create(self, principal: Principal, new: NewSession) -> Created:
+        async with self._db.transaction() as conn:
+            # Serialise creation per (user, ticket); a retry's request id is
+            # checked under the same lock, so concurrent retries create one.
+            await storage.lock_ticket(conn, user_id=principal.user_id, ticket_ref=new.ticket_ref)
+            if new.request_id is not None:
+                earlier = await storage.session_by_request_id(conn, new.request_id)
+                if earlier is not None:
+                    requests.check_replay(earlier.request_fingerprint, new.fingerprint)
+                    return Created(earlier, replayed=True)
+            if not new.force_new:
+                active = await storage.active_session_for(
+                    conn, user_id=principal.user_id, ticket_ref=new.ticket_ref
+                )
+                if active is not None:
+                    return Created(active, resumed=True)
+            row = await storage.insert_session(
+                conn,
+                account_id=principal.account_id,
+                id=uuid.uuid4(),
+                ticket_ref=new.ticket_ref,
+                ticket_kind=new.ticket_kind,
+                title=new.title,
+                problem=new.problem,
+                created_by=principal.user_id,
+                request_id=new.request_id,
+                request_fingerprint=new.fingerprint if new.request_id is not None else None,
+            )
+            now = self._clock()
+            for (text, source), create_time in zip(new.facts, fact_times(now, len(new.facts)), strict=True):
+                await storage.insert_fact(
+                    conn,
+                    account_id=principal.account_id,
+                    id=uuid.uuid4(),
+                    session_id=row.id,
+                    text=text,
+                    source=source,
+                    created_by=principal.user_id,
+                    create_time=create_time,
+                    update_time=now,
+                )
+        return Created(row)
+
+    async def get(self, session_id: uuid.UUID) -> Session:
+        row = await storage.read_session(self._db, session_id)
+        if row is None:
+            raise not_found("session", f"sessions/{session_id}")
+        return row
+
+    async def page(
+        self,
+        *,
+        status: str | None,
+        ticket_ref: str | None,
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+        whole_lanes: bool,
+    ) -> list[Session]:
+        async with self._db.transaction() as conn:
+            return await storage.list_sessions(
+                conn, status=status, ticket_ref=ticket_ref, after=after, limit=limit, whole_lanes=whole_lanes
+            )
+
+    async def update(
+        self, session_id: uuid.UUID, *, title: str | None, problem: str | None, etag: int | None
+    ) -> Session:
+        """Changes the title and problem given (None: unchanged)."""
+        async with self._db.transaction() as conn:
+            row = await find_active(conn, session_id)
+            check_etag(row, etag)
+            return await storage.update_session(conn, session_id, title=title, problem=problem)
+
+    async def resolve(self, principal: Principal, session_id: uuid.UUID, summary: str) -> Session:
+        """Resolves the session; with the account's automatic drafts on (the
+        default), its working scripts go to the library."""
+        settings = await self._settings.values()
+        auto_draft = bool(settings.get("library.auto_draft_scripts", True))
+        return await self._end(
+            session_id, "resolved", principal=principal if auto_draft else None, resolution_summary=summary
+        )
+
+    async def escalate(self, session_id: uuid.UUID, reason: str) -> Session:
+        return await self._end(session_id, "escalated", escalation_reason=reason)
+
+    async def abandon(self, session_id: uuid.UUID) -> Session:
+        return await self._end(session_id, "abandoned")
+
+    async def _end(
+        self,
+        session_id: uuid.UUID,
+        status: str,
+        *,
+        principal: Principal | None = None,
+        resolution_summary: str | None = None,
+        escalation_reason: str | None = None,
+    ) -> Session:
+        """Moves the session to ``status``; with ``principal``, queues its
+        scripts as drafts by them in the same transaction."""
+        queued = False
+        async with self._db.transaction() as conn:
+            row = await find(conn, session_id, lock=True)
+            check_transition(row, status)
+            row = await storage.end_session(
+                conn,
+                session_id,
+                status=status,
+                end_time=self._clock(),
+                resolution_summary=resolution_summary,
+                escalation_reason=escalation_reason,
+            )
+            if principal is not None:
+                queued = await queue_drafts(conn, row, principal)
+        if queued and self._kick is not None:
+            self._kick()
+        return row
