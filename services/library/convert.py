@@ -8,7 +8,7 @@ from typing import Any
 from flowpilot.library.v1 import library_pb2 as pb
 
 from services.core import ids, names
-from services.core.errors import FieldViolation, InvalidArgument
+from services.core.enums import EnumMap
 from services.core.messages import set_time
 
 TEMPLATE = "scriptTemplates/{script_template}"
@@ -16,25 +16,25 @@ DRAFT = "draftTemplates/{draft_template}"
 SESSION = "sessions/{session}"
 LANE_ITEM = "sessions/{session}/laneItems/{lane_item}"
 
-LANGUAGES = {
-    "powershell": pb.LANGUAGE_POWERSHELL,
-    "bash": pb.LANGUAGE_BASH,
-    "python": pb.LANGUAGE_PYTHON,
-    "cmd": pb.LANGUAGE_CMD,
-}
-LANGUAGE_NAMES: dict[int, str] = {int(v): k for k, v in LANGUAGES.items()}
-DRAFT_STATUS = {
-    "pending": pb.DRAFT_STATUS_PENDING,
-    "approved": pb.DRAFT_STATUS_APPROVED,
-    "rejected": pb.DRAFT_STATUS_REJECTED,
-}
-DRAFT_STATUS_NAMES: dict[int, str] = {int(v): k for k, v in DRAFT_STATUS.items()}
-
-
-def language(value: int, field: str) -> str:
-    if value not in LANGUAGE_NAMES:
-        raise InvalidArgument(FieldViolation(field, "must be one of " + ", ".join(pb.Language.keys()[1:])))
-    return LANGUAGE_NAMES[value]
+LANGUAGE = EnumMap(
+    pb.Language,
+    {
+        "powershell": pb.LANGUAGE_POWERSHELL,
+        "bash": pb.LANGUAGE_BASH,
+        "python": pb.LANGUAGE_PYTHON,
+        "cmd": pb.LANGUAGE_CMD,
+    },
+    field="language",
+)
+DRAFT_STATUS = EnumMap(
+    pb.DraftStatus,
+    {
+        "pending": pb.DRAFT_STATUS_PENDING,
+        "approved": pb.DRAFT_STATUS_APPROVED,
+        "rejected": pb.DRAFT_STATUS_REJECTED,
+    },
+    field="status",
+)
 
 
 def parse_uuid(value: str, *, field: str, what: str) -> uuid.UUID:
@@ -92,7 +92,7 @@ def template(row: Any) -> pb.ScriptTemplate:
         name=names.format_name(TEMPLATE, script_template=row.id),
         display_name=row.name,
         description=row.description,
-        language=LANGUAGES[row.language],
+        language=LANGUAGE.proto(row.language),
         body=row.body,
         parameters=parameters(row.parameters),
         tags=list(row.tags),
@@ -112,11 +112,11 @@ def draft(row: Any) -> pb.DraftTemplate:
     message = pb.DraftTemplate(
         name=names.format_name(DRAFT, draft_template=row.id),
         script_body=row.script_body,
-        language=LANGUAGES[row.language],
+        language=LANGUAGE.proto(row.language),
         suggested_name=row.suggested_name,
         templatized_body=row.templatized_body or "",
         parameters=parameters(row.parameters),
-        status=DRAFT_STATUS[row.status],
+        status=DRAFT_STATUS.proto(row.status),
         reviewer=str(row.reviewer_id) if row.reviewer_id else "",
         review_note=row.review_note or "",
         script_template=names.format_name(TEMPLATE, script_template=row.template_id)

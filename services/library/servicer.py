@@ -50,7 +50,7 @@ def _template_values(given: pb.ScriptTemplate, paths: set[str]) -> dict[str, Any
     if "description" in paths:
         values["description"] = given.description
     if "language" in paths:
-        values["language"] = convert.language(given.language, "script_template.language")
+        values["language"] = convert.LANGUAGE.db(given.language, field="script_template.language")
     if "body" in paths:
         validation.nonblank(given.body, "script_template.body")
         values["body"] = given.body
@@ -88,7 +88,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
         self, request: pb.ListScriptTemplatesRequest, context: Context
     ) -> pb.ListScriptTemplatesResponse:
         searched = search.parse(request.query)
-        language = convert.language(request.language, "language") if request.language else None
+        language = convert.LANGUAGE.optional(request.language)
         order = ORDERS.get(request.order_by, "relevance" if searched is not None else "recency")
         paging = pagination.paging(
             request,
@@ -155,7 +155,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
         validation.nonblank(given.script_body, "draft_template.script_body")
         values = {
             "script_body": given.script_body,
-            "language": convert.language(given.language, "draft_template.language"),
+            "language": convert.LANGUAGE.db(given.language, field="draft_template.language"),
             "suggested_name": given.suggested_name.strip(),
         }
         request_id = (
@@ -185,7 +185,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
     async def ListDraftTemplates(
         self, request: pb.ListDraftTemplatesRequest, context: Context
     ) -> pb.ListDraftTemplatesResponse:
-        status = convert.DRAFT_STATUS_NAMES.get(request.status) if request.status else None
+        status = convert.DRAFT_STATUS.optional(request.status)
         paging = pagination.paging(
             request, current_principal().account_id, {"drafts": status}, first=datetime.fromisoformat
         )
@@ -249,7 +249,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
             scripts.append(
                 {
                     "script_body": script.script_body,
-                    "language": convert.language(script.language, f"{field}.language"),
+                    "language": convert.LANGUAGE.db(script.language, field=f"{field}.language"),
                     "suggested_name": script.title.strip(),
                     "source_lane_item_id": parts["lane_item"],
                 }

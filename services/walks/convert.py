@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from flowpilot.walks.v1 import walks_pb2 as pb
 
 from services.core import ids, names, validation
+from services.core.enums import EnumMap
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.messages import set_time
 from services.walks import trees
@@ -18,44 +18,63 @@ FLOW = "flows/{flow}"
 PROPOSAL = "flowProposals/{flow_proposal}"
 WALK = "walks/{walk}"
 
-FLOW_STATUS = {
-    "draft": pb.FLOW_STATUS_DRAFT,
-    "published": pb.FLOW_STATUS_PUBLISHED,
-    "archived": pb.FLOW_STATUS_ARCHIVED,
-}
-PROPOSAL_STATUS = {
-    "pending": pb.PROPOSAL_STATUS_PENDING,
-    "approved": pb.PROPOSAL_STATUS_APPROVED,
-    "rejected": pb.PROPOSAL_STATUS_REJECTED,
-}
-PROPOSAL_SOURCE = {"user": pb.PROPOSAL_SOURCE_USER, "ai_analysis": pb.PROPOSAL_SOURCE_AI_ANALYSIS}
-TICKET_KIND = {"psa": pb.TICKET_KIND_PSA, "internal": pb.TICKET_KIND_INTERNAL}
-WALK_KIND = {
-    "flow": pb.WALK_KIND_FLOW,
-    "proposal": pb.WALK_KIND_PROPOSAL,
-    "adhoc": pb.WALK_KIND_ADHOC,
-    "ai_build": pb.WALK_KIND_AI_BUILD,
-}
-WALK_STATUS = {
-    "active": pb.WALK_STATUS_ACTIVE,
-    "resolved": pb.WALK_STATUS_RESOLVED,
-    "escalated": pb.WALK_STATUS_ESCALATED,
-    "abandoned": pb.WALK_STATUS_ABANDONED,
-}
-CATEGORY = {
-    "flow_exhausted": pb.ESCALATION_CATEGORY_FLOW_EXHAUSTED,
-    "needs_access": pb.ESCALATION_CATEGORY_NEEDS_ACCESS,
-    "needs_expertise": pb.ESCALATION_CATEGORY_NEEDS_EXPERTISE,
-    "customer_request": pb.ESCALATION_CATEGORY_CUSTOMER_REQUEST,
-    "other": pb.ESCALATION_CATEGORY_OTHER,
-}
-
-
-def db(mapping: dict[str, Any], value: int, field: str) -> str:
-    for key, number in mapping.items():
-        if number == value:
-            return key
-    raise InvalidArgument(FieldViolation(field, "is not a valid value"))
+FLOW_STATUS = EnumMap(
+    pb.FlowStatus,
+    {
+        "draft": pb.FLOW_STATUS_DRAFT,
+        "published": pb.FLOW_STATUS_PUBLISHED,
+        "archived": pb.FLOW_STATUS_ARCHIVED,
+    },
+    field="status",
+)
+PROPOSAL_STATUS = EnumMap(
+    pb.ProposalStatus,
+    {
+        "pending": pb.PROPOSAL_STATUS_PENDING,
+        "approved": pb.PROPOSAL_STATUS_APPROVED,
+        "rejected": pb.PROPOSAL_STATUS_REJECTED,
+    },
+    field="status",
+)
+PROPOSAL_SOURCE = EnumMap(
+    pb.ProposalSource,
+    {"user": pb.PROPOSAL_SOURCE_USER, "ai_analysis": pb.PROPOSAL_SOURCE_AI_ANALYSIS},
+    field="flow_proposal.source",
+)
+TICKET_KIND = EnumMap(
+    pb.TicketKind, {"psa": pb.TICKET_KIND_PSA, "internal": pb.TICKET_KIND_INTERNAL}, field="ticket_kind"
+)
+WALK_KIND = EnumMap(
+    pb.WalkKind,
+    {
+        "flow": pb.WALK_KIND_FLOW,
+        "proposal": pb.WALK_KIND_PROPOSAL,
+        "adhoc": pb.WALK_KIND_ADHOC,
+        "ai_build": pb.WALK_KIND_AI_BUILD,
+    },
+    field="kind",
+)
+WALK_STATUS = EnumMap(
+    pb.WalkStatus,
+    {
+        "active": pb.WALK_STATUS_ACTIVE,
+        "resolved": pb.WALK_STATUS_RESOLVED,
+        "escalated": pb.WALK_STATUS_ESCALATED,
+        "abandoned": pb.WALK_STATUS_ABANDONED,
+    },
+    field="status",
+)
+CATEGORY = EnumMap(
+    pb.EscalationCategory,
+    {
+        "flow_exhausted": pb.ESCALATION_CATEGORY_FLOW_EXHAUSTED,
+        "needs_access": pb.ESCALATION_CATEGORY_NEEDS_ACCESS,
+        "needs_expertise": pb.ESCALATION_CATEGORY_NEEDS_EXPERTISE,
+        "customer_request": pb.ESCALATION_CATEGORY_CUSTOMER_REQUEST,
+        "other": pb.ESCALATION_CATEGORY_OTHER,
+    },
+    field="category",
+)
 
 
 def parse_id(name: str, pattern: str, field: str) -> uuid.UUID:
@@ -67,8 +86,8 @@ def start(request: pb.StartWalkRequest) -> Start:
     """A StartWalk request, checked: a flow walk names a flow, a proposal walk
     a proposal, an AI-built walk a problem, and no walk anything else."""
     ticket_id = validation.nonblank(request.ticket_id, "ticket_id")
-    ticket_kind = db(TICKET_KIND, request.ticket_kind, "ticket_kind")
-    kind = db(WALK_KIND, request.kind, "kind")
+    ticket_kind = TICKET_KIND.db(request.ticket_kind)
+    kind = WALK_KIND.db(request.kind)
     targets: dict[str, tuple[uuid.UUID, str] | None] = {}
     for field, pattern, needed in (
         ("flow", FLOW, kind == "flow"),
@@ -104,7 +123,7 @@ def flow(row: FlowRow, tree: Tree | None = None) -> pb.Flow:
         description=row.description,
         tree=trees.to_proto(tree if tree is not None else row.tree),
         version=row.version,
-        status=FLOW_STATUS[row.status],
+        status=FLOW_STATUS.proto(row.status),
         creator=str(row.created_by),
         etag=str(row.revision),
     )
@@ -120,9 +139,9 @@ def proposal(row: ProposalRow, tree: Tree | None = None) -> pb.FlowProposal:
         display_name=row.name,
         description=row.description,
         tree=trees.to_proto(tree if tree is not None else row.tree),
-        source=PROPOSAL_SOURCE[row.source],
+        source=PROPOSAL_SOURCE.proto(row.source),
         rationale=row.rationale,
-        status=PROPOSAL_STATUS[row.status],
+        status=PROPOSAL_STATUS.proto(row.status),
         reviewer=str(row.reviewer_id) if row.reviewer_id else "",
         flow=names.format_name(FLOW, flow=row.flow_id) if row.flow_id else "",
         creator=str(row.created_by),
@@ -137,20 +156,20 @@ def walk(row: WalkRow, tree: pb.Tree | None) -> pb.Walk:
     message = pb.Walk(
         name=names.format_name(WALK, walk=row.id),
         ticket_id=row.ticket_id,
-        ticket_kind=TICKET_KIND[row.ticket_kind],
-        kind=WALK_KIND[row.session_kind],
+        ticket_kind=TICKET_KIND.proto(row.ticket_kind),
+        kind=WALK_KIND.proto(row.session_kind),
         flow=names.format_name(FLOW, flow=row.flow_id) if row.flow_id else "",
         flow_version=row.flow_version or 0,
         flow_proposal=names.format_name(PROPOSAL, flow_proposal=row.flow_proposal_id)
         if row.flow_proposal_id
         else "",
         current_node=row.current_node_id or "",
-        status=WALK_STATUS[row.status],
+        status=WALK_STATUS.proto(row.status),
         resolution_notes=row.resolution_notes or "",
         escalation_reason=row.escalation_reason or "",
-        escalation_category=CATEGORY.get(
-            row.escalation_reason_category or "", pb.ESCALATION_CATEGORY_UNSPECIFIED
-        ),
+        escalation_category=CATEGORY.proto(row.escalation_reason_category)
+        if row.escalation_reason_category
+        else pb.ESCALATION_CATEGORY_UNSPECIFIED,
         session=f"sessions/{row.escalation_session_id}" if row.escalation_session_id else "",
         creator=str(row.created_by_user_id),
     )

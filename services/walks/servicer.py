@@ -64,7 +64,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         return convert.flow(await self._flows.get(convert.parse_id(request.name, FLOW, "name"), request.name))
 
     async def ListFlows(self, request: pb.ListFlowsRequest, context: Context) -> pb.ListFlowsResponse:
-        status = convert.db(convert.FLOW_STATUS, request.status, "status") if request.status else None
+        status = convert.FLOW_STATUS.optional(request.status)
         paging = pagination.paging(request, current_principal().account_id, {"flows": status}, first=str)
         rows = await self._flows.page(status=status, after=paging.after, limit=paging.fetch)
         shown, token = paging.page(rows, key=lambda r: r.name)
@@ -107,7 +107,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
             name=validation.nonblank(given.display_name, "flow_proposal.display_name"),
             description=given.description,
             tree=tree,
-            source=convert.db(convert.PROPOSAL_SOURCE, given.source, "flow_proposal.source"),
+            source=convert.PROPOSAL_SOURCE.db(given.source),
             rationale=given.rationale,
         )
         proposal = convert.proposal(row, tree)
@@ -121,7 +121,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
     async def ListFlowProposals(
         self, request: pb.ListFlowProposalsRequest, context: Context
     ) -> pb.ListFlowProposalsResponse:
-        status = convert.db(convert.PROPOSAL_STATUS, request.status, "status") if request.status else None
+        status = convert.PROPOSAL_STATUS.optional(request.status)
         paging = pagination.paging(
             request, current_principal().account_id, {"proposals": status}, first=datetime.fromisoformat
         )
@@ -167,8 +167,8 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         return await self._walk(await self._walks.get(walk_id, request.name))
 
     async def ListWalks(self, request: pb.ListWalksRequest, context: Context) -> pb.ListWalksResponse:
-        status = convert.db(convert.WALK_STATUS, request.status, "status") if request.status else None
-        kind = convert.db(convert.WALK_KIND, request.kind, "kind") if request.kind else None
+        status = convert.WALK_STATUS.optional(request.status)
+        kind = convert.WALK_KIND.optional(request.kind)
         paging = pagination.paging(
             request,
             current_principal().account_id,
@@ -206,7 +206,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
 
     async def EscalateWalk(self, request: pb.EscalateWalkRequest, context: Context) -> pb.Walk:
         reason = validation.nonblank(request.reason, "reason")
-        category = convert.db(convert.CATEGORY, request.category, "category")
+        category = convert.CATEGORY.db(request.category)
         walk_id = convert.parse_id(request.name, WALK, "name")
         return await self._walk(await self._walks.escalate(walk_id, request.name, reason, category))
 

@@ -109,6 +109,18 @@ async def test_template_validation(lib: Librarian) -> None:
     )
     listed = await lib.call("ListScriptTemplates", pb.ListScriptTemplatesRequest())
     assert [t.display_name for t in listed.script_templates] == ["Unique name"]
+    # An enum value no version of the API has is refused, filters included (it was ignored).
+    error = await _fails(
+        lib.call("ListDraftTemplates", pb.ListDraftTemplatesRequest(status=99)),  # type: ignore[arg-type]
+        grpc.StatusCode.INVALID_ARGUMENT,
+        field="status",
+    )
+    assert "DRAFT_STATUS_PENDING" in error.violations["status"], error
+    await _fails(
+        lib.call("ListScriptTemplates", pb.ListScriptTemplatesRequest(language=42)),  # type: ignore[arg-type]
+        grpc.StatusCode.INVALID_ARGUMENT,
+        field="language",
+    )
 
 
 async def test_search_ranks_name_matches_first_and_filters_combine(lib: Librarian) -> None:
