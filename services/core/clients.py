@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from cachetools import TTLCache
 from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from google.protobuf import json_format
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
@@ -40,12 +40,6 @@ def forwarded() -> tuple[tuple[str, str], ...]:
     return (token, ("x-request-id", request_id)) if request_id else (token,)
 
 
-@dataclass
-class _Cached:
-    values: dict[str, Any]
-    expires: float
-
-
 class SettingsReader:
     """Reads the caller's account settings from the settings service, with a
     short per-account cache (settings change rarely; a stale read lasts at most
@@ -60,31 +54,33 @@ class SettingsReader:
         timeout_seconds: float = 3.0,
     ) -> None:
         self._stub = stub
-        self._ttl = ttl_seconds
-        self._clock = clock
         self._timeout = timeout_seconds
-        self._cache: dict[uuid.UUID, _Cached] = {}
+        # Bounded: the least recently used account goes first past 10,000.
+        self._cache: TTLCache[uuid.UUID, dict[str, Any]] = TTLCache(10_000, ttl=ttl_seconds, timer=clock)
 
     async def values(self) -> dict[str, Any]:
         principal = current_principal()
         cached = self._cache.get(principal.account_id)
-        now = self._clock()
-        if cached and cached.expires > now:
-            return cached.values
+        if cached is not None:
+            return cached
         try:
             response = await self._stub.ListSettings(
                 settings_pb2.ListSettingsRequest(page_size=1000), metadata=forwarded(), timeout=self._timeout
             )
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            # CANCELLED here is the other side's doing (our own cancellation
+            # raises CancelledError): a service going away mid-call.
+            if exc.code() in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.CANCELLED,
+            ):
                 raise Unavailable("the settings service is unavailable; retry later") from exc
             raise Internal(f"reading settings failed: {exc.code().name}") from exc
         values = {
             s.name.removeprefix("settings/"): json_format.MessageToDict(s.value) for s in response.settings
         }
-        self._cache[principal.account_id] = _Cached(values, now + self._ttl)
-        if len(self._cache) > 10_000:  # bound memory: drop expired entries
-            self._cache = {k: v for k, v in self._cache.items() if v.expires > now}
+        self._cache[principal.account_id] = values
         return values
 
     async def preferences(self) -> Preferences:

@@ -1,0 +1,55 @@
+"""The settings every service reads: cached per account for a short time, bounded."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import grpc
+import pytest
+from flowpilot.settings.v1 import settings_pb2
+from google.protobuf import struct_pb2
+
+from services.core.auth import Principal, Role, bind_principal, unbind_principal
+from services.core.clients import SettingsReader
+from services.core.errors import Unavailable
+
+
+class Stub:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.fail: grpc.StatusCode | None = None
+
+    async def ListSettings(self, request: Any, **kwargs: Any) -> settings_pb2.ListSettingsResponse:
+        self.calls += 1
+        if self.fail is not None:
+            raise grpc.aio.AioRpcError(self.fail, grpc.aio.Metadata(), grpc.aio.Metadata(), "down")
+        value = struct_pb2.Value(string_value=f"v{self.calls}")
+        return settings_pb2.ListSettingsResponse(
+            settings=[settings_pb2.Setting(name="settings/notes.format", value=value)]
+        )
+
+
+async def test_values_are_cached_per_account_until_the_ttl_passes() -> None:
+    stub, now = Stub(), [0.0]
+    reader = SettingsReader(stub, ttl_seconds=10, clock=lambda: now[0])  # type: ignore[arg-type]
+
+    async def read(account: uuid.UUID) -> Any:
+        token = bind_principal(
+            Principal(user_id=uuid.uuid4(), account_id=account, role=Role.VIEWER, token="t")
+        )
+        try:
+            return (await reader.values())["notes.format"]
+        finally:
+            unbind_principal(token)
+
+    first, second = uuid.uuid4(), uuid.uuid4()
+    assert await read(first) == "v1"
+    assert await read(first) == "v1" and stub.calls == 1
+    assert await read(second) == "v2"  # each account its own
+    now[0] = 10.5
+    assert await read(first) == "v3"
+    stub.fail = grpc.StatusCode.CANCELLED  # e.g. the settings service shutting down
+    now[0] = 30
+    with pytest.raises(Unavailable):
+        await read(first)
