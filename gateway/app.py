@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -35,12 +36,12 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route as HttpRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway import errors, headers, openapi, tracing, transcode
+from gateway import errors, headers, observe, openapi, tracing, transcode
 from gateway.config import GatewayConfig
 from gateway.errors import HttpError
 from gateway.observe import ROUTE_SCOPE_KEY, AccessLog
 from gateway.routes import Route, compile_routes, discover_services
-from services.core import logs, telemetry
+from services.core import logs, metrics, telemetry
 from services.core.metadata import CREATED_METADATA
 
 log = logging.getLogger("flowpilot.gateway")
@@ -53,6 +54,8 @@ _UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 # The pages Starlette serves (GET and HEAD); any other request is the API's.
 FIXED_PAGES = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/redoc.standalone.js"})
 _JSON = (b"content-type", b"application/json")
+# What the CORS middleware adds to an answer to a request without Origin.
+_VARY = (b"vary", b"Origin")
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -93,6 +96,21 @@ class Gateway:
             b"x-request-id",
         }
         self._reply_metadata = {h.lower() for h in config.response_metadata}
+        # Per HTTP method, its templates without a verb as one alternation, in
+        # the routes' order (Python's ``re`` takes the first alternative that
+        # matches the whole path); each alternative a group named for its route.
+        self._plain_routes = {f"r{i}": r for i, r in enumerate(self.routes) if r.template.verb is None}
+        self._plain = {
+            method: re.compile(
+                "|".join(
+                    f"(?P<{name}>{route.template.pattern.pattern})"
+                    for name, route in self._plain_routes.items()
+                    if route.http_method == method
+                ),
+                re.DOTALL,
+            )
+            for method in {r.http_method for r in self._plain_routes.values()}
+        }
         # GET /v1/{name=…} bindings: where a created resource's Location points.
         self._resources = [
             (r.resource_prefix, r.template)
@@ -133,6 +151,22 @@ class Gateway:
             await channel.close()
 
     def _match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        # Without a verb (no ``:`` in the last segment) no custom method's
+        # template can match, so the first template of this HTTP method that
+        # matches is the answer: one regular expression of them all finds it.
+        # With ``%`` (decoding decides) or no match, the reading below.
+        if "%" not in path and ":" not in path.rpartition("/")[2]:
+            plain = self._plain.get(method)
+            found = plain.fullmatch(path) if plain is not None else None
+            if found is not None:
+                route = self._plain_routes[found.lastgroup]  # type: ignore[index]
+                values = route.template.match(path)
+                if values is not None:
+                    return route, values
+        return self.match_every_template(method, path)
+
+    def match_every_template(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        """``_match`` by trying every template (the reading ``_match`` shortens)."""
         matched: list[tuple[Route, dict[str, str]]] = []
         for route in self.routes:
             values = route.template.match(path)
@@ -346,6 +380,47 @@ class _Dispatch:
             await self.pages(scope, receive, send)
 
 
+class _Front:
+    """What uvicorn serves when no spans are recorded: the request's trace
+    context (``gateway.tracing``), then an API request without ``Origin``
+    answered by the gateway at once, its access line and metrics recorded
+    here (``observe.record``) and ``Vary: Origin`` added as the CORS
+    middleware adds it to such answers; anything else (the fixed pages,
+    browsers' CORS requests, lifespan) through ``stack``, the same access
+    log, CORS and dispatch that serve every request when spans are recorded."""
+
+    def __init__(self, gateway: Gateway, stack: ASGIApp) -> None:
+        self.gateway = gateway
+        self.stack = stack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.stack(scope, receive, send)
+            return
+        continued = tracing.begin(scope["headers"], scope["method"])
+        try:
+            if scope["path"] in FIXED_PAGES or any(key == b"origin" for key, _ in scope["headers"]):
+                await self.stack(scope, receive, send)
+            else:
+                await self._answer(scope, receive, send)
+        finally:
+            tracing.end(continued)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        status, request_id = 500, None
+        metrics.HTTP_ACTIVE.inc()
+        try:
+            status, body, reply = await self.gateway.answer(scope, receive)
+            request_id = observe.reply_request_id(reply)
+            reply.append(_VARY)
+            await send({"type": "http.response.start", "status": status, "headers": reply})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            metrics.HTTP_ACTIVE.dec()
+            observe.record(scope, status, request_id, started)
+
+
 # Redoc's standalone bundle (tools/node/node_modules/redoc), copied here at
 # build time (the Makefile's gateway/static/redoc.standalone.js).
 REDOC_BUNDLE = Path(__file__).resolve().parent / "static" / "redoc.standalone.js"
@@ -452,13 +527,11 @@ def create_app(
         max_age=600,
     )
     app = AccessLog(app)  # outside CORS: preflights and every error are counted too
-    return OpenTelemetryMiddleware(app) if traced else tracing.TraceContext(app)
+    return OpenTelemetryMiddleware(app) if traced else _Front(gateway, app)
 
 
 def factory() -> ASGIApp:
     """uvicorn entry point (``gateway.app:factory``), configured from the environment."""
-    from services.core import metrics
-
     config = GatewayConfig()
     logs.configure(config.log_level, service="gateway")
     telemetry.setup("flowpilot-gateway")

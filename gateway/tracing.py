@@ -5,7 +5,7 @@ OpenTelemetry's own ASGI middleware and gRPC client interceptors record the
 gateway's server and client spans. When it does not, every span is sampled
 off, and those two would record nothing at a cost of about a fifth of the
 gateway's CPU per request; then the gateway only continues the trace:
-``TraceContext`` takes the caller's ``traceparent`` (or starts a trace), makes
+``begin`` takes the caller's ``traceparent`` (or starts a trace), makes
 a non-recording span of it current for the request (its ids are in the log
 lines), and ``inject`` passes it on to the services as gRPC metadata, so one
 request is still one trace across the suite.
@@ -13,9 +13,11 @@ request is still one trace across the suite.
 
 from __future__ import annotations
 
+from contextvars import Token
+
 from opentelemetry import context, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 
 class _HeaderGetter(Getter[list[tuple[bytes, bytes]]]):
@@ -33,26 +35,23 @@ class _HeaderGetter(Getter[list[tuple[bytes, bytes]]]):
 _GETTER = _HeaderGetter()
 
 
-class TraceContext:
-    """ASGI middleware: the request's trace context, current while it is answered
-    (a server span that records nothing; use OpenTelemetry's middleware to record)."""
+_TRACER = trace.get_tracer("gateway.tracing")
+Continued = tuple[Token[Context], trace.Span]
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.tracer = trace.get_tracer("gateway.tracing")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        parent = propagate.extract(scope["headers"], getter=_GETTER)
-        span = self.tracer.start_span(scope["method"], context=parent, kind=trace.SpanKind.SERVER)
-        token = context.attach(trace.set_span_in_context(span, parent))
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            context.detach(token)
-            span.end()
+def begin(headers: list[tuple[bytes, bytes]], method: str) -> Continued:
+    """Makes the request's trace context current: a server span that records
+    nothing (use OpenTelemetry's middleware to record), child of the caller's
+    ``traceparent`` or the root of a new trace. ``end`` it when answered."""
+    parent = propagate.extract(headers, getter=_GETTER)
+    span = _TRACER.start_span(method, context=parent, kind=trace.SpanKind.SERVER)
+    return context.attach(trace.set_span_in_context(span, parent)), span
+
+
+def end(continued: Continued) -> None:
+    token, span = continued
+    context.detach(token)
+    span.end()
 
 
 def inject(metadata: list[tuple[str, str]]) -> None:

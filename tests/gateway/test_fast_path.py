@@ -20,6 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import protojson
+from gateway.app import Gateway
+from gateway.config import GatewayConfig
+from gateway.errors import HttpError
 from gateway.routes import compile_routes, discover_services
 from gateway.template import parse
 from tests.gateway.harness import MESSAGING, serve_gateway
@@ -29,6 +32,11 @@ AUTH = {"Authorization": "Bearer test-token"}
 
 # ------------------------------------------------------------------ templates
 
+GATEWAY = Gateway(
+    GatewayConfig(),
+    [*discover_services(), MESSAGING],
+    {**GatewayConfig().backends(), "conformance.v1": "127.0.0.1:1"},
+)
 TEMPLATES = sorted(
     {r.template.source for r in compile_routes([*discover_services(), MESSAGING])}
     | {"/**", "/v1/**", "/{x=**}", "/v1/{x=a/**}:go", "/v1/{a}/{b=c/*/d}/e:verb", "/v1/*/x/**:v"}
@@ -67,6 +75,40 @@ def test_every_route_matches_its_own_example_path() -> None:
         path += f":{route.template.verb}" if route.template.verb else ""
         values = route.template.match(path)
         assert values is not None and values == route.template.match_decoding(path), path
+
+
+def _reading(gateway: Gateway, method: str, path: str, every: bool) -> object:
+    """The route and values a path is matched to, or the refusal (status, message, Allow)."""
+    try:
+        route, values = (gateway.match_every_template if every else gateway._match)(method, path)
+    except HttpError as error:
+        return error.http, error.status.message, error.headers
+    return route.method.full_name, route.template.source, values
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "POST", "PATCH", "DELETE", "PUT"]),
+    segments=st.lists(SEGMENTS, max_size=6),
+    verb=VERBS,
+)
+def test_the_gateway_matches_a_path_as_trying_every_template_does(
+    method: str, segments: list[str], verb: str
+) -> None:
+    path = "/" + "/".join(segments) + verb
+    assert _reading(GATEWAY, method, path, every=False) == _reading(GATEWAY, method, path, every=True)
+
+
+def test_every_route_is_matched_to_its_own_example_path_as_trying_every_template_does() -> None:
+    for route in GATEWAY.routes:
+        path = "/" + "/".join(
+            (p.text if p.kind == "literal" else "x1" if p.kind == "*" else "y/z")
+            for p in route.template.parts
+        )
+        path += f":{route.template.verb}" if route.template.verb else ""
+        for method in ("GET", "POST", "PATCH", "DELETE"):
+            fast, every = _reading(GATEWAY, method, path, False), _reading(GATEWAY, method, path, True)
+            assert fast == every, (method, path)
 
 
 # --------------------------------------------------------------- JSON writers
