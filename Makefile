@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-stamp
 GEN_STAMP := gen/.stamp
 PROTOS := $(shell find protos tests/protos -name '*.proto')
 
-.PHONY: help run test lint check-compose check-kubernetes check-openapi pytest token keys migrate gen clean bench
+.PHONY: help run test test-fast lint check-compose check-kubernetes check-openapi pytest token keys migrate gen clean bench
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -27,8 +27,11 @@ run: $(STAMP) $(GEN_STAMP) $(REDOC_BUNDLE) ## the whole suite in the foreground 
 
 test: lint pytest ## every check CI runs: lint, then the whole pytest suite
 
-pytest: $(STAMP) $(GEN_STAMP) $(REDOC_BUNDLE) ## the pytest suite only (PYTEST_ARGS="-m 'not slow'" skips the minutes-long ones)
+pytest: $(STAMP) $(GEN_STAMP) $(REDOC_BUNDLE) ## the pytest suite only (PYTEST_ARGS=... passes arguments on)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) $(GEN_STAMP) $(REDOC_BUNDLE) ## the inner loop: pytest without the slow tests (no lint)
+	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
 
 lint: $(STAMP) $(GEN_STAMP) $(BUF) ## ruff, mypy, buf lint, hadolint, OpenAPI, compose and Kubernetes checks
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import grpc
+import pytest
 from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -18,6 +19,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.core.auth import Role
 from tests.support import Keys, RunDatabase, free_port, service_process_env
+
+pytestmark = pytest.mark.slow  # `make test-fast` skips it
 
 
 async def test_sigterm_lets_the_rpc_in_flight_finish(database: RunDatabase, keys: Keys, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -9,10 +9,13 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
 from openapi_spec_validator import validate
 
 from services.core.auth import Role
 from tests.support import Keys
+
+pytestmark = pytest.mark.slow  # `make test-fast` skips it
 
 
 async def test_openapi_document_is_valid(gateway_url: str) -> None:
