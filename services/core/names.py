@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import uuid
 from functools import cache
 
+from services.core import ids
 from services.core.errors import FieldViolation, InvalidArgument
 
 _SEGMENT = r"([^/]+)"
@@ -26,6 +28,13 @@ def parse(name: str, pattern: str, *, field: str = "name") -> dict[str, str]:
     if match is None:
         raise InvalidArgument(FieldViolation(field, f"must be a resource name of the form {pattern}"))
     return dict(zip(variables, match.groups(), strict=True))
+
+
+def parse_id(name: str, pattern: str, *, field: str = "name") -> uuid.UUID:
+    """The id in ``name`` of a one-variable ``pattern`` whose id is a UUID:
+    ``parse_id("flows/…", "flows/{flow}")``; INVALID_ARGUMENT naming ``field``."""
+    (value,) = parse(name, pattern, field=field).values()
+    return ids.parse_uuid(value, field=field, what=f"name of the form {pattern}")
 
 
 def format_name(pattern: str, **values: object) -> str:

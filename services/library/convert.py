@@ -42,13 +42,11 @@ def parse_uuid(value: str, *, field: str, what: str) -> uuid.UUID:
 
 
 def template_id(name: str, field: str = "name") -> uuid.UUID:
-    return parse_uuid(
-        names.parse(name, TEMPLATE, field=field)["script_template"], field=field, what="template name"
-    )
+    return names.parse_id(name, TEMPLATE, field=field)
 
 
 def draft_id(name: str, field: str = "name") -> uuid.UUID:
-    return parse_uuid(names.parse(name, DRAFT, field=field)["draft_template"], field=field, what="draft name")
+    return names.parse_id(name, DRAFT, field=field)
 
 
 def parameters(raw: list[dict[str, Any]] | None) -> list[pb.Parameter]:

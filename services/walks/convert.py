@@ -6,7 +6,7 @@ import uuid
 
 from flowpilot.walks.v1 import walks_pb2 as pb
 
-from services.core import ids, names, validation
+from services.core import names, validation
 from services.core.enums import EnumMap
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.messages import set_time
@@ -78,8 +78,7 @@ CATEGORY = EnumMap(
 
 
 def parse_id(name: str, pattern: str, field: str) -> uuid.UUID:
-    value = next(iter(names.parse(name, pattern, field=field).values()))
-    return ids.parse_uuid(value, field=field, what=f"name of the form {pattern}")
+    return names.parse_id(name, pattern, field=field)
 
 
 def start(request: pb.StartWalkRequest) -> Start:
