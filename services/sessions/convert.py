@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flowpilot.sessions.v1 import sessions_pb2 as pb
 
-from services.core import names, validation
+from services.core import ids, names, validation
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.messages import set_time
-from services.sessions import lane
-from services.sessions.resources import DEAD_LETTER, FACT, FIX, LANE_ITEM, SESSION, child_ids
+from services.sessions import facts, lane, lifecycle
+from services.sessions.lifecycle import NewSession
+from services.sessions.resources import (
+    DEAD_LETTER,
+    FACT,
+    FIX,
+    LANE_ITEM,
+    SESSION,
+    child_ids,
+    parse_id,
+    session_id,
+)
 from services.sessions.rows import DeadLetter, Fact, Fix, LaneItem, Posting, Preview, Session
 
 
@@ -106,6 +116,77 @@ class Budget:
 
 
 # --- proto → domain -------------------------------------------------------------
+
+
+def new_session(request: pb.CreateSessionRequest, *, fingerprint: Callable[[], str]) -> NewSession:
+    """A CreateSession request, checked in field order; ``fingerprint`` (of
+    the caller and request) is taken once the request is known to be valid."""
+    given = request.session
+    ticket_ref = validation.nonblank(given.ticket_ref, "session.ticket_ref").strip()
+    title = validation.nonblank(given.title, "session.title").strip()
+    kind = TICKET_KIND.db(given.ticket_kind, field="session.ticket_kind")
+    request_id = None
+    if request.request_id:
+        request_id = parse_id(request.request_id, field="request_id", kind="request id (UUID)")
+    facts = [
+        (
+            validation.nonblank(fact.text, f"facts[{i}].text"),
+            FACT_SOURCE.db(fact.source or pb.FACT_SOURCE_USER, field=f"facts[{i}].source"),
+        )
+        for i, fact in enumerate(request.facts)
+    ]
+    lifecycle.check_first_facts(facts)
+    return NewSession(
+        ticket_ref=ticket_ref,
+        ticket_kind=kind,
+        title=title,
+        problem=given.problem,
+        facts=facts,
+        force_new=request.force_new,
+        request_id=request_id,
+        fingerprint=fingerprint(),
+    )
+
+
+def session_edit(request: pb.UpdateSessionRequest) -> tuple[uuid.UUID, lifecycle.Edit]:
+    """(the session, what changes of it) from an UpdateSession request."""
+    given = request.session
+    sid = session_id(given.name, field="session.name")
+    paths = validation.update_paths(
+        given,
+        request.update_mask.paths,
+        allowed={"title", "problem"},
+        default={"title", "problem"},
+        prefix="session",
+    )
+    return sid, lifecycle.Edit(
+        title=validation.nonblank(given.title, "session.title").strip() if "title" in paths else None,
+        problem=given.problem if "problem" in paths else None,
+        etag=ids.parse_etag(given.etag, field="session.etag"),
+    )
+
+
+def new_fact(session: uuid.UUID, given: pb.Fact) -> facts.NewFact:
+    """A new fact of ``session`` from a CreateFact request."""
+    text = validation.nonblank(given.text, "fact.text")
+    source = FACT_SOURCE.db(given.source, field="fact.source")
+    ref = lane_ref(session, given.source_ref, "fact.source_ref")
+    facts.require_ref(source, ref, "fact.source_ref")
+    return facts.NewFact(text=text, source=source, source_ref=ref)
+
+
+def fact_edit(request: pb.UpdateFactRequest) -> tuple[uuid.UUID, facts.Edit]:
+    """(the fact's session, what changes of the fact) from an UpdateFact request."""
+    given = request.fact
+    paths = validation.update_paths(
+        given, request.update_mask.paths, allowed={"text", "source_ref"}, default={"text"}, prefix="fact"
+    )
+    sid, _ = child_ids(given.name, FACT, "fact", field="fact.name")
+    return sid, facts.Edit(
+        text=validation.nonblank(given.text, "fact.text") if "text" in paths else None,
+        change_source_ref="source_ref" in paths,
+        source_ref=lane_ref(sid, given.source_ref, "fact.source_ref") if "source_ref" in paths else None,
+    )
 
 
 def new_lane_item(given: pb.LaneItem, *, item_id: str, now: str) -> LaneItem:

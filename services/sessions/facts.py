@@ -69,6 +69,13 @@ async def find(conn: AsyncConnection, name: str, field: str = "name") -> Fact:
 
 
 @dataclass(frozen=True, slots=True)
+class NewFact:
+    text: str
+    source: str
+    source_ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Edit:
     """What an update changes of a fact (None: unchanged)."""
 
@@ -82,20 +89,18 @@ class Facts:
         self._db = db
         self._clock = clock
 
-    async def create(
-        self, principal: Principal, session_id: uuid.UUID, *, text: str, source: str, source_ref: str | None
-    ) -> Fact:
+    async def create(self, principal: Principal, session_id: uuid.UUID, new: NewFact) -> Fact:
         async with self._db.transaction() as conn:
             row = await lifecycle.find_active(conn, session_id)
-            check_ref(row, source_ref, "fact.source_ref")
+            check_ref(row, new.source_ref, "fact.source_ref")
             fact = await storage.insert_fact(
                 conn,
                 account_id=principal.account_id,
                 id=uuid.uuid4(),
                 session_id=session_id,
-                text=text,
-                source=source,
-                source_ref=source_ref,
+                text=new.text,
+                source=new.source,
+                source_ref=new.source_ref,
                 created_by=principal.user_id,
             )
             await storage.bump_state(conn, session_id)

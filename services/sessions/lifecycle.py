@@ -21,7 +21,7 @@ from services.core import requests
 from services.core.auth import Principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
-from services.core.errors import Aborted, FailedPrecondition, not_found
+from services.core.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, not_found
 from services.sessions import storage
 from services.sessions.drafts import queue as queue_drafts
 from services.sessions.rows import Session
@@ -68,6 +68,12 @@ def check_transition(session: Session, status: str) -> None:
         )
 
 
+def check_first_facts(facts: Sequence[tuple[str, str]]) -> None:
+    """A new session's facts (text, source) cannot come from its task lane: it has none yet."""
+    if any(source == "task_lane" for _, source in facts):
+        raise InvalidArgument(FieldViolation("facts", "a new session has no task lane to refer to"))
+
+
 def fact_times(now: datetime, count: int) -> list[datetime]:
     """Create times for a new session's facts: facts list by create time, so
     each is a microsecond after the one before, in the request's order."""
@@ -104,6 +110,16 @@ class NewSession:
     request_id: uuid.UUID | None = None
     # Who sent the request and what it asked (services.core.requests).
     fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """What an update changes of a session (None: unchanged), and the etag it
+    was read at (None: whatever the state)."""
+
+    title: str | None = None
+    problem: str | None = None
+    etag: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,22 +208,24 @@ class Lifecycle:
                 conn, status=status, ticket_ref=ticket_ref, after=after, limit=limit, whole_lanes=whole_lanes
             )
 
-    async def update(
-        self, session_id: uuid.UUID, *, title: str | None, problem: str | None, etag: int | None
-    ) -> Session:
-        """Changes the title and problem given (None: unchanged)."""
+    async def update(self, session_id: uuid.UUID, edit: Edit) -> Session:
         async with self._db.transaction() as conn:
             row = await find_active(conn, session_id)
-            check_etag(row, etag)
-            return await storage.update_session(conn, session_id, title=title, problem=problem)
+            check_etag(row, edit.etag)
+            return await storage.update_session(conn, session_id, title=edit.title, problem=edit.problem)
 
-    async def resolve(self, principal: Principal, session_id: uuid.UUID, summary: str) -> Session:
-        """Resolves the session; with the account's automatic drafts on (the
-        default), its working scripts go to the library."""
+    async def drafts_scripts(self) -> bool:
+        """Whether a resolve sends the session's working scripts to the library
+        (the account's ``library.auto_draft_scripts``, on by default)."""
         settings = await self._settings.values()
-        auto_draft = bool(settings.get("library.auto_draft_scripts", True))
+        return bool(settings.get("library.auto_draft_scripts", True))
+
+    async def resolve(
+        self, principal: Principal, session_id: uuid.UUID, summary: str, *, draft_scripts: bool
+    ) -> Session:
+        """Resolves the session; with ``draft_scripts``, its working scripts go to the library."""
         return await self._end(
-            session_id, "resolved", principal=principal if auto_draft else None, resolution_summary=summary
+            session_id, "resolved", principal=principal if draft_scripts else None, resolution_summary=summary
         )
 
     async def escalate(self, session_id: uuid.UUID, reason: str) -> Session:

@@ -13,21 +13,20 @@ import grpc
 from flowpilot.sessions.v1 import sessions_pb2 as pb
 from flowpilot.sessions.v1 import sessions_pb2_grpc
 
-from services.core import ids, pagination, requests, validation
+from services.core import pagination, requests, validation
 from services.core.ai import AI
 from services.core.auth import current_principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
-from services.core.errors import FieldViolation, InvalidArgument
 from services.core.rpc import created
-from services.sessions import convert, facts, lifecycle
+from services.sessions import convert, lifecycle
 from services.sessions.dead_letters import DeadLetters
 from services.sessions.facts import Facts
 from services.sessions.fixes import Fixes
 from services.sessions.lane import Lane
 from services.sessions.notes import NoteKind, Notes
 from services.sessions.outbox import OutboxDelivery
-from services.sessions.resources import FACT, FIX, LANE_ITEM, child_ids, dead_letter_id, parse_id, session_id
+from services.sessions.resources import FIX, LANE_ITEM, child_ids, dead_letter_id, parse_id, session_id
 from services.sessions.rows import Fact, Fix, Session
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -40,12 +39,9 @@ def _by_create_time(row: Session | Fact | Fix) -> str:
     return row.create_time.isoformat()
 
 
-def _paging(token: str, query: dict[str, Any]) -> tuple[str, tuple[datetime, Any] | None]:
-    """(the query's fingerprint for the caller's account, the keyset position after ``token``)."""
-    fingerprint = pagination.fingerprint(current_principal().account_id, query)
-    return fingerprint, pagination.keyset_after(
-        token, query_fingerprint=fingerprint, first=datetime.fromisoformat
-    )
+def _paging(request: pagination.ListRequest, query: dict[str, object]) -> pagination.Paging[datetime]:
+    """Paging by time (then id), for the caller's account."""
+    return pagination.paging(request, current_principal().account_id, query, first=datetime.fromisoformat)
 
 
 class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
@@ -73,32 +69,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         self, request: pb.CreateSessionRequest, context: Context
     ) -> pb.CreateSessionResponse:
         principal = current_principal()
-        given = request.session
-        ticket_ref = validation.nonblank(given.ticket_ref, "session.ticket_ref").strip()
-        title = validation.nonblank(given.title, "session.title").strip()
-        kind = convert.TICKET_KIND.db(given.ticket_kind, field="session.ticket_kind")
-        request_id = None
-        if request.request_id:
-            request_id = parse_id(request.request_id, field="request_id", kind="request id (UUID)")
-        new_facts = [
-            (
-                validation.nonblank(fact.text, f"facts[{i}].text"),
-                convert.FACT_SOURCE.db(fact.source or pb.FACT_SOURCE_USER, field=f"facts[{i}].source"),
-            )
-            for i, fact in enumerate(request.facts)
-        ]
-        if any(source == facts.TASK_LANE for _, source in new_facts):
-            raise InvalidArgument(FieldViolation("facts", "a new session has no task lane to refer to"))
-        new = lifecycle.NewSession(
-            ticket_ref=ticket_ref,
-            ticket_kind=kind,
-            title=title,
-            problem=given.problem,
-            facts=new_facts,
-            force_new=request.force_new,
-            request_id=request_id,
-            fingerprint=requests.fingerprint(principal, request),
-        )
+        new = convert.new_session(request, fingerprint=lambda: requests.fingerprint(principal, request))
         result = await self._lifecycle.create(principal, new)
         session = convert.session(result.session)
         if not (result.replayed or result.resumed):
@@ -113,40 +84,39 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         self, request: pb.ListSessionsRequest, context: Context
     ) -> pb.ListSessionsResponse:
         full = request.view == pb.SESSION_VIEW_FULL
-        limit = min(
-            pagination.page_size(request.page_size), FULL_PAGE_SIZE if full else pagination.MAX_PAGE_SIZE
-        )
+        pagination.page_size(request.page_size)  # a bad page size is named before a bad status
         status = convert.SESSION_STATUS.db(request.status) if request.status else None
-        query, after = _paging(request.page_token, {"status": status, "ticket_ref": request.ticket_ref})
+        paging = pagination.paging(
+            request,
+            current_principal().account_id,
+            {"status": status, "ticket_ref": request.ticket_ref},
+            first=datetime.fromisoformat,
+            max_page_size=FULL_PAGE_SIZE if full else pagination.MAX_PAGE_SIZE,
+        )
         rows = await self._lifecycle.page(
             status=status,
             ticket_ref=request.ticket_ref or None,
-            after=after,
-            limit=limit + 1,
+            after=paging.after,
+            limit=paging.fetch,
             whole_lanes=full,
         )
-        sessions = convert.session_page(rows, limit, full=full)
-        token = pagination.next_page_token(rows, len(sessions), query_fingerprint=query, key=_by_create_time)
+        sessions = convert.session_page(rows, paging.limit, full=full)
+        # The next page starts after the last session shown, which may be before the limit.
+        token = pagination.next_page_token(
+            rows, len(sessions), query_fingerprint=paging.query, key=_by_create_time
+        )
         return pb.ListSessionsResponse(sessions=sessions, next_page_token=token if sessions else "")
 
     async def UpdateSession(self, request: pb.UpdateSessionRequest, context: Context) -> pb.Session:
-        given = request.session
-        sid = session_id(given.name, field="session.name")
-        paths = validation.update_paths(
-            given,
-            request.update_mask.paths,
-            allowed={"title", "problem"},
-            default={"title", "problem"},
-            prefix="session",
-        )
-        title = validation.nonblank(given.title, "session.title").strip() if "title" in paths else None
-        problem = given.problem if "problem" in paths else None
-        etag = ids.parse_etag(given.etag, field="session.etag")
-        return convert.session(await self._lifecycle.update(sid, title=title, problem=problem, etag=etag))
+        sid, edit = convert.session_edit(request)
+        return convert.session(await self._lifecycle.update(sid, edit))
 
     async def ResolveSession(self, request: pb.ResolveSessionRequest, context: Context) -> pb.Session:
         summary = validation.nonblank(request.summary, "summary")
-        row = await self._lifecycle.resolve(current_principal(), session_id(request.name), summary)
+        # The account's setting is read before the name is, as it always was.
+        draft_scripts = await self._lifecycle.drafts_scripts()
+        sid = session_id(request.name)
+        row = await self._lifecycle.resolve(current_principal(), sid, summary, draft_scripts=draft_scripts)
         return convert.session(row)
 
     async def EscalateSession(self, request: pb.EscalateSessionRequest, context: Context) -> pb.Session:
@@ -189,11 +159,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
 
     async def CreateFact(self, request: pb.CreateFactRequest, context: Context) -> pb.Fact:
         sid = session_id(request.parent, field="parent")
-        text = validation.nonblank(request.fact.text, "fact.text")
-        source = convert.FACT_SOURCE.db(request.fact.source, field="fact.source")
-        ref = convert.lane_ref(sid, request.fact.source_ref, "fact.source_ref")
-        facts.require_ref(source, ref, "fact.source_ref")
-        fact = await self._facts.create(current_principal(), sid, text=text, source=source, source_ref=ref)
+        fact = await self._facts.create(current_principal(), sid, convert.new_fact(sid, request.fact))
         message = convert.fact(fact)
         created(message.name)
         return message
@@ -203,26 +169,16 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
 
     async def ListFacts(self, request: pb.ListFactsRequest, context: Context) -> pb.ListFactsResponse:
         sid = session_id(request.parent, field="parent")
-        limit = pagination.page_size(request.page_size)
-        query, after = _paging(request.page_token, {"session": str(sid), "deleted": request.show_deleted})
-        rows = await self._facts.page(sid, show_deleted=request.show_deleted, after=after, limit=limit + 1)
-        token = pagination.next_page_token(rows, limit, query_fingerprint=query, key=_by_create_time)
-        return pb.ListFactsResponse(facts=[convert.fact(r) for r in rows[:limit]], next_page_token=token)
+        paging = _paging(request, {"session": str(sid), "deleted": request.show_deleted})
+        rows = await self._facts.page(
+            sid, show_deleted=request.show_deleted, after=paging.after, limit=paging.fetch
+        )
+        shown, token = paging.page(rows, key=_by_create_time)
+        return pb.ListFactsResponse(facts=[convert.fact(r) for r in shown], next_page_token=token)
 
     async def UpdateFact(self, request: pb.UpdateFactRequest, context: Context) -> pb.Fact:
-        given = request.fact
-        paths = validation.update_paths(
-            given, request.update_mask.paths, allowed={"text", "source_ref"}, default={"text"}, prefix="fact"
-        )
-        sid, _ = child_ids(given.name, FACT, "fact", field="fact.name")
-        edit = facts.Edit(
-            text=validation.nonblank(given.text, "fact.text") if "text" in paths else None,
-            change_source_ref="source_ref" in paths,
-            source_ref=convert.lane_ref(sid, given.source_ref, "fact.source_ref")
-            if "source_ref" in paths
-            else None,
-        )
-        return convert.fact(await self._facts.update(sid, given.name, edit))
+        sid, edit = convert.fact_edit(request)
+        return convert.fact(await self._facts.update(sid, request.fact.name, edit))
 
     async def DeleteFact(self, request: pb.DeleteFactRequest, context: Context) -> pb.Fact:
         return convert.fact(await self._facts.set_deleted(request.name, deleted=True))
@@ -242,11 +198,10 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
 
     async def ListFixes(self, request: pb.ListFixesRequest, context: Context) -> pb.ListFixesResponse:
         sid = session_id(request.parent, field="parent")
-        limit = pagination.page_size(request.page_size)
-        query, after = _paging(request.page_token, {"fixes": str(sid)})
-        rows = await self._fixes.page(sid, after=after, limit=limit + 1)
-        token = pagination.next_page_token(rows, limit, query_fingerprint=query, key=_by_create_time)
-        return pb.ListFixesResponse(fixes=[convert.fix(r) for r in rows[:limit]], next_page_token=token)
+        paging = _paging(request, {"fixes": str(sid)})
+        rows = await self._fixes.page(sid, after=paging.after, limit=paging.fetch)
+        shown, token = paging.page(rows, key=_by_create_time)
+        return pb.ListFixesResponse(fixes=[convert.fix(r) for r in shown], next_page_token=token)
 
     async def _decide(self, name: str, status: str) -> pb.SuggestedFix:
         sid, fix_text_id = child_ids(name, FIX, "fix")
@@ -264,14 +219,11 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
     async def ListDeadLetters(
         self, request: pb.ListDeadLettersRequest, context: Context
     ) -> pb.ListDeadLettersResponse:
-        limit = pagination.page_size(request.page_size)
-        query, after = _paging(request.page_token, {"dead_letters": True})
-        rows = await self._dead_letters.page(after=after, limit=limit + 1)
-        token = pagination.next_page_token(
-            rows, limit, query_fingerprint=query, key=lambda r: r.dead_at.isoformat()
-        )
+        paging = _paging(request, {"dead_letters": True})
+        rows = await self._dead_letters.page(after=paging.after, limit=paging.fetch)
+        shown, token = paging.page(rows, key=lambda r: r.dead_at.isoformat())
         return pb.ListDeadLettersResponse(
-            dead_letters=[convert.dead_letter(r) for r in rows[:limit]], next_page_token=token
+            dead_letters=[convert.dead_letter(r) for r in shown], next_page_token=token
         )
 
     async def RetryDeadLetter(self, request: pb.RetryDeadLetterRequest, context: Context) -> pb.DeadLetter:
