@@ -24,11 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +154,13 @@ def not_found(kind: str, name: str) -> NotFound:
     """The one NOT_FOUND of the suite: a missing resource and another tenant's
     resource produce exactly this, so existence never leaks."""
     return NotFound(f"{kind} {name!r} not found", metadata={"resource": name})
+
+
+def found(row: T | None, kind: str, name: str) -> T:
+    """``row``, or the NOT_FOUND of ``not_found`` when there is none."""
+    if row is None:
+        raise not_found(kind, name)
+    return row
 
 
 def to_grpc_status(error: FlowPilotError, *, domain: str) -> grpc.Status:

@@ -9,7 +9,7 @@ from typing import Any
 
 from services.core.auth import Principal
 from services.core.db import Database
-from services.core.errors import Aborted, AlreadyExists, not_found
+from services.core.errors import Aborted, AlreadyExists, found, not_found
 from services.library import convert, storage, templates
 from services.library.search import Search
 from services.library.storage import Connection, NameTaken, TemplateRow
@@ -29,10 +29,7 @@ def check_revision(row: TemplateRow, expected: int | None) -> None:
 
 
 async def template(conn: Connection, template_id: uuid.UUID, name: str, *, lock: bool = False) -> TemplateRow:
-    row = await storage.get_template(conn, template_id, lock=lock)
-    if row is None:
-        raise not_found("script template", name)
-    return row
+    return found(await storage.get_template(conn, template_id, lock=lock), "script template", name)
 
 
 class Templates:

@@ -13,7 +13,7 @@ from services.core.ai import AI, ScriptDraft
 from services.core.auth import Principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
-from services.core.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, not_found
+from services.core.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, found
 from services.library import catalogue, convert, storage, templates
 from services.library.provenance import DraftSource
 from services.library.storage import Connection, DraftRow, NameTaken, TemplateRow
@@ -35,10 +35,7 @@ def display_name(row: DraftRow, given: str) -> str:
 
 
 async def draft(conn: Connection, draft_id: uuid.UUID, name: str, *, lock: bool = False) -> DraftRow:
-    row = await storage.get_draft(conn, draft_id, lock=lock)
-    if row is None:
-        raise not_found("draft template", name)
-    return row
+    return found(await storage.get_draft(conn, draft_id, lock=lock), "draft template", name)
 
 
 class Drafts:

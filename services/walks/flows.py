@@ -10,7 +10,7 @@ from typing import Any
 
 from services.core.auth import Principal
 from services.core.db import Database
-from services.core.errors import Aborted, FailedPrecondition, not_found
+from services.core.errors import Aborted, FailedPrecondition, found
 from services.walks import storage
 from services.walks.storage import Connection, FlowRow, ProposalRow, Tree
 
@@ -64,17 +64,11 @@ def check_reviewable(row: ProposalRow) -> None:
 
 async def flow(conn: Connection, flow_id: uuid.UUID, name: str, *, lock: bool = False) -> FlowRow:
     """The flow; NOT_FOUND (naming ``name`` as given) when it is not the account's."""
-    row = await storage.get_flow(conn, flow_id, lock=lock)
-    if row is None:
-        raise not_found("flow", name)
-    return row
+    return found(await storage.get_flow(conn, flow_id, lock=lock), "flow", name)
 
 
 async def proposal(conn: Connection, proposal_id: uuid.UUID, name: str, *, lock: bool = False) -> ProposalRow:
-    row = await storage.get_proposal(conn, proposal_id, lock=lock)
-    if row is None:
-        raise not_found("flow proposal", name)
-    return row
+    return found(await storage.get_proposal(conn, proposal_id, lock=lock), "flow proposal", name)
 
 
 class Flows:

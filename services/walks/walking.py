@@ -14,7 +14,7 @@ from services.core.ai import AI
 from services.core.auth import Principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
-from services.core.errors import FailedPrecondition, FieldViolation, Internal, InvalidArgument, not_found
+from services.core.errors import FailedPrecondition, FieldViolation, Internal, InvalidArgument, found
 from services.walks import flows, storage, trees
 from services.walks.escalation import SessionsEscalator
 from services.walks.storage import Connection, Tree, WalkRow
@@ -81,10 +81,7 @@ def new_note(row: WalkRow, text: str, author: uuid.UUID, now: datetime) -> dict[
 
 
 async def walk(conn: Connection, walk_id: uuid.UUID, name: str, *, lock: bool = False) -> WalkRow:
-    row = await storage.get_walk(conn, walk_id, lock=lock)
-    if row is None:
-        raise not_found("walk", name)
-    return row
+    return found(await storage.get_walk(conn, walk_id, lock=lock), "walk", name)
 
 
 async def active(conn: Connection, walk_id: uuid.UUID, name: str, *, stepping: bool = True) -> WalkRow:
