@@ -9,7 +9,7 @@ from datetime import datetime
 
 from services.core.db import Database
 from services.core.errors import not_found
-from services.sessions import storage
+from services.sessions import outbox_storage
 from services.sessions.rows import DeadLetter
 
 
@@ -20,12 +20,12 @@ class DeadLetters:
 
     async def page(self, *, after: tuple[datetime, uuid.UUID] | None, limit: int) -> list[DeadLetter]:
         async with self._db.transaction() as conn:
-            return await storage.list_dead_letters(conn, after=after, limit=limit)
+            return await outbox_storage.list_dead_letters(conn, after=after, limit=limit)
 
     async def retry(self, letter_id: uuid.UUID, name: str) -> DeadLetter:
         """The letter as it was (still dead): it is due again now."""
         async with self._db.transaction() as conn:
-            row = await storage.retry_dead_letter(conn, letter_id)
+            row = await outbox_storage.retry_dead_letter(conn, letter_id)
         if row is None:
             raise not_found("dead letter", name)
         if self._kick is not None:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from services.core.auth import Principal
-from services.sessions import storage
+from services.sessions import outbox_storage
 from services.sessions.outbox import TOPIC_LIBRARY_DRAFTS, trace_carrier
 from services.sessions.resources import lane_item_name, session_name
 from services.sessions.rows import LaneItem, Session
+from services.sessions.storage import Connection
 
 
 def drafted(session: Session) -> list[LaneItem]:
@@ -54,12 +53,12 @@ def payload(session: Session, item: LaneItem, resolved_by: uuid.UUID) -> dict[st
     }
 
 
-async def queue(conn: AsyncConnection, session: Session, principal: Principal) -> bool:
+async def queue(conn: Connection, session: Session, principal: Principal) -> bool:
     """Records, in the resolve's transaction ``conn``, each of the session's
     working scripts for the library; True when there was any."""
     items = drafted(session)
     for item in items:
-        await storage.insert_outbox(
+        await outbox_storage.insert_outbox(
             conn,
             account_id=principal.account_id,
             id=uuid.uuid4(),

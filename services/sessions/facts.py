@@ -13,14 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from services.core.auth import Principal
 from services.core.db import Database
 from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, not_found
 from services.sessions import lifecycle, storage
 from services.sessions.resources import FACT, child_ids, parse_id
 from services.sessions.rows import Fact, Session
+from services.sessions.storage import Connection
 
 TASK_LANE = "task_lane"
 
@@ -58,7 +57,7 @@ def needs_change(fact: Fact, *, deleted: bool) -> bool:
 # --- facts ---------------------------------------------------------------------
 
 
-async def find(conn: AsyncConnection, name: str, field: str = "name") -> Fact:
+async def find(conn: Connection, name: str, field: str = "name") -> Fact:
     """The fact named ``name``, or NOT_FOUND."""
     session_id, fact_text_id = child_ids(name, FACT, "fact", field=field)
     fact_id = parse_id(fact_text_id, field=field, kind="fact")

@@ -15,8 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from services.core import requests
 from services.core.auth import Principal
 from services.core.clients import SettingsReader
@@ -25,6 +23,7 @@ from services.core.errors import Aborted, FailedPrecondition, FieldViolation, In
 from services.sessions import storage
 from services.sessions.drafts import queue as queue_drafts
 from services.sessions.rows import Session
+from services.sessions.storage import Connection
 
 ACTIVE = "active"
 # The states a session ends in; none of them moves again.
@@ -83,7 +82,7 @@ def fact_times(now: datetime, count: int) -> list[datetime]:
 # --- reading -------------------------------------------------------------------
 
 
-async def find(conn: AsyncConnection, session_id: uuid.UUID, *, lock: bool = False) -> Session:
+async def find(conn: Connection, session_id: uuid.UUID, *, lock: bool = False) -> Session:
     """The session (locked for this transaction with ``lock``), or NOT_FOUND."""
     row = await storage.get_session(conn, session_id, lock=lock)
     if row is None:
@@ -91,7 +90,7 @@ async def find(conn: AsyncConnection, session_id: uuid.UUID, *, lock: bool = Fal
     return row
 
 
-async def find_active(conn: AsyncConnection, session_id: uuid.UUID) -> Session:
+async def find_active(conn: Connection, session_id: uuid.UUID) -> Session:
     """The session locked for a change: NOT_FOUND, or FAILED_PRECONDITION unless active."""
     row = await find(conn, session_id, lock=True)
     require_active(row)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from services.core.ai import AI, LaneView, Preferences, SessionContext
 from services.core.auth import current_principal
 from services.core.clients import SettingsReader
@@ -23,6 +21,7 @@ from services.core.db import Database
 from services.core.errors import Aborted, FailedPrecondition
 from services.sessions import lifecycle, storage
 from services.sessions.rows import LaneItem, NoteKind, Preview, Session
+from services.sessions.storage import Connection
 
 __all__ = ["NoteKind", "Notes", "context"]
 
@@ -39,7 +38,7 @@ def lane_view(item: LaneItem) -> LaneView:
     )
 
 
-async def context(conn: AsyncConnection, row: Session) -> SessionContext:
+async def context(conn: Connection, row: Session) -> SessionContext:
     """What the model may know of the session ``row``."""
     facts = await storage.active_fact_texts(conn, row.id)
     fix = await storage.active_fix(conn, row.id)

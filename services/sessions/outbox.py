@@ -40,7 +40,7 @@ from services.core.auth import ServiceCredential
 from services.core.background import Periodic
 from services.core.db import Database
 from services.core.errors import Unavailable
-from services.sessions import storage
+from services.sessions import outbox_storage
 from services.sessions.rows import OutboxMessage
 
 log = logging.getLogger("flowpilot.sessions.outbox")
@@ -106,7 +106,7 @@ class OutboxDelivery:
         """(rows pending, age of the oldest in seconds, dead letters) over every
         account, through ``sessions.outbox_stats`` (aggregates only), into the
         ``flowpilot_outbox_*`` gauges."""
-        pending, age, dead = await storage.outbox_stats(self._db.engine)
+        pending, age, dead = await outbox_storage.outbox_stats(self._db.engine)
         metrics.OUTBOX_PENDING.set(pending)
         metrics.OUTBOX_OLDEST_AGE.set(age)
         metrics.OUTBOX_DEAD.set(dead)
@@ -118,7 +118,7 @@ class OutboxDelivery:
 
     async def deliver_due(self) -> int:
         """One round over every account with due rows; returns rows delivered."""
-        accounts = await storage.outbox_accounts_due(self._db.engine)
+        accounts = await outbox_storage.outbox_accounts_due(self._db.engine)
         delivered = 0
         for account in accounts:
             try:
@@ -138,13 +138,13 @@ class OutboxDelivery:
     async def _deliver_account(self, account: uuid.UUID) -> int:
         assert self._credential is not None
         async with self._db.transaction(account) as conn:
-            messages = await storage.claim_outbox(conn, batch=self._batch, lease=self._lease)
+            messages = await outbox_storage.claim_outbox(conn, batch=self._batch, lease=self._lease)
         delivered = 0
         for message in messages:
             failure = await self._send(message, self._credential.token_for(account))
             async with self._db.transaction(account) as conn:
                 outcome = self._outcome(message, failure)
-                await storage.record_delivery(
+                await outbox_storage.record_delivery(
                     conn,
                     message,
                     outcome=outcome,
