@@ -14,6 +14,7 @@ is one trace.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -27,8 +28,6 @@ from urllib.parse import parse_qsl
 import grpc
 from google.protobuf import descriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -36,12 +35,12 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route as HttpRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway import errors, headers, observe, openapi, tracing, transcode
+from gateway import errors, headers, observe, tracing, transcode
 from gateway.config import GatewayConfig
 from gateway.errors import HttpError
 from gateway.observe import ROUTE_SCOPE_KEY, AccessLog
 from gateway.routes import Route, compile_routes, discover_services
-from services.core import logs, metrics, telemetry
+from services.core import logs, memory, metrics, telemetry
 from services.core.metadata import CREATED_METADATA
 
 log = logging.getLogger("flowpilot.gateway")
@@ -90,7 +89,6 @@ class Gateway:
         missing = {r.service.rsplit(".", 1)[0] for r in self.routes} - set(backends)
         if missing:
             raise ValueError(f"no backend address for {', '.join(sorted(missing))}")
-        self.openapi = openapi.document(self.routes)
         self._forward = frozenset(h.lower().encode() for h in config.forward_headers) - {
             b"authorization",
             b"x-request-id",
@@ -118,15 +116,29 @@ class Gateway:
             if r.http_method == "GET" and r.resource_prefix is not None
         ]
 
+    @functools.cached_property
+    def openapi_json(self) -> bytes:
+        """/openapi.json, made at its first request: the generator and the
+        document are a megabyte and more that no API request needs."""
+        from gateway import openapi
+
+        return json.dumps(openapi.document(self.routes)).encode()
+
     def _address(self, route: Route) -> str:
         return self.backends[route.service.rsplit(".", 1)[0]]
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
+            interceptors = None
+            if self.traced:
+                # Imported only when spans are recorded (megabytes otherwise unused).
+                from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+                interceptors = aio_client_interceptors()
             channel = grpc.aio.insecure_channel(
                 address,
-                interceptors=aio_client_interceptors() if self.traced else None,
+                interceptors=interceptors,
                 options=[("grpc.keepalive_time_ms", 60_000)],
             )
             self._channels[address] = channel
@@ -472,7 +484,7 @@ def create_app(
         )
 
     async def openapi_json(request: Request) -> Response:
-        return Response(json.dumps(gateway.openapi).encode(), media_type="application/json")
+        return Response(gateway.openapi_json, media_type="application/json")
 
     def docs_not_built() -> Response:
         missing = HttpError(
@@ -527,11 +539,17 @@ def create_app(
         max_age=600,
     )
     app = AccessLog(app)  # outside CORS: preflights and every error are counted too
-    return OpenTelemetryMiddleware(app) if traced else _Front(gateway, app)
+    if not traced:
+        return _Front(gateway, app)
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware  # (as above)
+
+    recorded: ASGIApp = OpenTelemetryMiddleware(app)
+    return recorded
 
 
 def factory() -> ASGIApp:
     """uvicorn entry point (``gateway.app:factory``), configured from the environment."""
+    memory.tune()  # before gRPC's threads: two malloc arenas, not eight per core
     config = GatewayConfig()
     logs.configure(config.log_level, service="gateway")
     telemetry.setup("flowpilot-gateway")
