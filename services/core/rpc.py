@@ -190,141 +190,185 @@ class Runtime:
     def _behavior(
         self, rule: MethodRule, inner: Handler, decode: Decoder, input_type: descriptor.Descriptor
     ) -> Handler:
-        domain = self._domain
-        verifier = self._verifier
-        own_span = not self._spans
-        default_deadline = self._default_deadline
+        return _Method(
+            self, rule, inner, decode, input_type
+        ).handle  # a coroutine function, as grpc.aio checks
+
+
+class _Method:
+    """One wrapped method: every call is admitted (token, role, shutdown),
+    its request counted, decoded and checked, the handler run under a
+    deadline, and the outcome turned into a status, a metric and a log line."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        rule: MethodRule,
+        inner: Handler,
+        decode: Decoder,
+        input_type: descriptor.Descriptor,
+    ) -> None:
+        self.rule, self.inner, self.decode, self.input_type = rule, inner, decode, input_type
+        self.domain = runtime._domain
+        self.verifier = runtime._verifier
+        self.own_span = not runtime._spans
+        self.default_deadline = runtime._default_deadline
+        self.large_requests = runtime._large_requests
+        self.calls = runtime._calls
         # Metric children bound once per method: a call only increments them.
         service_name, _, method_name = rule.full_name.rpartition(".")
-        rpc_labels = ("unary", service_name, method_name)
-        started_total = metrics.GRPC_STARTED.labels(*rpc_labels)
-        handling_seconds = metrics.GRPC_SECONDS.labels(*rpc_labels)
-        in_flight = metrics.GRPC_IN_FLIGHT.labels(service_name)
-        handled: dict[str, Any] = {"OK": metrics.GRPC_HANDLED.labels(*rpc_labels, "OK")}
+        self.labels = ("unary", service_name, method_name)
+        self.started_total = metrics.GRPC_STARTED.labels(*self.labels)
+        self.handling_seconds = metrics.GRPC_SECONDS.labels(*self.labels)
+        self.in_flight = metrics.GRPC_IN_FLIGHT.labels(service_name)
+        self.handled: dict[str, Any] = {"OK": metrics.GRPC_HANDLED.labels(*self.labels, "OK")}
 
-        def count(code: str) -> Any:
-            child = handled.get(code)
-            if child is None:
-                child = handled[code] = metrics.GRPC_HANDLED.labels(*rpc_labels, code)
-            return child
+    def count(self, code: str) -> Any:
+        child = self.handled.get(code)
+        if child is None:
+            child = self.handled[code] = metrics.GRPC_HANDLED.labels(*self.labels, code)
+        return child
 
-        large_requests = self._large_requests
-        calls = self._calls
+    async def handle(self, raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        started = time.perf_counter()
+        metadata = dict(context.invocation_metadata() or ())
+        span_token, log_token = self.begin(metadata)
+        principal_token = None
+        outcome = "OK"
+        large = False
+        request: Message | None = None
+        try:
+            principal = self.admit(metadata)
+            if len(raw) >= COUNTED_FROM_BYTES:
+                count_elements(raw, self.input_type)
+            if len(raw) > LARGE_REQUEST_BYTES:
+                await self.large_turn(context)
+                large = True
+            request = self.checked(raw)
+            principal_token = bind_principal(principal)
+            return await self.run(request, context)
+        except FlowPilotError as error:
+            outcome = error.code.name
+            # A refusal's traceback keeps its frames, and with them the
+            # request and all made of it, until the cycle collector runs.
+            traceback.clear_frames(error.__traceback__)
+            await context.abort_with_status(to_grpc_status(error, domain=self.domain))
+            raise  # unreachable: abort raises
+        except grpc.aio.AbortError:
+            code = context.code()  # a handler aborted with a code of its own
+            outcome = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+            raise
+        except asyncio.CancelledError:
+            # The caller went away, or gRPC ended the call at its deadline.
+            remaining = context.time_remaining()
+            outcome = "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+            raise
+        except Exception:
+            outcome = "INTERNAL"
+            log.exception("unhandled error in %s", self.rule.full_name)
+            traceback.clear_frames(sys.exc_info()[2])
+            await context.abort_with_status(
+                internal_status(domain=self.domain, trace_id=logs.current_trace_id())
+            )
+            raise
+        finally:
+            request = None  # this frame too may outlive the call in a traceback
+            if large:
+                self.large_requests.release()
+            if len(raw) > LARGE_REQUEST_BYTES:
+                memory.give_back_soon()
+            if principal_token is not None:
+                unbind_principal(principal_token)
+            self.end(outcome, started, span_token, log_token)
 
-        async def behavior(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
-            started = time.perf_counter()
-            calls.started()
-            started_total.inc()
-            in_flight.inc()
-            large = False
-            metadata = dict(context.invocation_metadata() or ())
-            span_token = None
-            if own_span:
-                span_token = otel_context.attach(
-                    trace.set_span_in_context(telemetry.continue_trace(metadata))
-                )
-            request_id = metadata.get(REQUEST_ID_METADATA)
-            if isinstance(request_id, str) and request_id:
-                log_token = logs.bind(method=rule.full_name, request_id=request_id[:_REQUEST_ID_MAX])
-            else:
-                log_token = logs.bind(method=rule.full_name)
-            principal_token = None
-            outcome = "OK"
-            request: Message | None = None
-            try:
-                if calls.refusing:
-                    raise Unavailable("the service is shutting down; retry", reason="SHUTTING_DOWN")
-                header = metadata.get("authorization")
-                principal = verifier.verify_header(header if isinstance(header, str) else None)
-                logs.bind(account_id=str(principal.account_id))  # undone with log_token
-                rule.authorize(principal)
-                if len(raw) >= COUNTED_FROM_BYTES:
-                    # Past a repeated field's limit a request is refused undecoded.
-                    too_many = element_violation(raw, input_type)
-                    if too_many is not None:
-                        raise InvalidArgument(too_many)
-                if len(raw) > LARGE_REQUEST_BYTES:
-                    # The wait for a turn is bounded like the call itself.
-                    remaining = context.time_remaining()
-                    try:
-                        async with asyncio.timeout(default_deadline if remaining is None else remaining):
-                            await large_requests.acquire()
-                    except TimeoutError:
-                        raise Unavailable(
-                            "too many large requests at once; retry", reason="LARGE_REQUESTS_BUSY"
-                        ) from None
-                    large = True
-                request = _decoded(decode, raw)
-                found = violations(request)
-                if b"\x00" in raw:  # the only way a string can hold NUL
-                    found += text_violations(request)
-                if found:
-                    raise InvalidArgument(found)
-                principal_token = bind_principal(principal)
-                made: list[str] = []
-                created_token = _created.set(made)
+    def begin(self, metadata: dict[str, Any]) -> tuple[object | None, object]:
+        """Counts the call in; continues the caller's trace (when no span is
+        recorded) and binds the log context: the tokens that undo both."""
+        self.calls.started()
+        self.started_total.inc()
+        self.in_flight.inc()
+        span_token = None
+        if self.own_span:
+            span_token = otel_context.attach(trace.set_span_in_context(telemetry.continue_trace(metadata)))
+        request_id = metadata.get(REQUEST_ID_METADATA)
+        if isinstance(request_id, str) and request_id:
+            return span_token, logs.bind(method=self.rule.full_name, request_id=request_id[:_REQUEST_ID_MAX])
+        return span_token, logs.bind(method=self.rule.full_name)
+
+    def end(self, outcome: str, started: float, span_token: Any, log_token: Any) -> None:
+        """The call's metrics and access line; its trace and log context undone."""
+        duration = time.perf_counter() - started
+        self.in_flight.dec()
+        self.count(outcome).inc()
+        self.handling_seconds.observe(duration)
+        # method, account, request id and trace id come from the bound context.
+        logs.info_line(access, "rpc", {"code": outcome, "duration_ms": round(duration * 1000, 3)})
+        logs.unbind(log_token)
+        if span_token is not None:
+            otel_context.detach(span_token)
+        self.calls.ended()
+
+    def admit(self, metadata: dict[str, Any]) -> Principal:
+        """The verified caller, allowed to call the method (and the service not shutting down)."""
+        if self.calls.refusing:
+            raise Unavailable("the service is shutting down; retry", reason="SHUTTING_DOWN")
+        header = metadata.get("authorization")
+        principal = self.verifier.verify_header(header if isinstance(header, str) else None)
+        logs.bind(account_id=str(principal.account_id))  # undone with the call's log token
+        self.rule.authorize(principal)
+        return principal
+
+    async def large_turn(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Waits for a large request's turn, bounded like the call itself."""
+        remaining = context.time_remaining()
+        try:
+            async with asyncio.timeout(self.default_deadline if remaining is None else remaining):
+                await self.large_requests.acquire()
+        except TimeoutError:
+            raise Unavailable(
+                "too many large requests at once; retry", reason="LARGE_REQUESTS_BUSY"
+            ) from None
+
+    def checked(self, raw: bytes) -> Message:
+        """The request decoded, every rule of its fields checked."""
+        request = _decoded(self.decode, raw)
+        found = violations(request)
+        if b"\x00" in raw:  # the only way a string can hold NUL
+            found += text_violations(request)
+        if found:
+            raise InvalidArgument(found)
+        return request
+
+    async def run(self, request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        """The handler's reply; what it created named in trailing metadata."""
+        made: list[str] = []
+        created_token = _created.set(made)
+        try:
+            if context.time_remaining() is None:
+                # The caller set no deadline (grpcurl's default): ours bounds the work.
                 try:
-                    if context.time_remaining() is None:
-                        # The caller set no deadline (grpcurl's default): ours bounds the work.
-                        try:
-                            async with asyncio.timeout(default_deadline):
-                                response = await inner(request, context)
-                        except TimeoutError:
-                            raise DeadlineExceeded(
-                                f"the call took longer than {default_deadline:g} s, the limit for calls "
-                                "without a deadline"
-                            ) from None
-                    else:
-                        response = await inner(request, context)
-                finally:
-                    _created.reset(created_token)
-                if made:
-                    context.set_trailing_metadata(((CREATED_METADATA, made[-1]),))
-                return response
-            except FlowPilotError as error:
-                outcome = error.code.name
-                # A refusal's traceback keeps its frames, and with them the
-                # request and all made of it, until the cycle collector runs.
-                traceback.clear_frames(error.__traceback__)
-                await context.abort_with_status(to_grpc_status(error, domain=domain))
-                raise  # unreachable: abort raises
-            except grpc.aio.AbortError:
-                code = context.code()  # a handler aborted with a code of its own
-                outcome = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-                raise
-            except asyncio.CancelledError:
-                # The caller went away, or gRPC ended the call at its deadline.
-                remaining = context.time_remaining()
-                outcome = "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
-                raise
-            except Exception:
-                outcome = "INTERNAL"
-                log.exception("unhandled error in %s", rule.full_name)
-                traceback.clear_frames(sys.exc_info()[2])
-                await context.abort_with_status(
-                    internal_status(domain=domain, trace_id=logs.current_trace_id())
-                )
-                raise
-            finally:
-                request = None  # this frame too may outlive the call in a traceback
-                if large:
-                    large_requests.release()
-                if len(raw) > LARGE_REQUEST_BYTES:
-                    memory.give_back_soon()
-                if principal_token is not None:
-                    unbind_principal(principal_token)
-                duration = time.perf_counter() - started
-                in_flight.dec()
-                count(outcome).inc()
-                handling_seconds.observe(duration)
-                # method, account, request id and trace id come from the bound context.
-                logs.info_line(access, "rpc", {"code": outcome, "duration_ms": round(duration * 1000, 3)})
-                logs.unbind(log_token)
-                if span_token is not None:
-                    otel_context.detach(span_token)
-                calls.ended()
+                    async with asyncio.timeout(self.default_deadline):
+                        response = await self.inner(request, context)
+                except TimeoutError:
+                    raise DeadlineExceeded(
+                        f"the call took longer than {self.default_deadline:g} s, the limit for calls "
+                        "without a deadline"
+                    ) from None
+            else:
+                response = await self.inner(request, context)
+        finally:
+            _created.reset(created_token)
+        if made:
+            context.set_trailing_metadata(((CREATED_METADATA, made[-1]),))
+        return response
 
-        return behavior
+
+def count_elements(raw: bytes, input_type: descriptor.Descriptor) -> None:
+    """INVALID_ARGUMENT, before anything is decoded, when a repeated field of
+    ``raw`` holds more elements than its limit."""
+    too_many = element_violation(raw, input_type)
+    if too_many is not None:
+        raise InvalidArgument(too_many)
 
 
 def _decoded(decode: Decoder, raw: bytes) -> Message:

@@ -113,16 +113,7 @@ def _walk_text(message: Message, prefix: str, found: list[FieldViolation]) -> No
             return
         path = f"{prefix}{field.name}"
         if field.type == _TYPE_MESSAGE and field.is_repeated and _is_map(field):
-            key_field = field.message_type.fields_by_name["key"]
-            value_field = field.message_type.fields_by_name["value"]
-            for key, item in value.items():
-                where = f"{path}[{key!r}]"
-                if key_field.type == _TYPE_STRING and "\x00" in key:
-                    found.append(FieldViolation(where, _NUL))
-                if value_field.type == _TYPE_MESSAGE:
-                    _walk_text(item, f"{where}.", found)
-                elif value_field.type == _TYPE_STRING and "\x00" in item:
-                    found.append(FieldViolation(where, _NUL))
+            _walk_text_map(field, value, path, found)
         elif field.type == _TYPE_MESSAGE:
             if field.is_repeated:
                 for index, item in enumerate(value):
@@ -134,6 +125,19 @@ def _walk_text(message: Message, prefix: str, found: list[FieldViolation]) -> No
                 found += [FieldViolation(f"{path}[{i}]", _NUL) for i, v in enumerate(value) if "\x00" in v]
             elif "\x00" in value:
                 found.append(FieldViolation(path, _NUL))
+
+
+def _walk_text_map(field: Field, entries: Any, path: str, found: list[FieldViolation]) -> None:
+    key_field = field.message_type.fields_by_name["key"]
+    value_field = field.message_type.fields_by_name["value"]
+    for key, item in entries.items():
+        where = f"{path}[{key!r}]"
+        if key_field.type == _TYPE_STRING and "\x00" in key:
+            found.append(FieldViolation(where, _NUL))
+        if value_field.type == _TYPE_MESSAGE:
+            _walk_text(item, f"{where}.", found)
+        elif value_field.type == _TYPE_STRING and "\x00" in item:
+            found.append(FieldViolation(where, _NUL))
 
 
 _NUL = "must not contain the NUL character (U+0000)"
@@ -220,19 +224,7 @@ def _count(
     fields = _counted(message_type)
     while pos < end:
         key, pos = _varint(buf, pos)
-        wire = key & 7
-        length = 0
-        if wire == 0:
-            _, pos = _varint(buf, pos)
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            pos += length
-        else:
-            raise _Malformed
+        pos, length = _skip(buf, pos, key & 7)
         if pos > end:
             raise _Malformed
         entry = fields.get(key >> 3)
@@ -245,11 +237,26 @@ def _count(
             if n > entry.limit:
                 return FieldViolation(path, f"must have at most {entry.limit} elements")
             path = f"{path}[{n - 1}]"
-        if entry.inner is not None and wire == 2:
+        if entry.inner is not None and key & 7 == 2:
             found = _count(buf, pos - length, pos, entry.inner, f"{path}.", counts, depth + 1)
             if found is not None:
                 return found
     return None
+
+
+def _skip(buf: memoryview, pos: int, wire: int) -> tuple[int, int]:
+    """The position after a field's value of wire type ``wire`` at ``pos``,
+    and its length when it is length-delimited (else 0)."""
+    if wire == 0:
+        return _varint(buf, pos)[1], 0
+    if wire == 1:
+        return pos + 8, 0
+    if wire == 5:
+        return pos + 4, 0
+    if wire == 2:
+        length, pos = _varint(buf, pos)
+        return pos + length, length
+    raise _Malformed
 
 
 def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
