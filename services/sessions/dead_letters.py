@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from services.core.db import Database
-from services.core.errors import not_found
+from services.core.errors import found
 from services.sessions import outbox_storage
 from services.sessions.rows import DeadLetter
 
@@ -26,8 +26,7 @@ class DeadLetters:
         """The letter as it was (still dead): it is due again now."""
         async with self._db.transaction() as conn:
             row = await outbox_storage.retry_dead_letter(conn, letter_id)
-        if row is None:
-            raise not_found("dead letter", name)
+        row = found(row, "dead letter", name)
         if self._kick is not None:
             self._kick()
         return row

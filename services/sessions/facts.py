@@ -15,7 +15,7 @@ from datetime import datetime
 
 from services.core.auth import Principal
 from services.core.db import Database
-from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, not_found
+from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, found
 from services.sessions import lifecycle, storage
 from services.sessions.resources import FACT, child_ids, parse_id
 from services.sessions.rows import Fact, Session
@@ -61,10 +61,7 @@ async def find(conn: Connection, name: str, field: str = "name") -> Fact:
     """The fact named ``name``, or NOT_FOUND."""
     session_id, fact_text_id = child_ids(name, FACT, "fact", field=field)
     fact_id = parse_id(fact_text_id, field=field, kind="fact")
-    row = await storage.get_fact(conn, session_id, fact_id)
-    if row is None:
-        raise not_found("fact", name)
-    return row
+    return found(await storage.get_fact(conn, session_id, fact_id), "fact", name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +117,7 @@ class Facts:
         rows = await storage.list_facts(
             self._db, session_id, show_deleted=show_deleted, after=after, limit=limit
         )
-        if rows is None:
-            raise not_found("session", f"sessions/{session_id}")
-        return rows
+        return found(rows, "session", f"sessions/{session_id}")
 
     async def update(self, session_id: uuid.UUID, name: str, edit: Edit) -> Fact:
         field = "fact.source_ref"

@@ -17,7 +17,7 @@ from services.core.ai import AI
 from services.core.auth import Principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
-from services.core.errors import FailedPrecondition, not_found
+from services.core.errors import FailedPrecondition, found
 from services.sessions import lifecycle, notes, storage
 from services.sessions.rows import Fix
 
@@ -69,9 +69,7 @@ class Fixes:
         async with self._db.transaction() as conn:
             await lifecycle.find(conn, session_id)
             fix = await storage.active_fix(conn, session_id)
-        if fix is None:
-            raise not_found("active fix", name)
-        return fix
+        return found(fix, "active fix", name)
 
     async def page(
         self, session_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int
@@ -85,9 +83,7 @@ class Fixes:
         assert status in DECISIONS, status
         async with self._db.transaction() as conn:
             row = await lifecycle.find(conn, session_id, lock=True)
-            fix = await storage.get_fix(conn, session_id, fix_id)
-            if fix is None:
-                raise not_found("fix", name)
+            fix = found(await storage.get_fix(conn, session_id, fix_id), "fix", name)
             lifecycle.require_active(row)
             decided = await storage.decide_fix(conn, fix_id, status)
             if decided is None:

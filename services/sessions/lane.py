@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TypedDict
 
 from services.core.db import Database
-from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, not_found
+from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, found
 from services.sessions import lifecycle, storage
 from services.sessions.rows import LaneItem
 
@@ -94,10 +94,7 @@ class Lane:
 
     async def get(self, session_id: uuid.UUID, item_id: str, name: str) -> LaneItem:
         row = await storage.read_session(self._db, session_id)
-        item = find(row.pending_task_lane, item_id) if row else None
-        if item is None:
-            raise not_found("lane item", name)
-        return item
+        return found(find(row.pending_task_lane, item_id) if row else None, "lane item", name)
 
     async def add(self, session_id: uuid.UUID, item: LaneItem) -> None:
         async with self._db.transaction() as conn:
@@ -110,11 +107,11 @@ class Lane:
     async def update(self, session_id: uuid.UUID, item_id: str, name: str, changes: Changes) -> LaneItem:
         async with self._db.transaction() as conn:
             row = await lifecycle.find(conn, session_id, lock=True)
-            result = changed(row.pending_task_lane, item_id, changes, self._clock().isoformat())
-            if result is None:
-                raise not_found("lane item", name)
+            changes_at = self._clock().isoformat()
+            lane, item = found(
+                changed(row.pending_task_lane, item_id, changes, changes_at), "lane item", name
+            )
             lifecycle.require_active(row)
-            lane, item = result
             check_size(lane)
             await storage.update_session(conn, session_id, lane=lane)
         return item

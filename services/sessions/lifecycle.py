@@ -19,7 +19,7 @@ from services.core import requests
 from services.core.auth import Principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
-from services.core.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, not_found
+from services.core.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, found
 from services.sessions import storage
 from services.sessions.drafts import queue as queue_drafts
 from services.sessions.rows import Session
@@ -84,10 +84,7 @@ def fact_times(now: datetime, count: int) -> list[datetime]:
 
 async def find(conn: Connection, session_id: uuid.UUID, *, lock: bool = False) -> Session:
     """The session (locked for this transaction with ``lock``), or NOT_FOUND."""
-    row = await storage.get_session(conn, session_id, lock=lock)
-    if row is None:
-        raise not_found("session", f"sessions/{session_id}")
-    return row
+    return found(await storage.get_session(conn, session_id, lock=lock), "session", f"sessions/{session_id}")
 
 
 async def find_active(conn: Connection, session_id: uuid.UUID) -> Session:
@@ -188,10 +185,7 @@ class Lifecycle:
         return Created(row)
 
     async def get(self, session_id: uuid.UUID) -> Session:
-        row = await storage.read_session(self._db, session_id)
-        if row is None:
-            raise not_found("session", f"sessions/{session_id}")
-        return row
+        return found(await storage.read_session(self._db, session_id), "session", f"sessions/{session_id}")
 
     async def page(
         self,
