@@ -29,14 +29,30 @@ KIND_NAMES: dict[int, str] = {int(v): k for k, v in KINDS.items()}
 TERMINAL = {"resolution", "escalation"}
 
 
-def problems(tree: dict[str, Any]) -> list[tuple[str, str]]:
+Problem = tuple[str, str]  # (field path, description)
+
+
+def problems(tree: dict[str, Any]) -> list[Problem]:
     """(field path, description) for each rule the tree breaks; [] when valid."""
-    found: list[tuple[str, str]] = []
     nodes: Sequence[dict[str, Any]] = tree.get("nodes", [])
     if not nodes:
         return [("nodes", "a tree needs at least one node")]
     if len(nodes) > MAX_NODES:
         return [("nodes", f"at most {MAX_NODES} nodes")]
+    found: list[Problem] = []
+    index = _index(nodes, found)
+    root = tree.get("root", "")
+    if root not in index:
+        found.append(("root", f"root {root!r} is not a node of the tree"))
+    for i, node in enumerate(nodes):
+        found += _node_problems(f"nodes[{i}]", node, index)
+    if found:
+        return found
+    return _shape_problems(nodes, index, root)
+
+
+def _index(nodes: Sequence[dict[str, Any]], found: list[Problem]) -> dict[str, int]:
+    """Node id → position; a missing or repeated id is a problem."""
     index: dict[str, int] = {}
     for i, node in enumerate(nodes):
         if not node.get("id"):
@@ -45,69 +61,53 @@ def problems(tree: dict[str, Any]) -> list[tuple[str, str]]:
             found.append((f"nodes[{i}].id", f"node {node['id']!r} appears twice"))
         else:
             index[node["id"]] = i
-    root = tree.get("root", "")
-    if root not in index:
-        found.append(("root", f"root {root!r} is not a node of the tree"))
-    for i, node in enumerate(nodes):
-        where, options = f"nodes[{i}]", node.get("options", [])
-        kind = node.get("kind")
-        if kind not in KINDS:
-            found.append((f"{where}.kind", f"node {node.get('id')!r} has no valid kind"))
-        if not str(node.get("text", "")).strip():
-            found.append((f"{where}.text", f"node {node.get('id')!r} has no text"))
-        if kind in TERMINAL and options:
-            found.append((f"{where}.options", f"{kind} node {node.get('id')!r} must not have options"))
-        if kind not in TERMINAL and not options:
+    return index
+
+
+def _node_problems(where: str, node: dict[str, Any], index: dict[str, int]) -> list[Problem]:
+    found: list[Problem] = []
+    name, kind, options = node.get("id"), node.get("kind"), node.get("options", [])
+    if kind not in KINDS:
+        found.append((f"{where}.kind", f"node {name!r} has no valid kind"))
+    if not str(node.get("text", "")).strip():
+        found.append((f"{where}.text", f"node {name!r} has no text"))
+    if kind in TERMINAL and options:
+        found.append((f"{where}.options", f"{kind} node {name!r} must not have options"))
+    if kind not in TERMINAL and not options:
+        found.append((f"{where}.options", f"node {name!r} is a leaf but not a resolution or escalation"))
+    labels: set[str] = set()
+    for j, option in enumerate(options):
+        label, target = option.get("label", ""), option.get("next", "")
+        if not label.strip():
+            found.append((f"{where}.options[{j}].label", f"node {name!r} has an option without label"))
+        elif label in labels:
+            found.append((f"{where}.options[{j}].label", f"node {name!r} has option {label!r} twice"))
+        labels.add(label)
+        if target not in index:
+            found.append((f"{where}.options[{j}].next", f"node {name!r} leads to missing node {target!r}"))
+    return found
+
+
+def _shape_problems(nodes: Sequence[dict[str, Any]], index: dict[str, int], root: str) -> list[Problem]:
+    """Cycles and nodes the root cannot reach, by depth-first search from the root."""
+    found: list[Problem] = []
+    state: dict[str, int] = {root: 1}  # 1 = on the current path, 2 = done
+    stack = [(root, iter(nodes[index[root]].get("options", [])))]
+    while stack:
+        current, children = stack[-1]
+        child = next(children, None)
+        if child is None:
+            state[current] = 2
+            stack.pop()
+            continue
+        target = child["next"]
+        if state.get(target) == 1:
             found.append(
-                (f"{where}.options", f"node {node.get('id')!r} is a leaf but not a resolution or escalation")
+                (f"nodes[{index[current]}].options", f"node {current!r} closes a cycle through {target!r}")
             )
-        labels: set[str] = set()
-        for j, option in enumerate(options):
-            label, target = option.get("label", ""), option.get("next", "")
-            if not label.strip():
-                found.append(
-                    (f"{where}.options[{j}].label", f"node {node.get('id')!r} has an option without label")
-                )
-            elif label in labels:
-                found.append(
-                    (f"{where}.options[{j}].label", f"node {node.get('id')!r} has option {label!r} twice")
-                )
-            labels.add(label)
-            if target not in index:
-                found.append(
-                    (
-                        f"{where}.options[{j}].next",
-                        f"node {node.get('id')!r} leads to missing node {target!r}",
-                    )
-                )
-    if found:
-        return found
-    # Cycles and reachability, by depth-first search from the root.
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-
-    def visit(node_id: str) -> None:
-        stack = [(node_id, iter(nodes[index[node_id]].get("options", [])))]
-        state[node_id] = 1
-        while stack:
-            current, children = stack[-1]
-            child = next(children, None)
-            if child is None:
-                state[current] = 2
-                stack.pop()
-                continue
-            target = child["next"]
-            if state.get(target) == 1:
-                found.append(
-                    (
-                        f"nodes[{index[current]}].options",
-                        f"node {current!r} closes a cycle through {target!r}",
-                    )
-                )
-            elif target not in state:
-                state[target] = 1
-                stack.append((target, iter(nodes[index[target]].get("options", []))))
-
-    visit(root)
+        elif target not in state:
+            state[target] = 1
+            stack.append((target, iter(nodes[index[target]].get("options", []))))
     for node_id, i in index.items():
         if node_id not in state:
             found.append((f"nodes[{i}]", f"node {node_id!r} cannot be reached from the root"))

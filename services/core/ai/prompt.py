@@ -9,7 +9,7 @@ the generous side for English and code.
 
 from __future__ import annotations
 
-from services.core.ai.types import SessionContext
+from services.core.ai.types import LaneView, SessionContext
 
 CHARS_PER_TOKEN = 4
 HEADER_SHARE = 0.25  # at most a quarter of the budget for the problem statement
@@ -60,16 +60,17 @@ def session_context(ctx: SessionContext, *, budget_tokens: int) -> str:
             )
             parts.extend(kept)
 
-    lane = []
-    for item in ctx.lane:
-        line = f"- [{item.status}] {item.kind}: {item.title}"
-        if item.detail:
-            line += f" — {_clip(item.detail, 1000)}"
-        if item.script_body:
-            line += f"\n  script ({item.script_language}):\n  {_clip(item.script_body, 3000)}"
-        if item.output:
-            line += f"\n  output: {_clip(item.output, 2000)}"
-        lane.append(line)
     newest_first([f"- {fact}" for fact in ctx.facts], "What we know:")
-    newest_first(lane, "Task lane:")
+    newest_first([_lane_line(item) for item in ctx.lane], "Task lane:")
     return "\n".join(parts)
+
+
+def _lane_line(item: LaneView) -> str:
+    line = f"- [{item.status}] {item.kind}: {item.title}"
+    if item.detail:
+        line += f" — {_clip(item.detail, 1000)}"
+    if item.script_body:
+        line += f"\n  script ({item.script_language}):\n  {_clip(item.script_body, 3000)}"
+    if item.output:
+        line += f"\n  output: {_clip(item.output, 2000)}"
+    return line
