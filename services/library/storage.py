@@ -145,7 +145,8 @@ async def record_use(conn: AsyncConnection, template_id: uuid.UUID) -> int | Non
         .values(usage_count=T.c.usage_count + 1, last_used_at=func.now())
         .returning(T.c.usage_count)
     )
-    return (await conn.execute(query)).scalar()
+    count = (await conn.execute(query)).scalar()
+    return None if count is None else int(count)
 
 
 _ENGLISH: ColumnElement[Any] = literal_column("'english'::regconfig")

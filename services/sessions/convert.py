@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from flowpilot.sessions.v1 import sessions_pb2 as pb
 
 from services.core import ids, names, validation
+from services.core.enums import EnumMap
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.messages import set_time
 from services.sessions import facts, lane, lifecycle
@@ -25,55 +25,41 @@ from services.sessions.resources import (
 )
 from services.sessions.rows import DeadLetter, Fact, Fix, LaneItem, Posting, Preview, Session
 
-
-class Enum:
-    """A two-way map between stored strings and proto enum numbers."""
-
-    def __init__(self, field: str, mapping: dict[str, int]) -> None:
-        self.field = field
-        self.to_proto = mapping
-        self.to_db = {v: k for k, v in mapping.items()}
-
-    def db(self, value: int, *, field: str | None = None) -> str:
-        try:
-            return self.to_db[value]
-        except KeyError:
-            raise InvalidArgument(FieldViolation(field or self.field, "is not a valid value")) from None
-
-    def proto(self, value: str) -> Any:
-        return self.to_proto[value]
-
-
-TICKET_KIND = Enum("ticket_kind", {"psa": pb.TICKET_KIND_PSA, "internal": pb.TICKET_KIND_INTERNAL})
-SESSION_STATUS = Enum(
-    "status",
+TICKET_KIND = EnumMap(
+    pb.TicketKind, {"psa": pb.TICKET_KIND_PSA, "internal": pb.TICKET_KIND_INTERNAL}, field="ticket_kind"
+)
+SESSION_STATUS = EnumMap(
+    pb.SessionStatus,
     {
         "active": pb.SESSION_STATUS_ACTIVE,
         "resolved": pb.SESSION_STATUS_RESOLVED,
         "escalated": pb.SESSION_STATUS_ESCALATED,
         "abandoned": pb.SESSION_STATUS_ABANDONED,
     },
+    field="status",
 )
-LANE_KIND = Enum(
-    "kind",
+LANE_KIND = EnumMap(
+    pb.LaneItemKind,
     {
         "check": pb.LANE_ITEM_KIND_CHECK,
         "script": pb.LANE_ITEM_KIND_SCRIPT,
         "question": pb.LANE_ITEM_KIND_QUESTION,
         "action": pb.LANE_ITEM_KIND_ACTION,
     },
+    field="kind",
 )
-LANE_STATUS = Enum(
-    "status",
+LANE_STATUS = EnumMap(
+    pb.LaneItemStatus,
     {
         "pending": pb.LANE_ITEM_STATUS_PENDING,
         "done": pb.LANE_ITEM_STATUS_DONE,
         "skipped": pb.LANE_ITEM_STATUS_SKIPPED,
         "failed": pb.LANE_ITEM_STATUS_FAILED,
     },
+    field="status",
 )
-LANGUAGE = Enum(
-    "script_language",
+LANGUAGE = EnumMap(
+    pb.ScriptLanguage,
     {
         "": pb.SCRIPT_LANGUAGE_UNSPECIFIED,
         "powershell": pb.SCRIPT_LANGUAGE_POWERSHELL,
@@ -81,17 +67,21 @@ LANGUAGE = Enum(
         "python": pb.SCRIPT_LANGUAGE_PYTHON,
         "cmd": pb.SCRIPT_LANGUAGE_CMD,
     },
+    field="script_language",
 )
-FACT_SOURCE = Enum(
-    "source", {"user": pb.FACT_SOURCE_USER, "ai": pb.FACT_SOURCE_AI, "task_lane": pb.FACT_SOURCE_TASK_LANE}
+FACT_SOURCE = EnumMap(
+    pb.FactSource,
+    {"user": pb.FACT_SOURCE_USER, "ai": pb.FACT_SOURCE_AI, "task_lane": pb.FACT_SOURCE_TASK_LANE},
+    field="source",
 )
-FIX_STATUS = Enum(
-    "status",
+FIX_STATUS = EnumMap(
+    pb.FixStatus,
     {
         "proposed": pb.FIX_STATUS_PROPOSED,
         "accepted": pb.FIX_STATUS_ACCEPTED,
         "rejected": pb.FIX_STATUS_REJECTED,
     },
+    field="status",
 )
 
 
