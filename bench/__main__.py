@@ -656,7 +656,7 @@ def under_stress(suite: Suite, private_key: str) -> dict[str, Any]:
     return {"memory_at_the_limit": memory, "noisy_neighbour": neighbour}
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per run")
     parser.add_argument("--repeats", type=int, default=3)
@@ -667,7 +667,11 @@ def main() -> None:
         "--workers", type=int, default=1, help="worker processes per service and for the gateway"
     )
     parser.add_argument("--only", default="", help="measure only paths whose name contains this text")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments()
     if args.report_from:
         results = json.loads(args.report_from.read_text())
         results["targets"] = targets(

@@ -167,7 +167,7 @@ def element_violation(raw: bytes, message_type: descriptor.Descriptor) -> FieldV
     decoded. Bytes that are not a valid message yield None (the decoder
     says what is wrong)."""
     try:
-        return _count(memoryview(raw), 0, len(raw), message_type, "", {}, 0)
+        return _count(memoryview(raw), 0, len(raw), message_type, prefix="", counts={}, depth=0)
     except _Malformed:
         return None
 
@@ -215,6 +215,7 @@ def _count(
     pos: int,
     end: int,
     message_type: descriptor.Descriptor,
+    *,
     prefix: str,
     counts: dict[str, int],
     depth: int,
@@ -238,7 +239,9 @@ def _count(
                 return FieldViolation(path, f"must have at most {entry.limit} elements")
             path = f"{path}[{n - 1}]"
         if entry.inner is not None and key & 7 == 2:
-            found = _count(buf, pos - length, pos, entry.inner, f"{path}.", counts, depth + 1)
+            found = _count(
+                buf, pos - length, pos, entry.inner, prefix=f"{path}.", counts=counts, depth=depth + 1
+            )
             if found is not None:
                 return found
     return None
