@@ -73,6 +73,25 @@ def credential_from(config: ServiceConfig) -> ServiceCredential | None:
     )
 
 
+def _grpc_server(config: ServiceConfig, *, spans: bool) -> grpc.aio.Server:
+    """The gRPC server with explicit message-size and keepalive settings."""
+    mb = config.max_message_bytes
+    return grpc.aio.server(
+        # Server spans with the instrumentation's attributes, only when exported.
+        interceptors=[aio_server_interceptor()] if spans else None,
+        options=[
+            ("grpc.max_receive_message_length", mb),
+            ("grpc.max_send_message_length", mb),
+            ("grpc.keepalive_time_ms", config.keepalive_time_seconds * 1000),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            # Processes share a port only on purpose (FLOWPILOT_WORKERS > 1).
+            ("grpc.so_reuseport", 1 if os.environ.get(_WORKER_ENV) else 0),
+        ],
+    )
+
+
 class GrpcServer:
     def __init__(
         self,
@@ -94,7 +113,6 @@ class GrpcServer:
         self._drain_seconds = config.shutdown_drain_seconds if drain_seconds is None else drain_seconds
         self._stopped = asyncio.Event()
         self._stopping = False
-        mb = config.max_message_bytes
         spans = telemetry.exporting()
         pagination.use_secrets(config.page_token_secrets)
         self._runtime = runtime = Runtime(
@@ -104,20 +122,7 @@ class GrpcServer:
             spans=spans,
             default_deadline_seconds=config.default_deadline_seconds,
         )
-        self._server = grpc.aio.server(
-            # Server spans with the instrumentation's attributes, only when exported.
-            interceptors=[aio_server_interceptor()] if spans else None,
-            options=[
-                ("grpc.max_receive_message_length", mb),
-                ("grpc.max_send_message_length", mb),
-                ("grpc.keepalive_time_ms", config.keepalive_time_seconds * 1000),
-                ("grpc.keepalive_timeout_ms", 20_000),
-                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-                # Processes share a port only on purpose (FLOWPILOT_WORKERS > 1).
-                ("grpc.so_reuseport", 1 if os.environ.get(_WORKER_ENV) else 0),
-            ],
-        )
+        self._server = _grpc_server(config, spans=spans)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         for registration in self._registrations:
