@@ -83,12 +83,29 @@ class SettingsReader:
         self._cache[principal.account_id] = values
         return values
 
-    async def preferences(self) -> Preferences:
+    async def flag(self, key: str) -> bool:
+        return bool(await self._value(key))
+
+    async def number(self, key: str) -> int:
+        return int(await self._value(key))
+
+    async def choice(self, key: str) -> str:
+        return str(await self._value(key))
+
+    async def _value(self, key: str) -> Any:
+        """The account's value of ``key``: the settings service answers every
+        key of its catalogue, with the catalogue's default when the account
+        never set it (so no default is written twice)."""
         values = await self.values()
+        if key not in values:
+            raise Internal(f"the settings service has no setting {key!r}")
+        return values[key]
+
+    async def preferences(self) -> Preferences:
         return Preferences(
-            redact=bool(values.get("notes.redact_sensitive", True)),
-            tier=str(values.get("ai.model_tier", "auto")),
-            fmt=str(values.get("notes.format", "markdown")),
+            redact=await self.flag("notes.redact_sensitive"),
+            tier=await self.choice("ai.model_tier"),
+            fmt=await self.choice("notes.format"),
         )
 
 

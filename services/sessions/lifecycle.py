@@ -210,8 +210,7 @@ class Lifecycle:
     async def drafts_scripts(self) -> bool:
         """Whether a resolve sends the session's working scripts to the library
         (the account's ``library.auto_draft_scripts``, on by default)."""
-        settings = await self._settings.values()
-        return bool(settings.get("library.auto_draft_scripts", True))
+        return await self._settings.flag("library.auto_draft_scripts")
 
     async def resolve(
         self, principal: Principal, session_id: uuid.UUID, summary: str, *, draft_scripts: bool

@@ -23,7 +23,6 @@ from services.core.db import Database
 from services.walks import storage
 
 log = logging.getLogger("flowpilot.walks.sweep")
-DEFAULT_HOURS = 4
 
 
 class StaleWalkSweep:
@@ -53,7 +52,7 @@ class StaleWalkSweep:
         """(walks abandoned, hours used) for the principal's account."""
         token = bind_principal(principal)
         try:
-            hours = int((await self._settings.values()).get("walks.stale_after_hours", DEFAULT_HOURS))
+            hours = await self._settings.number("walks.stale_after_hours")
         finally:
             unbind_principal(token)
         now = self._clock()

@@ -53,3 +53,20 @@ async def test_values_are_cached_per_account_until_the_ttl_passes() -> None:
     now[0] = 30
     with pytest.raises(Unavailable):
         await read(first)
+
+
+async def test_typed_values_come_from_the_service_and_a_missing_key_is_an_error() -> None:
+    """Defaults live in the settings catalogue only: the service answers every
+    key, so a key it did not answer is a fault, never a silent default here."""
+    from services.core.errors import Internal
+
+    reader = SettingsReader(Stub(), ttl_seconds=10)  # type: ignore[arg-type]
+    token = bind_principal(
+        Principal(user_id=uuid.uuid4(), account_id=uuid.uuid4(), role=Role.VIEWER, token="t")
+    )
+    try:
+        assert await reader.choice("notes.format") == "v1"
+        with pytest.raises(Internal):
+            await reader.flag("library.auto_draft_scripts")
+    finally:
+        unbind_principal(token)
