@@ -172,7 +172,12 @@ class Paging(Generic[K]):
     def page(self, rows: Sequence[R], key: Callable[[R], object]) -> tuple[Sequence[R], str]:
         """The page's rows and the token of the next page ("" after the last);
         ``key`` is a row's sort key, as ``first`` reads it back."""
-        return rows[: self.limit], next_page_token(rows, self.limit, query_fingerprint=self.query, key=key)
+        return rows[: self.limit], self.token_after(rows, self.limit, key)
+
+    def token_after(self, rows: Sequence[R], shown: int, key: Callable[[R], object]) -> str:
+        """The token of the page after the first ``shown`` rows, for a page that
+        ends early (a response budget); "" when no row follows them."""
+        return next_page_token(rows, shown, query_fingerprint=self.query, key=key)
 
 
 def paging(

@@ -102,9 +102,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         )
         sessions = convert.session_page(rows, paging.limit, full=full)
         # The next page starts after the last session shown, which may be before the limit.
-        token = pagination.next_page_token(
-            rows, len(sessions), query_fingerprint=paging.query, key=_by_create_time
-        )
+        token = paging.token_after(rows, len(sessions), key=_by_create_time)
         return pb.ListSessionsResponse(sessions=sessions, next_page_token=token if sessions else "")
 
     async def UpdateSession(self, request: pb.UpdateSessionRequest, context: Context) -> pb.Session:
