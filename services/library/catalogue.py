@@ -39,7 +39,7 @@ class Templates:
     async def create(self, principal: Principal, values: dict[str, Any]) -> TemplateRow:
         """``values``: the template's columns, checked."""
         try:
-            async with self._db.transaction() as conn:
+            async with self._db.transaction(principal.account_id) as conn:
                 return await storage.insert_template(
                     conn,
                     account_id=principal.account_id,
@@ -50,12 +50,13 @@ class Templates:
         except NameTaken as taken:
             raise name_taken(taken.name) from taken
 
-    async def get(self, template_id: uuid.UUID, name: str) -> TemplateRow:
-        async with self._db.transaction() as conn:
+    async def get(self, account: uuid.UUID, template_id: uuid.UUID, name: str) -> TemplateRow:
+        async with self._db.transaction(account) as conn:
             return await template(conn, template_id, name)
 
     async def page(
         self,
+        account: uuid.UUID,
         *,
         search: Search | None,
         tag: str | None,
@@ -64,13 +65,14 @@ class Templates:
         after: Sequence[Any] | None,
         limit: int,
     ) -> list[TemplateRow]:
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             return await storage.list_templates(
                 conn, search=search, tag=tag, language=language, order=order, after=after, limit=limit
             )
 
     async def update(
         self,
+        account: uuid.UUID,
         template_id: uuid.UUID,
         name: str,
         values: dict[str, Any],
@@ -82,7 +84,7 @@ class Templates:
         ones as given, or None to keep the template's. Parameters are checked
         against the body again whenever either changes."""
         try:
-            async with self._db.transaction() as conn:
+            async with self._db.transaction(account) as conn:
                 row = await template(conn, template_id, name, lock=True)
                 check_revision(row, expected_revision)
                 if parameters is not None or "body" in values:
@@ -97,19 +99,21 @@ class Templates:
         except NameTaken as taken:
             raise name_taken(taken.name) from taken
 
-    async def delete(self, template_id: uuid.UUID, name: str) -> None:
-        async with self._db.transaction() as conn:
+    async def delete(self, account: uuid.UUID, template_id: uuid.UUID, name: str) -> None:
+        async with self._db.transaction(account) as conn:
             if not await storage.delete_template(conn, template_id):
                 raise not_found("script template", name)
 
-    async def record_use(self, template_id: uuid.UUID, name: str) -> int:
-        async with self._db.transaction() as conn:
+    async def record_use(self, account: uuid.UUID, template_id: uuid.UUID, name: str) -> int:
+        async with self._db.transaction(account) as conn:
             count = await storage.record_use(conn, template_id)
         if count is None:
             raise not_found("script template", name)
         return count
 
-    async def render(self, template_id: uuid.UUID, name: str, values: dict[str, str]) -> str:
-        async with self._db.transaction() as conn:
+    async def render(
+        self, account: uuid.UUID, template_id: uuid.UUID, name: str, values: dict[str, str]
+    ) -> str:
+        async with self._db.transaction(account) as conn:
             row = await template(conn, template_id, name)
         return templates.render(row.body, row.parameters, values)

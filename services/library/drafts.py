@@ -55,7 +55,7 @@ class Drafts:
     ) -> tuple[DraftRow, bool]:
         """The draft and whether it is new; a repeated ``request_id`` returns
         the first draft (the same caller and request only: AIP-155)."""
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(principal.account_id) as conn:
             row = await storage.insert_draft(
                 conn,
                 id=uuid.uuid4(),
@@ -73,24 +73,24 @@ class Drafts:
                     return row, False
         raise Aborted("a concurrent create conflicted; retry", reason="CONCURRENT_CREATE")
 
-    async def get(self, draft_id: uuid.UUID, name: str) -> DraftRow:
-        async with self._db.transaction() as conn:
+    async def get(self, account: uuid.UUID, draft_id: uuid.UUID, name: str) -> DraftRow:
+        async with self._db.transaction(account) as conn:
             return await draft(conn, draft_id, name)
 
     async def page(
-        self, *, status: str | None, after: tuple[Any, uuid.UUID] | None, limit: int
+        self, account: uuid.UUID, *, status: str | None, after: tuple[Any, uuid.UUID] | None, limit: int
     ) -> list[DraftRow]:
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             return await storage.list_drafts(conn, status=status, after=after, limit=limit)
 
-    async def count_pending(self) -> int:
-        async with self._db.transaction() as conn:
+    async def count_pending(self, account: uuid.UUID) -> int:
+        async with self._db.transaction(account) as conn:
             return await storage.count_pending(conn)
 
-    async def templatize(self, draft_id: uuid.UUID, name: str) -> DraftRow:
+    async def templatize(self, account: uuid.UUID, draft_id: uuid.UUID, name: str) -> DraftRow:
         """The AI's reusable version of the script (parameters for what varies);
         the model is called outside any transaction."""
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             row = await draft(conn, draft_id, name)
             check_pending(row)
         prefs = await self._settings.preferences()
@@ -101,7 +101,7 @@ class Drafts:
             {"name": p.name, "description": p.description, "required": p.required, "default": p.default}
             for p in result.parameters
         ]
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             row = await draft(conn, draft_id, name, lock=True)
             check_pending(row)
             return await storage.update_draft(
@@ -123,7 +123,7 @@ class Drafts:
         tags: list[str],
     ) -> tuple[DraftRow, TemplateRow]:
         try:
-            async with self._db.transaction() as conn:
+            async with self._db.transaction(principal.account_id) as conn:
                 row = await draft(conn, draft_id, name, lock=True)
                 check_pending(row)
                 template_name = display_name(row, display_name_given)
@@ -159,16 +159,16 @@ class Drafts:
         return approved, made
 
     async def reject(self, principal: Principal, draft_id: uuid.UUID, name: str, note: str) -> DraftRow:
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(principal.account_id) as conn:
             check_pending(await draft(conn, draft_id, name, lock=True))
             return await storage.reject_draft(conn, draft_id, reviewer_id=principal.user_id, note=note)
 
     async def import_session_scripts(
-        self, source: DraftSource, session_id: uuid.UUID, scripts: list[dict[str, Any]]
+        self, account: uuid.UUID, source: DraftSource, session_id: uuid.UUID, scripts: list[dict[str, Any]]
     ) -> list[DraftRow]:
         """One draft per script (a lane item already imported is left as it
         is), returned in the order given."""
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             for values in scripts:
                 await storage.insert_draft(conn, id=uuid.uuid4(), **source.columns(), **values)
             rows = {r.source_lane_item_id: r for r in await storage.drafts_of_session(conn, session_id)}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -59,6 +60,11 @@ def _template_values(given: pb.ScriptTemplate, paths: set[str]) -> dict[str, Any
     return values
 
 
+def _account() -> uuid.UUID:
+    """The caller's account: every domain call names it."""
+    return current_principal().account_id
+
+
 class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
     def __init__(self, db: Database, ai: AI, settings: SettingsReader) -> None:
         self._templates = Templates(db)
@@ -81,7 +87,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
     async def GetScriptTemplate(
         self, request: pb.GetScriptTemplateRequest, context: Context
     ) -> pb.ScriptTemplate:
-        row = await self._templates.get(convert.template_id(request.name), request.name)
+        row = await self._templates.get(_account(), convert.template_id(request.name), request.name)
         return convert.template(row)
 
     async def ListScriptTemplates(
@@ -97,6 +103,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
             first=SORT_KEYS[order],
         )
         rows = await self._templates.page(
+            _account(),
             search=searched,
             tag=request.tag.strip().lower() or None,
             language=language,
@@ -120,6 +127,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
         expected = ids.parse_etag(given.etag, field="script_template.etag")
         template_id = convert.template_id(given.name, "script_template.name")
         row = await self._templates.update(
+            _account(),
             template_id,
             given.name,
             values,
@@ -129,20 +137,20 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
         return convert.template(row)
 
     async def DeleteScriptTemplate(self, request: pb.DeleteScriptTemplateRequest, context: Context) -> Empty:
-        await self._templates.delete(convert.template_id(request.name), request.name)
+        await self._templates.delete(_account(), convert.template_id(request.name), request.name)
         return Empty()
 
     async def RecordTemplateUse(
         self, request: pb.RecordTemplateUseRequest, context: Context
     ) -> pb.RecordTemplateUseResponse:
-        count = await self._templates.record_use(convert.template_id(request.name), request.name)
+        count = await self._templates.record_use(_account(), convert.template_id(request.name), request.name)
         return pb.RecordTemplateUseResponse(usage_count=count)
 
     async def RenderScriptTemplate(
         self, request: pb.RenderScriptTemplateRequest, context: Context
     ) -> pb.RenderScriptTemplateResponse:
         body = await self._templates.render(
-            convert.template_id(request.name), request.name, dict(request.values)
+            _account(), convert.template_id(request.name), request.name, dict(request.values)
         )
         return pb.RenderScriptTemplateResponse(body=body)
 
@@ -180,7 +188,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
     async def GetDraftTemplate(
         self, request: pb.GetDraftTemplateRequest, context: Context
     ) -> pb.DraftTemplate:
-        return convert.draft(await self._drafts.get(convert.draft_id(request.name), request.name))
+        return convert.draft(await self._drafts.get(_account(), convert.draft_id(request.name), request.name))
 
     async def ListDraftTemplates(
         self, request: pb.ListDraftTemplatesRequest, context: Context
@@ -189,7 +197,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
         paging = pagination.paging(
             request, current_principal().account_id, {"drafts": status}, first=datetime.fromisoformat
         )
-        rows = await self._drafts.page(status=status, after=paging.after, limit=paging.fetch)
+        rows = await self._drafts.page(_account(), status=status, after=paging.after, limit=paging.fetch)
         shown, token = paging.page(rows, key=lambda r: r.create_time.isoformat())
         return pb.ListDraftTemplatesResponse(
             draft_templates=[convert.draft(r) for r in shown], next_page_token=token
@@ -198,12 +206,14 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
     async def CountPendingDrafts(
         self, request: pb.CountPendingDraftsRequest, context: Context
     ) -> pb.CountPendingDraftsResponse:
-        return pb.CountPendingDraftsResponse(count=await self._drafts.count_pending())
+        return pb.CountPendingDraftsResponse(count=await self._drafts.count_pending(_account()))
 
     async def TemplatizeDraftTemplate(
         self, request: pb.TemplatizeDraftTemplateRequest, context: Context
     ) -> pb.DraftTemplate:
-        return convert.draft(await self._drafts.templatize(convert.draft_id(request.name), request.name))
+        return convert.draft(
+            await self._drafts.templatize(_account(), convert.draft_id(request.name), request.name)
+        )
 
     async def ApproveDraftTemplate(
         self, request: pb.ApproveDraftTemplateRequest, context: Context
@@ -254,5 +264,5 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
                     "source_lane_item_id": parts["lane_item"],
                 }
             )
-        rows = await self._drafts.import_session_scripts(source, session_id, scripts)
+        rows = await self._drafts.import_session_scripts(_account(), source, session_id, scripts)
         return pb.ImportSessionScriptsResponse(draft_templates=[convert.draft(r) for r in rows])

@@ -76,7 +76,7 @@ class Flows:
         self._db = db
 
     async def create(self, principal: Principal, *, name: str, description: str, tree: Tree) -> FlowRow:
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(principal.account_id) as conn:
             return await storage.insert_flow(
                 conn,
                 account_id=principal.account_id,
@@ -87,30 +87,35 @@ class Flows:
                 created_by=principal.user_id,
             )
 
-    async def get(self, flow_id: uuid.UUID, name: str) -> FlowRow:
-        async with self._db.transaction() as conn:
+    async def get(self, account: uuid.UUID, flow_id: uuid.UUID, name: str) -> FlowRow:
+        async with self._db.transaction(account) as conn:
             return await flow(conn, flow_id, name)
 
     async def page(
-        self, *, status: str | None, after: tuple[str, uuid.UUID] | None, limit: int
+        self, account: uuid.UUID, *, status: str | None, after: tuple[str, uuid.UUID] | None, limit: int
     ) -> list[FlowRow]:
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             return await storage.list_flows(conn, status=status, after=after, limit=limit)
 
     async def update(
-        self, flow_id: uuid.UUID, name: str, changes: FlowChanges, expected_revision: int | None
+        self,
+        account: uuid.UUID,
+        flow_id: uuid.UUID,
+        name: str,
+        changes: FlowChanges,
+        expected_revision: int | None,
     ) -> FlowRow:
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             row = await flow(conn, flow_id, name, lock=True)
             return await storage.update_flow(conn, row.id, **changed_values(row, changes, expected_revision))
 
-    async def publish(self, flow_id: uuid.UUID, name: str) -> FlowRow:
-        async with self._db.transaction() as conn:
+    async def publish(self, account: uuid.UUID, flow_id: uuid.UUID, name: str) -> FlowRow:
+        async with self._db.transaction(account) as conn:
             check_publishable(await flow(conn, flow_id, name, lock=True))
             return await storage.update_flow(conn, flow_id, status="published")
 
-    async def archive(self, flow_id: uuid.UUID, name: str) -> FlowRow:
-        async with self._db.transaction() as conn:
+    async def archive(self, account: uuid.UUID, flow_id: uuid.UUID, name: str) -> FlowRow:
+        async with self._db.transaction(account) as conn:
             await flow(conn, flow_id, name, lock=True)
             return await storage.update_flow(conn, flow_id, status="archived")
 
@@ -122,7 +127,7 @@ class Proposals:
     async def create(
         self, principal: Principal, *, name: str, description: str, tree: Tree, source: str, rationale: str
     ) -> ProposalRow:
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(principal.account_id) as conn:
             return await storage.insert_proposal(
                 conn,
                 account_id=principal.account_id,
@@ -135,21 +140,21 @@ class Proposals:
                 created_by=principal.user_id,
             )
 
-    async def get(self, proposal_id: uuid.UUID, name: str) -> ProposalRow:
-        async with self._db.transaction() as conn:
+    async def get(self, account: uuid.UUID, proposal_id: uuid.UUID, name: str) -> ProposalRow:
+        async with self._db.transaction(account) as conn:
             return await proposal(conn, proposal_id, name)
 
     async def page(
-        self, *, status: str | None, after: tuple[Any, uuid.UUID] | None, limit: int
+        self, account: uuid.UUID, *, status: str | None, after: tuple[Any, uuid.UUID] | None, limit: int
     ) -> list[ProposalRow]:
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             return await storage.list_proposals(conn, status=status, after=after, limit=limit)
 
     async def approve(
         self, principal: Principal, proposal_id: uuid.UUID, name: str
     ) -> tuple[ProposalRow, FlowRow]:
         """The proposal, approved, and the published flow made of it (its tree in the row)."""
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(principal.account_id) as conn:
             row = await proposal(conn, proposal_id, name, lock=True)
             check_reviewable(row)
             assert row.tree is not None  # read with its tree
@@ -169,7 +174,7 @@ class Proposals:
         return approved, dataclasses.replace(made, tree=row.tree)
 
     async def reject(self, principal: Principal, proposal_id: uuid.UUID, name: str) -> ProposalRow:
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(principal.account_id) as conn:
             check_reviewable(await proposal(conn, proposal_id, name, lock=True))
             return await storage.review_proposal(
                 conn, proposal_id, status="rejected", reviewer_id=principal.user_id

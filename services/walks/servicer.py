@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
@@ -27,6 +28,11 @@ from services.walks.sweep import StaleWalkSweep
 from services.walks.walking import Walks
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+
+def _account() -> uuid.UUID:
+    """The caller's account: every domain call names it."""
+    return current_principal().account_id
 
 
 class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
@@ -61,12 +67,14 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         return flow
 
     async def GetFlow(self, request: pb.GetFlowRequest, context: Context) -> pb.Flow:
-        return convert.flow(await self._flows.get(convert.parse_id(request.name, FLOW, "name"), request.name))
+        return convert.flow(
+            await self._flows.get(_account(), convert.parse_id(request.name, FLOW, "name"), request.name)
+        )
 
     async def ListFlows(self, request: pb.ListFlowsRequest, context: Context) -> pb.ListFlowsResponse:
         status = convert.FLOW_STATUS.optional(request.status)
         paging = pagination.paging(request, current_principal().account_id, {"flows": status}, first=str)
-        rows = await self._flows.page(status=status, after=paging.after, limit=paging.fetch)
+        rows = await self._flows.page(_account(), status=status, after=paging.after, limit=paging.fetch)
         shown, token = paging.page(rows, key=lambda r: r.name)
         return pb.ListFlowsResponse(flows=[convert.flow(r) for r in shown], next_page_token=token)
 
@@ -85,15 +93,15 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         )
         expected = ids.parse_etag(given.etag, field="flow.etag")
         flow_id = convert.parse_id(given.name, FLOW, "flow.name")
-        return convert.flow(await self._flows.update(flow_id, given.name, changes, expected))
+        return convert.flow(await self._flows.update(_account(), flow_id, given.name, changes, expected))
 
     async def PublishFlow(self, request: pb.PublishFlowRequest, context: Context) -> pb.Flow:
         flow_id = convert.parse_id(request.name, FLOW, "name")
-        return convert.flow(await self._flows.publish(flow_id, request.name))
+        return convert.flow(await self._flows.publish(_account(), flow_id, request.name))
 
     async def ArchiveFlow(self, request: pb.ArchiveFlowRequest, context: Context) -> pb.Flow:
         flow_id = convert.parse_id(request.name, FLOW, "name")
-        return convert.flow(await self._flows.archive(flow_id, request.name))
+        return convert.flow(await self._flows.archive(_account(), flow_id, request.name))
 
     # --- proposals ---------------------------------------------------------------------
 
@@ -116,7 +124,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
 
     async def GetFlowProposal(self, request: pb.GetFlowProposalRequest, context: Context) -> pb.FlowProposal:
         proposal_id = convert.parse_id(request.name, PROPOSAL, "name")
-        return convert.proposal(await self._proposals.get(proposal_id, request.name))
+        return convert.proposal(await self._proposals.get(_account(), proposal_id, request.name))
 
     async def ListFlowProposals(
         self, request: pb.ListFlowProposalsRequest, context: Context
@@ -125,7 +133,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         paging = pagination.paging(
             request, current_principal().account_id, {"proposals": status}, first=datetime.fromisoformat
         )
-        rows = await self._proposals.page(status=status, after=paging.after, limit=paging.fetch)
+        rows = await self._proposals.page(_account(), status=status, after=paging.after, limit=paging.fetch)
         shown, token = paging.page(rows, key=lambda r: r.create_time.isoformat())
         return pb.ListFlowProposalsResponse(
             flow_proposals=[convert.proposal(r) for r in shown], next_page_token=token
@@ -149,7 +157,10 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
     # --- walks ---------------------------------------------------------------------------
 
     async def _encode(self, rows: Sequence[WalkRow]) -> list[pb.Walk]:
-        return [convert.walk(r, t) for r, t in zip(rows, await self._snapshots.trees(rows), strict=True)]
+        return [
+            convert.walk(r, t)
+            for r, t in zip(rows, await self._snapshots.trees(_account(), rows), strict=True)
+        ]
 
     async def _walk(self, row: WalkRow) -> pb.Walk:
         return (await self._encode([row]))[0]
@@ -164,7 +175,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
 
     async def GetWalk(self, request: pb.GetWalkRequest, context: Context) -> pb.Walk:
         walk_id = convert.parse_id(request.name, WALK, "name")
-        return await self._walk(await self._walks.get(walk_id, request.name))
+        return await self._walk(await self._walks.get(_account(), walk_id, request.name))
 
     async def ListWalks(self, request: pb.ListWalksRequest, context: Context) -> pb.ListWalksResponse:
         status = convert.WALK_STATUS.optional(request.status)
@@ -176,6 +187,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
             first=datetime.fromisoformat,
         )
         rows = await self._walks.page(
+            _account(),
             status=status,
             ticket_id=request.ticket_id or None,
             kind=kind,
@@ -187,11 +199,11 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
 
     async def AdvanceWalk(self, request: pb.AdvanceWalkRequest, context: Context) -> pb.Walk:
         walk_id = convert.parse_id(request.name, WALK, "name")
-        return await self._walk(await self._walks.advance(walk_id, request.name, request.choice))
+        return await self._walk(await self._walks.advance(_account(), walk_id, request.name, request.choice))
 
     async def StepBackWalk(self, request: pb.StepBackWalkRequest, context: Context) -> pb.Walk:
         walk_id = convert.parse_id(request.name, WALK, "name")
-        return await self._walk(await self._walks.step_back(walk_id, request.name))
+        return await self._walk(await self._walks.step_back(_account(), walk_id, request.name))
 
     async def AddWalkNote(self, request: pb.AddWalkNoteRequest, context: Context) -> pb.Walk:
         text = validation.nonblank(request.text, "text")
@@ -202,17 +214,19 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         notes = validation.nonblank(request.resolution_notes, "resolution_notes")
         helpful = request.helpful if request.HasField("helpful") else None
         walk_id = convert.parse_id(request.name, WALK, "name")
-        return await self._walk(await self._walks.resolve(walk_id, request.name, notes, helpful))
+        return await self._walk(await self._walks.resolve(_account(), walk_id, request.name, notes, helpful))
 
     async def EscalateWalk(self, request: pb.EscalateWalkRequest, context: Context) -> pb.Walk:
         reason = validation.nonblank(request.reason, "reason")
         category = convert.CATEGORY.db(request.category)
         walk_id = convert.parse_id(request.name, WALK, "name")
-        return await self._walk(await self._walks.escalate(walk_id, request.name, reason, category))
+        return await self._walk(
+            await self._walks.escalate(_account(), walk_id, request.name, reason, category)
+        )
 
     async def AbandonWalk(self, request: pb.AbandonWalkRequest, context: Context) -> pb.Walk:
         walk_id = convert.parse_id(request.name, WALK, "name")
-        return await self._walk(await self._walks.abandon(walk_id, request.name))
+        return await self._walk(await self._walks.abandon(_account(), walk_id, request.name))
 
     async def SweepStaleWalks(
         self, request: pb.SweepStaleWalksRequest, context: Context

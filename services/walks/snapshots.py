@@ -25,13 +25,13 @@ class Snapshots:
         self._db = db
         self._trees: LRUCache[tuple[uuid.UUID, uuid.UUID], pb.Tree] = LRUCache(CACHED)
 
-    async def trees(self, rows: Sequence[WalkRow]) -> list[pb.Tree | None]:
+    async def trees(self, account: uuid.UUID, rows: Sequence[WalkRow]) -> list[pb.Tree | None]:
         """Each walk's snapshot (None for an ad-hoc walk)."""
         account = current_principal().account_id
         found = {r.id: self._trees.get((account, r.id)) for r in rows if r.has_tree}
         missing = [walk_id for walk_id, tree in found.items() if tree is None]
         if missing:
-            async with self._db.transaction() as conn:
+            async with self._db.transaction(account) as conn:
                 read = await storage.walk_trees(conn, missing)
             for walk_id, tree in read.items():
                 message = trees.to_proto(tree)

@@ -112,7 +112,7 @@ class Walks:
         target: dict[str, Any] = {"flow_id": None, "flow_proposal_id": None}
         tree: Tree | None = None
         version: int | None = None
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(principal.account_id) as conn:
             resumed = await self._resumable(conn, principal, start)
             if resumed is not None:
                 return resumed, True
@@ -126,7 +126,7 @@ class Walks:
         if start.kind == "ai_build":
             tree = await self._ai_tree(start.problem)  # outside any transaction
         now = self._clock()
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(principal.account_id) as conn:
             if start.kind == "ai_build":
                 # Re-check after the model call: another start may have won meanwhile.
                 resumed = await self._resumable(conn, principal, start)
@@ -177,12 +177,13 @@ class Walks:
             f"the AI could not build a valid decision tree ({last})", reason="AI_TREE_INVALID"
         )
 
-    async def get(self, walk_id: uuid.UUID, name: str) -> WalkRow:
-        async with self._db.transaction() as conn:
+    async def get(self, account: uuid.UUID, walk_id: uuid.UUID, name: str) -> WalkRow:
+        async with self._db.transaction(account) as conn:
             return await walk(conn, walk_id, name)
 
     async def page(
         self,
+        account: uuid.UUID,
         *,
         status: str | None,
         ticket_id: str | None,
@@ -190,13 +191,13 @@ class Walks:
         after: tuple[datetime, uuid.UUID] | None,
         limit: int,
     ) -> list[WalkRow]:
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             return await storage.list_walks(
                 conn, status=status, ticket_id=ticket_id, kind=kind, after=after, limit=limit
             )
 
-    async def advance(self, walk_id: uuid.UUID, name: str, choice: str) -> WalkRow:
-        async with self._db.transaction() as conn:
+    async def advance(self, account: uuid.UUID, walk_id: uuid.UUID, name: str, choice: str) -> WalkRow:
+        async with self._db.transaction(account) as conn:
             row = await active(conn, walk_id, name)
             if not row.has_tree or row.current_node_id is None:
                 raise FailedPrecondition("an ad-hoc walk has no tree to advance in", reason="NO_TREE")
@@ -213,8 +214,8 @@ class Walks:
                 last_step_at=now,
             )
 
-    async def step_back(self, walk_id: uuid.UUID, name: str) -> WalkRow:
-        async with self._db.transaction() as conn:
+    async def step_back(self, account: uuid.UUID, walk_id: uuid.UUID, name: str) -> WalkRow:
+        async with self._db.transaction(account) as conn:
             row = await active(conn, walk_id, name)
             if not row.walked_path:
                 raise FailedPrecondition("the walk is at its first node", reason="AT_ROOT")
@@ -227,7 +228,7 @@ class Walks:
             )
 
     async def add_note(self, principal: Principal, walk_id: uuid.UUID, name: str, text: str) -> WalkRow:
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(principal.account_id) as conn:
             row = await active(conn, walk_id, name)
             now = self._clock()
             note = new_note(row, text, principal.user_id, now)
@@ -235,8 +236,10 @@ class Walks:
                 conn, row.id, walk_notes=[*row.walk_notes, note], last_step_at=now
             )
 
-    async def resolve(self, walk_id: uuid.UUID, name: str, notes: str, helpful: bool | None) -> WalkRow:
-        async with self._db.transaction() as conn:
+    async def resolve(
+        self, account: uuid.UUID, walk_id: uuid.UUID, name: str, notes: str, helpful: bool | None
+    ) -> WalkRow:
+        async with self._db.transaction(account) as conn:
             row = await active(conn, walk_id, name)
             now = self._clock()
             return await storage.update_walk(
@@ -249,12 +252,14 @@ class Walks:
                 last_step_at=now,
             )
 
-    async def abandon(self, walk_id: uuid.UUID, name: str) -> WalkRow:
-        async with self._db.transaction() as conn:
+    async def abandon(self, account: uuid.UUID, walk_id: uuid.UUID, name: str) -> WalkRow:
+        async with self._db.transaction(account) as conn:
             row = await active(conn, walk_id, name, stepping=False)
             return await storage.update_walk(conn, row.id, status="abandoned", resolved_at=self._clock())
 
-    async def escalate(self, walk_id: uuid.UUID, name: str, reason: str, category: str) -> WalkRow:
+    async def escalate(
+        self, account: uuid.UUID, walk_id: uuid.UUID, name: str, reason: str, category: str
+    ) -> WalkRow:
         """The walk, escalated into a new session made of it.
 
         Claimed in one short transaction: the escalation's request id, reason
@@ -262,7 +267,7 @@ class Walks:
         on), so every retry sends the same request, whatever reason it gives.
         The call runs outside any transaction; a second short one records the
         session it created."""
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             row = await walk(conn, walk_id, name, lock=True)
             if row.status == "escalated" and row.escalation_session_id is not None:
                 return row  # a retry: the session exists and is linked
@@ -285,7 +290,7 @@ class Walks:
             category=row.escalation_reason_category or category,
             request_id=row.escalation_request_id,
         )
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             current = await walk(conn, walk_id, name, lock=True)
             if current.status == "active":
                 now = self._clock()
