@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
+import weakref
 
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
@@ -46,20 +47,21 @@ def give_back() -> None:
         libc.malloc_trim(0)
 
 
-_pending: set[asyncio.Handle] = set()
+# Per event loop, the trim waiting to run (a loop that closes takes its entry with it).
+_scheduled: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.TimerHandle] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def give_back_soon(delay: float = 0.2) -> None:
-    """``give_back`` now and once more ``delay`` seconds later (after what the
-    call still held, its request and its reply, has been freed), on the
-    running loop; a second call meanwhile adds no second trim."""
-    give_back()
-    if _pending:
-        return
-    handle = asyncio.get_running_loop().call_later(delay, _trim_later)
-    _pending.add(handle)
+    """``give_back`` once, ``delay`` seconds from now (after what a call still
+    held, its request and its reply, has been freed), on the running loop;
+    calls meanwhile share that one trim."""
+    loop = asyncio.get_running_loop()
+    if loop not in _scheduled:
+        _scheduled[loop] = loop.call_later(delay, _trim, loop)
 
 
-def _trim_later() -> None:
-    _pending.clear()
+def _trim(loop: asyncio.AbstractEventLoop) -> None:
+    _scheduled.pop(loop, None)
     give_back()

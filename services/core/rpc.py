@@ -35,7 +35,6 @@ from services.core import logs, memory, metrics, telemetry
 from services.core.auth import Principal, Role, TokenVerifier, bind_principal, unbind_principal
 from services.core.errors import (
     DeadlineExceeded,
-    FieldViolation,
     FlowPilotError,
     InvalidArgument,
     PermissionDenied,
@@ -44,7 +43,13 @@ from services.core.errors import (
     to_grpc_status,
 )
 from services.core.metadata import CREATED_METADATA, REQUEST_ID_METADATA
-from services.core.validation import COUNTED_FROM_BYTES, element_violation, text_violations, violations
+from services.core.validation import (
+    COUNTED_FROM_BYTES,
+    check_wire,
+    malformed_request,
+    text_violations,
+    violations,
+)
 
 log = logging.getLogger("flowpilot.rpc")
 # One line per RPC at INFO: method, code, duration, account, request id, trace id.
@@ -125,7 +130,8 @@ class _Calls:
         self.running += 1
         self.idle.clear()
 
-    def ended(self) -> None:
+    def ended_with(self, _context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """A done callback of the call: its status has been sent."""
         self.running -= 1
         if not self.running:
             self.idle.set()
@@ -232,6 +238,10 @@ class _Method:
     async def handle(self, raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
         started = time.perf_counter()
         metadata = dict(context.invocation_metadata() or ())
+        self.calls.started()
+        # Ended when gRPC has sent the status, not when the handler returns:
+        # a shutdown waiting for the calls must not cut a reply off.
+        context.add_done_callback(cast(Any, self.calls.ended_with))  # the stubs want a class of theirs
         span_token, log_token = self.begin(metadata)
         principal_token = None
         outcome = "OK"
@@ -240,7 +250,7 @@ class _Method:
         try:
             principal = self.admit(metadata)
             if len(raw) >= COUNTED_FROM_BYTES:
-                count_elements(raw, self.input_type)
+                check_wire(raw, self.input_type)
             if len(raw) > LARGE_REQUEST_BYTES:
                 await self.large_turn(context)
                 large = True
@@ -273,9 +283,8 @@ class _Method:
             raise
         finally:
             request = None  # this frame too may outlive the call in a traceback
-            if large:
+            if large:  # decoded: trim the heap after it (refusals before decoding leave little)
                 self.large_requests.release()
-            if len(raw) > LARGE_REQUEST_BYTES:
                 memory.give_back_soon()
             if principal_token is not None:
                 unbind_principal(principal_token)
@@ -284,7 +293,6 @@ class _Method:
     def begin(self, metadata: dict[str, Any]) -> tuple[object | None, object]:
         """Counts the call in; continues the caller's trace (when no span is
         recorded) and binds the log context: the tokens that undo both."""
-        self.calls.started()
         self.started_total.inc()
         self.in_flight.inc()
         span_token = None
@@ -306,7 +314,6 @@ class _Method:
         logs.unbind(log_token)
         if span_token is not None:
             otel_context.detach(span_token)
-        self.calls.ended()
 
     def admit(self, metadata: dict[str, Any]) -> Principal:
         """The verified caller, allowed to call the method (and the service not shutting down)."""
@@ -363,25 +370,12 @@ class _Method:
         return response
 
 
-def count_elements(raw: bytes, input_type: descriptor.Descriptor) -> None:
-    """INVALID_ARGUMENT, before anything is decoded, when a repeated field of
-    ``raw`` holds more elements than its limit."""
-    too_many = element_violation(raw, input_type)
-    if too_many is not None:
-        raise InvalidArgument(too_many)
-
-
 def _decoded(decode: Decoder, raw: bytes) -> Message:
     try:
         return decode(raw)
     except DecodeError:
-        # Truncated, nested past protobuf's depth limit, or a string that is
-        # not UTF-8. The parser's text names library internals; say what it means.
-        raise InvalidArgument(
-            FieldViolation("request", "is not a valid message of this method's request type"),
-            "the request could not be decoded",
-            reason="MALFORMED_REQUEST",
-        ) from None
+        # Truncated, nested past protobuf's depth limit, or a string that is not UTF-8.
+        raise malformed_request() from None
 
 
 class Registrar:

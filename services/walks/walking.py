@@ -113,6 +113,7 @@ class Walks:
         tree: Tree | None = None
         version: int | None = None
         async with self._db.transaction(principal.account_id) as conn:
+            await storage.lock_ticket(conn, user_id=principal.user_id, ticket_id=start.ticket_id)
             resumed = await self._resumable(conn, principal, start)
             if resumed is not None:
                 return resumed, True
@@ -127,8 +128,9 @@ class Walks:
             tree = await self._ai_tree(start.problem)  # outside any transaction
         now = self._clock()
         async with self._db.transaction(principal.account_id) as conn:
-            if start.kind == "ai_build":
+            if start.kind == "ai_build" and not start.force_new:
                 # Re-check after the model call: another start may have won meanwhile.
+                await storage.lock_ticket(conn, user_id=principal.user_id, ticket_id=start.ticket_id)
                 resumed = await self._resumable(conn, principal, start)
                 if resumed is not None:
                     return resumed, True
@@ -151,11 +153,10 @@ class Walks:
         return row, False
 
     async def _resumable(self, conn: Connection, principal: Principal, start: Start) -> WalkRow | None:
-        """The caller's active walk on the ticket, unless ``force_new``; holds
-        the ticket's lock for the rest of the transaction."""
+        """The caller's active walk on the ticket, unless ``force_new`` (the
+        caller holds the ticket's lock)."""
         if start.force_new:
             return None
-        await storage.lock_ticket(conn, user_id=principal.user_id, ticket_id=start.ticket_id)
         return await storage.active_walk_for(conn, user_id=principal.user_id, ticket_id=start.ticket_id)
 
     async def _ai_tree(self, problem: str) -> Tree:

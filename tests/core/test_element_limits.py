@@ -9,6 +9,7 @@ repeated fields on the wire first (``services.core.validation
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -20,10 +21,25 @@ from google.protobuf import field_mask_pb2, struct_pb2
 from bench.stress import heaviest_requests, largest_flow
 from services.core.auth import Role
 from services.core.errors import MAX_FIELD_VIOLATIONS, FieldViolation, InvalidArgument
-from services.core.validation import DEFAULT_MAX_ELEMENTS, element_violation
+from services.core.validation import DEFAULT_MAX_ELEMENTS, MAX_WIRE_FIELDS, check_wire
 from tests.support import Keys, expect_error
 
 FLOW = walks_pb2.CreateFlowRequest.DESCRIPTOR
+
+
+def element_violation(raw: bytes, message_type: Any) -> FieldViolation | None:
+    """The violation ``check_wire`` refuses ``raw`` with, or None when it passes."""
+    try:
+        check_wire(raw, message_type)
+    except InvalidArgument as refused:
+        return refused.violations[0]
+    return None
+
+
+def refusal(raw: bytes, message_type: Any = FLOW) -> InvalidArgument:
+    with pytest.raises(InvalidArgument) as caught:
+        check_wire(raw, message_type)
+    return caught.value
 
 
 def test_the_largest_valid_flow_passes_the_count() -> None:
@@ -81,9 +97,42 @@ def test_fields_without_a_declared_limit_have_the_default_one() -> None:
     assert found == FieldViolation("update_mask.paths", f"must have at most {DEFAULT_MAX_ELEMENTS} elements")
 
 
-@pytest.mark.parametrize("raw", [b"\x0a\xff\xff\xff\xff\x0f", b"\x0f", b"\x0a\x05ab", b"\xff" * 11])
-def test_bytes_that_are_no_message_are_left_to_the_decoder(raw: bytes) -> None:
-    assert element_violation(raw, FLOW) is None
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x0a\xff\xff\xff\xff\x0f",  # a length past the end
+        b"\x0f",  # wire type 7
+        b"\x0a\x05ab",  # truncated
+        b"\xff" * 11,  # a varint past 64 bits
+        b"\xbb\x3e\xbc\x3e",  # an (empty) group: proto3 has none, the decoder would skip it
+    ],
+)
+def test_bytes_that_are_no_message_are_refused_as_malformed(raw: bytes) -> None:
+    assert refusal(raw).reason == "MALFORMED_REQUEST"
+
+
+def test_an_unknown_group_does_not_switch_the_count_off() -> None:
+    """A group up front once made the reader give up, and 4 MiB of empty
+    nodes behind it reached the decoder (~120 MB)."""
+    (_, _, nodes), *_ = [r for r in heaviest_requests()["walks"] if r[0] == "4 MiB of empty nodes"]
+    assert refusal(b"\xbb\x3e\xbc\x3e" + nodes).reason == "MALFORMED_REQUEST"
+
+
+def test_what_is_read_is_bounded_however_the_fields_are_spent() -> None:
+    """Unknown fields, repeated scalars and nested lists under the default
+    limit all count against one budget: reading stops there."""
+    unknown = b"\x78\x00" * (MAX_WIRE_FIELDS + 1)  # field 15, unknown, as a varint
+    assert refusal(unknown).reason == "REQUEST_TOO_COMPLEX"
+    inner = struct_pb2.ListValue(values=[struct_pb2.Value()] * 9_000)
+    nested = settings_pb2.UpdateSettingRequest(
+        setting=settings_pb2.Setting(
+            name="settings/notes.format",
+            value=struct_pb2.Value(
+                list_value=struct_pb2.ListValue(values=[struct_pb2.Value(list_value=inner)] * 10)
+            ),
+        )
+    )
+    assert refusal(nested.SerializeToString(), nested.DESCRIPTOR).reason == "REQUEST_TOO_COMPLEX"
 
 
 def test_an_error_names_at_most_a_bounded_number_of_fields() -> None:
