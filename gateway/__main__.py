@@ -17,6 +17,7 @@ import tempfile
 import uvicorn
 
 from gateway.config import GatewayConfig
+from gateway.http import PROTOCOL
 from services.core import logs
 
 log = logging.getLogger("flowpilot.gateway")
@@ -57,6 +58,7 @@ def main() -> None:
             workers=config.workers,
             log_level=config.log_level.lower(),
             log_config=None,
+            http=PROTOCOL,  # llhttp, with h11 for what it refuses (gateway.http)
             access_log=False,  # gateway.observe writes the access line
             timeout_graceful_shutdown=10,
         )

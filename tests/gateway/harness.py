@@ -18,6 +18,7 @@ from google.protobuf.empty_pb2 import Empty
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
+from gateway.http import PROTOCOL
 from services.core.metadata import CREATED_METADATA
 
 MESSAGING = messaging_pb2.DESCRIPTOR.services_by_name["Messaging"]
@@ -29,6 +30,7 @@ async def serve_gateway(
     backends: dict[str, str],
     services: Sequence[descriptor.ServiceDescriptor] | None = None,
     traced: bool | None = None,
+    protocol: type[asyncio.Protocol] = PROTOCOL,
     **config: Any,
 ) -> AsyncIterator[str]:
     sock = socket.socket()
@@ -40,7 +42,7 @@ async def serve_gateway(
         backends=backends,
         traced=traced,
     )
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", http=protocol))
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for this)
         await asyncio.sleep(0.01)

@@ -18,6 +18,7 @@ from google.protobuf import any_pb2, descriptor, json_format, message_factory, t
 from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from gateway import protojson
 from gateway.app import Gateway
@@ -316,6 +317,36 @@ COMPARED_HEADERS = (
 async def test_without_recorded_spans_the_answer_is_the_same(
     bases: tuple[str, str], method: str, path: str, kwargs: dict[str, Any]
 ) -> None:
+    answers = await _answers(bases, method, path, kwargs)
+    assert answers[0] == answers[1]
+
+
+@pytest.fixture(scope="module")
+async def parsers(echo: str) -> AsyncIterator[tuple[str, str]]:
+    """The gateway as served (llhttp when httptools is installed) and with h11 alone."""
+    config: dict[str, Any] = {
+        "backends": {"conformance.v1": echo},
+        "services": [MESSAGING],
+        "max_body_bytes": 2048,
+        "cors_origins": ["https://app.example"],
+        "response_metadata": ["x-served-by"],
+    }
+    async with serve_gateway(**config) as served, serve_gateway(protocol=H11Protocol, **config) as h11:
+        yield served, h11
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs"), CASES, ids=[f"{m} {p}"[:60] for m, p, _ in CASES])
+async def test_whichever_parser_reads_the_request_the_answer_is_the_same(
+    parsers: tuple[str, str], method: str, path: str, kwargs: dict[str, Any]
+) -> None:
+    answers = await _answers(parsers, method, path, kwargs)
+    assert answers[0] == answers[1]
+
+
+async def _answers(
+    bases: tuple[str, str], method: str, path: str, kwargs: dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    """Status, body, the compared headers, and whether the request id came back, from each base."""
     answers = []
     for base in bases:
         request_id = str(uuid.uuid4())
@@ -335,7 +366,7 @@ async def test_without_recorded_spans_the_answer_is_the_same(
                 response.headers.get("x-request-id") in (request_id, None),
             )
         )
-    assert answers[0] == answers[1]
+    return answers
 
 
 async def test_without_recorded_spans_the_trace_still_reaches_the_service(bases: tuple[str, str]) -> None:
