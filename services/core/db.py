@@ -1,7 +1,8 @@
 """Database access: one async engine per service, one transaction per RPC.
 
-:meth:`Database.transaction` opens the RPC's transaction and makes the tenant
-setting its first statement, transaction-local (``set_config(..., true)``,
+:meth:`Database.transaction` opens the RPC's transaction for the account its
+caller names (every call names one: there is no ambient default) and makes the
+tenant setting its first statement, transaction-local (``set_config(..., true)``,
 the id bound as a parameter). Row-level security reads it through
 ``tenancy.current_account_id()``; when the transaction ends PostgreSQL drops
 the setting, so a pooled connection never carries a tenant to the next
@@ -12,8 +13,8 @@ Hot reads use :meth:`Database.read`: one call of a *tenant read function*
 (``migrations.tenancy.tenant_read``), which sets the tenant transaction-locally
 as its own first statement and then reads under row-level security, all in
 the call's implicit transaction: one round trip instead of four (BEGIN, set,
-read, COMMIT), on a driver connection of :class:`ReadConnections`. See the
-README's benchmark section for what that is worth.
+read, COMMIT), on a driver connection of :class:`ReadConnections`. See
+``bench/README.md`` for what that is worth.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
-from services.core.auth import current_principal
 from services.core.errors import Unavailable
 
 _SET_TENANT = text("SELECT set_config('app.current_account_id', :account_id, true)")
@@ -322,8 +322,9 @@ class Database:
         return cls(engine, reads)
 
     @asynccontextmanager
-    async def transaction(self, account_id: uuid.UUID | None = None) -> AsyncIterator[AsyncConnection]:
-        """One transaction for ``account_id`` (default: the caller's account).
+    async def transaction(self, account_id: uuid.UUID) -> AsyncIterator[AsyncConnection]:
+        """One transaction for the tenant ``account_id`` (always named: work
+        for no caller, such as background work, names its account too).
 
         Commits when the block ends normally and rolls back when it raises.
         """
@@ -333,7 +334,7 @@ class Database:
             async with _unavailable_when_down(), self.engine.begin() as conn:
                 self._transactions_waiting -= 1
                 waiting = False
-                await conn.execute(_SET_TENANT, {"account_id": _account(account_id)})
+                await conn.execute(_SET_TENANT, {"account_id": str(account_id)})
                 yield conn
         finally:
             if waiting:
@@ -353,16 +354,12 @@ class Database:
             "reads": self.reads.stats(),
         }
 
-    async def read(self, function: str, *args: Any, account_id: uuid.UUID | None = None) -> list[Record]:
+    async def read(self, function: str, account_id: uuid.UUID, *args: Any) -> list[Record]:
         """Every row of the tenant read function ``function`` (``schema.name``)
-        for ``account_id`` (default: the caller's account), which is passed as
-        its first argument; ``args`` follow."""
+        for the tenant ``account_id``, which is passed as its first argument;
+        ``args`` follow."""
         async with _unavailable_when_down():
-            return await self.reads.fetch(
-                _read_sql(function, len(args)),
-                account_id if account_id is not None else current_principal().account_id,
-                *args,
-            )
+            return await self.reads.fetch(_read_sql(function, len(args)), account_id, *args)
 
     async def dispose(self) -> None:
         await self.reads.close()
@@ -375,10 +372,6 @@ def _read_sql(function: str, arguments: int) -> str:
         raise ValueError(f"not a schema-qualified function name: {function!r}")
     placeholders = ", ".join(f"${i}" for i in range(1, arguments + 2))
     return f"SELECT * FROM {function}({placeholders})"
-
-
-def _account(account_id: uuid.UUID | None) -> str:
-    return str(account_id if account_id is not None else current_principal().account_id)
 
 
 @asynccontextmanager

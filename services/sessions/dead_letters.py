@@ -18,13 +18,15 @@ class DeadLetters:
         self._db = db
         self._kick = kick  # to deliver a retried letter soon
 
-    async def page(self, *, after: tuple[datetime, uuid.UUID] | None, limit: int) -> list[DeadLetter]:
-        async with self._db.transaction() as conn:
+    async def page(
+        self, account: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[DeadLetter]:
+        async with self._db.transaction(account) as conn:
             return await outbox_storage.list_dead_letters(conn, after=after, limit=limit)
 
-    async def retry(self, letter_id: uuid.UUID, name: str) -> DeadLetter:
+    async def retry(self, account: uuid.UUID, letter_id: uuid.UUID, name: str) -> DeadLetter:
         """The letter as it was (still dead): it is due again now."""
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             row = await outbox_storage.retry_dead_letter(conn, letter_id)
         row = found(row, "dead letter", name)
         if self._kick is not None:

@@ -86,7 +86,7 @@ class Facts:
         self._clock = clock
 
     async def create(self, principal: Principal, session_id: uuid.UUID, new: NewFact) -> Fact:
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(principal.account_id) as conn:
             row = await lifecycle.find_active(conn, session_id)
             check_ref(row, new.source_ref, "fact.source_ref")
             fact = await storage.insert_fact(
@@ -102,12 +102,13 @@ class Facts:
             await storage.bump_state(conn, session_id)
         return fact
 
-    async def get(self, name: str) -> Fact:
-        async with self._db.transaction() as conn:
+    async def get(self, account: uuid.UUID, name: str) -> Fact:
+        async with self._db.transaction(account) as conn:
             return await find(conn, name)
 
     async def page(
         self,
+        account: uuid.UUID,
         session_id: uuid.UUID,
         *,
         show_deleted: bool,
@@ -115,13 +116,13 @@ class Facts:
         limit: int,
     ) -> list[Fact]:
         rows = await storage.list_facts(
-            self._db, session_id, show_deleted=show_deleted, after=after, limit=limit
+            self._db, account, session_id, show_deleted=show_deleted, after=after, limit=limit
         )
         return found(rows, "session", f"sessions/{session_id}")
 
-    async def update(self, session_id: uuid.UUID, name: str, edit: Edit) -> Fact:
+    async def update(self, account: uuid.UUID, session_id: uuid.UUID, name: str, edit: Edit) -> Fact:
         field = "fact.source_ref"
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             row = await lifecycle.find(conn, session_id, lock=True)
             fact = await find(conn, name, field="fact.name")
             lifecycle.require_active(row)
@@ -139,9 +140,9 @@ class Facts:
             await storage.bump_state(conn, session_id)
         return fact
 
-    async def set_deleted(self, name: str, *, deleted: bool) -> Fact:
+    async def set_deleted(self, account: uuid.UUID, name: str, *, deleted: bool) -> Fact:
         session_id, _ = child_ids(name, FACT, "fact")
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             row = await lifecycle.find(conn, session_id, lock=True)
             fact = await find(conn, name)
             lifecycle.require_active(row)

@@ -39,13 +39,13 @@ class Fixes:
         self._settings = settings
 
     async def suggest(self, principal: Principal, session_id: uuid.UUID) -> Fix:
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(principal.account_id) as conn:
             row = await lifecycle.find(conn, session_id)
             lifecycle.require_active(row)
             ctx = await notes.context(conn, row)
         prefs = await self._settings.preferences()
         suggestion = await self._ai.suggest_fix(ctx, prefs)
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(principal.account_id) as conn:
             await lifecycle.find_active(conn, session_id)
             await storage.supersede_active_fix(conn, session_id)
             fix = await storage.insert_fix(
@@ -65,23 +65,30 @@ class Fixes:
             await storage.bump_state(conn, session_id)
         return fix
 
-    async def active(self, session_id: uuid.UUID, name: str) -> Fix:
-        async with self._db.transaction() as conn:
+    async def active(self, account: uuid.UUID, session_id: uuid.UUID, name: str) -> Fix:
+        async with self._db.transaction(account) as conn:
             await lifecycle.find(conn, session_id)
             fix = await storage.active_fix(conn, session_id)
         return found(fix, "active fix", name)
 
     async def page(
-        self, session_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None, limit: int
+        self,
+        account: uuid.UUID,
+        session_id: uuid.UUID,
+        *,
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
     ) -> list[Fix]:
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             await lifecycle.find(conn, session_id)
             return await storage.list_fixes(conn, session_id, after=after, limit=limit)
 
-    async def decide(self, session_id: uuid.UUID, fix_id: uuid.UUID, name: str, status: str) -> Fix:
+    async def decide(
+        self, account: uuid.UUID, session_id: uuid.UUID, fix_id: uuid.UUID, name: str, status: str
+    ) -> Fix:
         """Accepts or rejects (``status``) the fix named ``name``."""
         assert status in DECISIONS, status
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             row = await lifecycle.find(conn, session_id, lock=True)
             fix = found(await storage.get_fix(conn, session_id, fix_id), "fix", name)
             lifecycle.require_active(row)

@@ -92,20 +92,22 @@ class Lane:
         self._db = db
         self._clock = clock
 
-    async def get(self, session_id: uuid.UUID, item_id: str, name: str) -> LaneItem:
-        row = await storage.read_session(self._db, session_id)
+    async def get(self, account: uuid.UUID, session_id: uuid.UUID, item_id: str, name: str) -> LaneItem:
+        row = await storage.read_session(self._db, account, session_id)
         return found(find(row.pending_task_lane, item_id) if row else None, "lane item", name)
 
-    async def add(self, session_id: uuid.UUID, item: LaneItem) -> None:
-        async with self._db.transaction() as conn:
+    async def add(self, account: uuid.UUID, session_id: uuid.UUID, item: LaneItem) -> None:
+        async with self._db.transaction(account) as conn:
             row = await lifecycle.find_active(conn, session_id)
             check_room(row.pending_task_lane)
             lane = [*row.pending_task_lane, item]
             check_size(lane)
             await storage.update_session(conn, session_id, lane=lane)
 
-    async def update(self, session_id: uuid.UUID, item_id: str, name: str, changes: Changes) -> LaneItem:
-        async with self._db.transaction() as conn:
+    async def update(
+        self, account: uuid.UUID, session_id: uuid.UUID, item_id: str, name: str, changes: Changes
+    ) -> LaneItem:
+        async with self._db.transaction(account) as conn:
             row = await lifecycle.find(conn, session_id, lock=True)
             changes_at = self._clock().isoformat()
             lane, item = found(

@@ -142,7 +142,7 @@ class Lifecycle:
         self._kick = kick  # to deliver queued drafts soon
 
     async def create(self, principal: Principal, new: NewSession) -> Created:
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(principal.account_id) as conn:
             # Serialise creation per (user, ticket); a retry's request id is
             # checked under the same lock, so concurrent retries create one.
             await storage.lock_ticket(conn, user_id=principal.user_id, ticket_ref=new.ticket_ref)
@@ -184,11 +184,14 @@ class Lifecycle:
                 )
         return Created(row)
 
-    async def get(self, session_id: uuid.UUID) -> Session:
-        return found(await storage.read_session(self._db, session_id), "session", f"sessions/{session_id}")
+    async def get(self, account: uuid.UUID, session_id: uuid.UUID) -> Session:
+        return found(
+            await storage.read_session(self._db, account, session_id), "session", f"sessions/{session_id}"
+        )
 
     async def page(
         self,
+        account: uuid.UUID,
         *,
         status: str | None,
         ticket_ref: str | None,
@@ -196,13 +199,13 @@ class Lifecycle:
         limit: int,
         whole_lanes: bool,
     ) -> list[Session]:
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             return await storage.list_sessions(
                 conn, status=status, ticket_ref=ticket_ref, after=after, limit=limit, whole_lanes=whole_lanes
             )
 
-    async def update(self, session_id: uuid.UUID, edit: Edit) -> Session:
-        async with self._db.transaction() as conn:
+    async def update(self, account: uuid.UUID, session_id: uuid.UUID, edit: Edit) -> Session:
+        async with self._db.transaction(account) as conn:
             row = await find_active(conn, session_id)
             check_etag(row, edit.etag)
             return await storage.update_session(conn, session_id, title=edit.title, problem=edit.problem)
@@ -217,17 +220,22 @@ class Lifecycle:
     ) -> Session:
         """Resolves the session; with ``draft_scripts``, its working scripts go to the library."""
         return await self._end(
-            session_id, "resolved", principal=principal if draft_scripts else None, resolution_summary=summary
+            principal.account_id,
+            session_id,
+            "resolved",
+            principal=principal if draft_scripts else None,
+            resolution_summary=summary,
         )
 
-    async def escalate(self, session_id: uuid.UUID, reason: str) -> Session:
-        return await self._end(session_id, "escalated", escalation_reason=reason)
+    async def escalate(self, account: uuid.UUID, session_id: uuid.UUID, reason: str) -> Session:
+        return await self._end(account, session_id, "escalated", escalation_reason=reason)
 
-    async def abandon(self, session_id: uuid.UUID) -> Session:
-        return await self._end(session_id, "abandoned")
+    async def abandon(self, account: uuid.UUID, session_id: uuid.UUID) -> Session:
+        return await self._end(account, session_id, "abandoned")
 
     async def _end(
         self,
+        account: uuid.UUID,
         session_id: uuid.UUID,
         status: str,
         *,
@@ -238,7 +246,7 @@ class Lifecycle:
         """Moves the session to ``status``; with ``principal``, queues its
         scripts as drafts by them in the same transaction."""
         queued = False
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             row = await find(conn, session_id, lock=True)
             check_transition(row, status)
             row = await storage.end_session(

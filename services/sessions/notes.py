@@ -86,10 +86,10 @@ class Notes:
         return doc.text, doc.model
 
     async def _load(
-        self, session_id: uuid.UUID, kind: NoteKind, fmt: str
+        self, account: uuid.UUID, session_id: uuid.UUID, kind: NoteKind, fmt: str
     ) -> tuple[Session, Preview | None, SessionContext | None]:
         """(session row, cached preview or None, context when not cached)."""
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             row = await lifecycle.find(conn, session_id)
             cached = await storage.get_preview(
                 conn, session_id, kind=kind, state_version=row.state_version, fmt=fmt
@@ -97,15 +97,17 @@ class Notes:
             ctx = None if cached is not None else await context(conn, row)
         return row, cached, ctx
 
-    async def preview(self, session_id: uuid.UUID, kind: NoteKind) -> tuple[Preview, bool]:
+    async def preview(
+        self, account: uuid.UUID, session_id: uuid.UUID, kind: NoteKind
+    ) -> tuple[Preview, bool]:
         """The note of the session's current state, and whether it was cached."""
         prefs = await self._settings.preferences()
-        row, cached, ctx = await self._load(session_id, kind, prefs.fmt)
+        row, cached, ctx = await self._load(account, session_id, kind, prefs.fmt)
         if cached is not None:
             return cached, True
         assert ctx is not None
         text, model = await self._generate(kind, ctx, prefs)
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             stored = await storage.put_preview(
                 conn,
                 account_id=current_principal().account_id,
@@ -119,15 +121,21 @@ class Notes:
         return stored, False
 
     async def post(
-        self, session_id: uuid.UUID, kind: NoteKind, external_id: str, *, attempts: int = 3
+        self,
+        account: uuid.UUID,
+        session_id: uuid.UUID,
+        kind: NoteKind,
+        external_id: str,
+        *,
+        attempts: int = 3,
     ) -> Session:
         for _ in range(attempts):
-            async with self._db.transaction() as conn:
+            async with self._db.transaction(account) as conn:
                 row = await lifecycle.find(conn, session_id)
             if already_posted(row, kind, external_id):
                 return row
-            preview, _ = await self.preview(session_id, kind)
-            async with self._db.transaction() as conn:
+            preview, _ = await self.preview(account, session_id, kind)
+            async with self._db.transaction(account) as conn:
                 row = await lifecycle.find(conn, session_id, lock=True)
                 if already_posted(row, kind, external_id):
                     return row

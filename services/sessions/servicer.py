@@ -44,6 +44,11 @@ def _paging(request: pagination.ListRequest, query: dict[str, object]) -> pagina
     return pagination.paging(request, current_principal().account_id, query, first=datetime.fromisoformat)
 
 
+def _account() -> uuid.UUID:
+    """The caller's account: every domain call names it."""
+    return current_principal().account_id
+
+
 class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
     def __init__(
         self,
@@ -77,7 +82,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         return pb.CreateSessionResponse(session=session, resumed=result.resumed)
 
     async def GetSession(self, request: pb.GetSessionRequest, context: Context) -> pb.Session:
-        row = await self._lifecycle.get(session_id(request.name))
+        row = await self._lifecycle.get(_account(), session_id(request.name))
         return convert.session(row, view=request.view or pb.SESSION_VIEW_FULL)
 
     async def ListSessions(
@@ -94,6 +99,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
             max_page_size=FULL_PAGE_SIZE if full else pagination.MAX_PAGE_SIZE,
         )
         rows = await self._lifecycle.page(
+            _account(),
             status=status,
             ticket_ref=request.ticket_ref or None,
             after=paging.after,
@@ -107,7 +113,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
 
     async def UpdateSession(self, request: pb.UpdateSessionRequest, context: Context) -> pb.Session:
         sid, edit = convert.session_edit(request)
-        return convert.session(await self._lifecycle.update(sid, edit))
+        return convert.session(await self._lifecycle.update(_account(), sid, edit))
 
     async def ResolveSession(self, request: pb.ResolveSessionRequest, context: Context) -> pb.Session:
         summary = validation.nonblank(request.summary, "summary")
@@ -119,23 +125,23 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
 
     async def EscalateSession(self, request: pb.EscalateSessionRequest, context: Context) -> pb.Session:
         reason = validation.nonblank(request.reason, "reason")
-        return convert.session(await self._lifecycle.escalate(session_id(request.name), reason))
+        return convert.session(await self._lifecycle.escalate(_account(), session_id(request.name), reason))
 
     async def AbandonSession(self, request: pb.AbandonSessionRequest, context: Context) -> pb.Session:
-        return convert.session(await self._lifecycle.abandon(session_id(request.name)))
+        return convert.session(await self._lifecycle.abandon(_account(), session_id(request.name)))
 
     # --- task lane ---------------------------------------------------------------
 
     async def GetLaneItem(self, request: pb.GetLaneItemRequest, context: Context) -> pb.LaneItem:
         sid, item_id = child_ids(request.name, LANE_ITEM, "lane_item")
-        return convert.lane_item(sid, await self._lane.get(sid, item_id, request.name))
+        return convert.lane_item(sid, await self._lane.get(_account(), sid, item_id, request.name))
 
     async def CreateLaneItem(self, request: pb.CreateLaneItemRequest, context: Context) -> pb.LaneItem:
         sid = session_id(request.parent, field="parent")
         item = convert.new_lane_item(
             request.lane_item, item_id=uuid.uuid4().hex, now=self._clock().isoformat()
         )
-        await self._lane.add(sid, item)
+        await self._lane.add(_account(), sid, item)
         lane_item = convert.lane_item(sid, item)
         created(lane_item.name)
         return lane_item
@@ -150,7 +156,9 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
             default={"status", "output"},
             prefix="lane_item",
         )
-        item = await self._lane.update(sid, item_id, given.name, convert.lane_changes(given, paths))
+        item = await self._lane.update(
+            _account(), sid, item_id, given.name, convert.lane_changes(given, paths)
+        )
         return convert.lane_item(sid, item)
 
     # --- facts ---------------------------------------------------------------------
@@ -163,26 +171,26 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         return message
 
     async def GetFact(self, request: pb.GetFactRequest, context: Context) -> pb.Fact:
-        return convert.fact(await self._facts.get(request.name))
+        return convert.fact(await self._facts.get(_account(), request.name))
 
     async def ListFacts(self, request: pb.ListFactsRequest, context: Context) -> pb.ListFactsResponse:
         sid = session_id(request.parent, field="parent")
         paging = _paging(request, {"session": str(sid), "deleted": request.show_deleted})
         rows = await self._facts.page(
-            sid, show_deleted=request.show_deleted, after=paging.after, limit=paging.fetch
+            _account(), sid, show_deleted=request.show_deleted, after=paging.after, limit=paging.fetch
         )
         shown, token = paging.page(rows, key=_by_create_time)
         return pb.ListFactsResponse(facts=[convert.fact(r) for r in shown], next_page_token=token)
 
     async def UpdateFact(self, request: pb.UpdateFactRequest, context: Context) -> pb.Fact:
         sid, edit = convert.fact_edit(request)
-        return convert.fact(await self._facts.update(sid, request.fact.name, edit))
+        return convert.fact(await self._facts.update(_account(), sid, request.fact.name, edit))
 
     async def DeleteFact(self, request: pb.DeleteFactRequest, context: Context) -> pb.Fact:
-        return convert.fact(await self._facts.set_deleted(request.name, deleted=True))
+        return convert.fact(await self._facts.set_deleted(_account(), request.name, deleted=True))
 
     async def UndeleteFact(self, request: pb.UndeleteFactRequest, context: Context) -> pb.Fact:
-        return convert.fact(await self._facts.set_deleted(request.name, deleted=False))
+        return convert.fact(await self._facts.set_deleted(_account(), request.name, deleted=False))
 
     # --- fixes ---------------------------------------------------------------------
 
@@ -192,19 +200,19 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
 
     async def GetActiveFix(self, request: pb.GetActiveFixRequest, context: Context) -> pb.SuggestedFix:
         sid = session_id(request.parent, field="parent")
-        return convert.fix(await self._fixes.active(sid, f"{request.parent}/fixes:active"))
+        return convert.fix(await self._fixes.active(_account(), sid, f"{request.parent}/fixes:active"))
 
     async def ListFixes(self, request: pb.ListFixesRequest, context: Context) -> pb.ListFixesResponse:
         sid = session_id(request.parent, field="parent")
         paging = _paging(request, {"fixes": str(sid)})
-        rows = await self._fixes.page(sid, after=paging.after, limit=paging.fetch)
+        rows = await self._fixes.page(_account(), sid, after=paging.after, limit=paging.fetch)
         shown, token = paging.page(rows, key=_by_create_time)
         return pb.ListFixesResponse(fixes=[convert.fix(r) for r in shown], next_page_token=token)
 
     async def _decide(self, name: str, status: str) -> pb.SuggestedFix:
         sid, fix_text_id = child_ids(name, FIX, "fix")
         fix_id = parse_id(fix_text_id, field="name", kind="fix")
-        return convert.fix(await self._fixes.decide(sid, fix_id, name, status))
+        return convert.fix(await self._fixes.decide(_account(), sid, fix_id, name, status))
 
     async def AcceptFix(self, request: pb.AcceptFixRequest, context: Context) -> pb.SuggestedFix:
         return await self._decide(request.name, "accepted")
@@ -218,20 +226,20 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         self, request: pb.ListDeadLettersRequest, context: Context
     ) -> pb.ListDeadLettersResponse:
         paging = _paging(request, {"dead_letters": True})
-        rows = await self._dead_letters.page(after=paging.after, limit=paging.fetch)
+        rows = await self._dead_letters.page(_account(), after=paging.after, limit=paging.fetch)
         shown, token = paging.page(rows, key=lambda r: r.dead_at.isoformat())
         return pb.ListDeadLettersResponse(
             dead_letters=[convert.dead_letter(r) for r in shown], next_page_token=token
         )
 
     async def RetryDeadLetter(self, request: pb.RetryDeadLetterRequest, context: Context) -> pb.DeadLetter:
-        letter = await self._dead_letters.retry(dead_letter_id(request.name), request.name)
+        letter = await self._dead_letters.retry(_account(), dead_letter_id(request.name), request.name)
         return convert.dead_letter(letter)
 
     # --- notes and packages ---------------------------------------------------------
 
     async def _preview(self, name: str, kind: NoteKind) -> pb.NotePreview:
-        preview, cached = await self._notes.preview(session_id(name), kind)
+        preview, cached = await self._notes.preview(_account(), session_id(name), kind)
         return convert.note_preview(preview, cached=cached)
 
     async def PreviewResolutionNote(
@@ -246,7 +254,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
 
     async def _post(self, name: str, external_id: str, kind: NoteKind) -> pb.Session:
         external_id = validation.nonblank(external_id, "external_id").strip()
-        return convert.session(await self._notes.post(session_id(name), kind, external_id))
+        return convert.session(await self._notes.post(_account(), session_id(name), kind, external_id))
 
     async def PostResolutionNote(self, request: pb.PostResolutionNoteRequest, context: Context) -> pb.Session:
         return await self._post(request.name, request.external_id, NoteKind.RESOLUTION_NOTE)

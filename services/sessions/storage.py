@@ -147,9 +147,9 @@ async def session_by_request_id(conn: AsyncConnection, request_id: uuid.UUID) ->
     return _maybe_session((await conn.execute(select(S).where(S.c.request_id == request_id))).first())
 
 
-async def read_session(db: Database, session_id: uuid.UUID) -> Session | None:
+async def read_session(db: Database, account_id: uuid.UUID, session_id: uuid.UUID) -> Session | None:
     """A session for reading only, in one round trip (tenant read function)."""
-    rows = await db.read("sessions.read_session", session_id)
+    rows = await db.read("sessions.read_session", account_id, session_id)
     return _session(rows[0]) if rows else None
 
 
@@ -330,6 +330,7 @@ async def get_fact(conn: AsyncConnection, session_id: uuid.UUID, fact_id: uuid.U
 
 async def list_facts(
     db: Database,
+    account_id: uuid.UUID,
     session_id: uuid.UUID,
     *,
     show_deleted: bool,
@@ -340,7 +341,9 @@ async def list_facts(
     one round trip (tenant read function); None when the session is not there."""
     after_time, after_id = after if after is not None else (None, None)
     try:
-        rows = await db.read("sessions.list_facts", session_id, show_deleted, after_time, after_id, limit)
+        rows = await db.read(
+            "sessions.list_facts", account_id, session_id, show_deleted, after_time, after_id, limit
+        )
     except asyncpg.NoDataFoundError:
         return None
     return [_fact(row) for row in rows]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, TypeAlias, cast
 
 import grpc
@@ -78,7 +79,7 @@ class SettingsServicer(settings_pb2_grpc.SettingsServiceServicer):
         self, request: settings_pb2.GetSettingRequest, context: Context
     ) -> settings_pb2.Setting:
         entry = _entry_for(request.name, field="name")
-        stored = await storage.get_entries(self._db)
+        stored = await storage.get_entries(self._db, current_principal().account_id)
         return _setting(entry, stored.get(entry.key, storage.NEVER_SET))
 
     async def ListSettings(
@@ -91,7 +92,7 @@ class SettingsServicer(settings_pb2_grpc.SettingsServiceServicer):
         if after:
             start = next((i for i, key in enumerate(KEYS) if key > str(after[0])), len(KEYS))
         keys = KEYS[start : start + size]
-        stored = await storage.get_entries(self._db)
+        stored = await storage.get_entries(self._db, current_principal().account_id)
         response = settings_pb2.ListSettingsResponse(
             settings=[_setting(CATALOGUE[k], stored.get(k, storage.NEVER_SET)) for k in keys]
         )
@@ -108,21 +109,25 @@ class SettingsServicer(settings_pb2_grpc.SettingsServiceServicer):
         entry = _entry_for(request.setting.name, field="setting.name")
         expected = ids.parse_etag(request.setting.etag, field="setting.etag")
         value = entry.validate(_from_value(request.setting.value), field_path="setting.value")
-        return await self._write(entry, value=value, reset=False, expected=expected)
+        return await self._write(
+            current_principal().account_id, entry, value=value, reset=False, expected=expected
+        )
 
     async def ResetSetting(
         self, request: settings_pb2.ResetSettingRequest, context: Context
     ) -> settings_pb2.Setting:
         entry = _entry_for(request.name, field="name")
         expected = ids.parse_etag(request.etag, field="etag")
-        return await self._write(entry, value=None, reset=True, expected=expected)
+        return await self._write(
+            current_principal().account_id, entry, value=None, reset=True, expected=expected
+        )
 
     async def _write(
-        self, entry: Entry, *, value: Value | None, reset: bool, expected: int | None
+        self, account: uuid.UUID, entry: Entry, *, value: Value | None, reset: bool, expected: int | None
     ) -> settings_pb2.Setting:
         principal = current_principal()
         principal.require(entry.update_role)
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(account) as conn:
             stored = await storage.write_entry(
                 conn,
                 account_id=principal.account_id,

@@ -44,9 +44,9 @@ def _entry(raw: dict[str, Any] | None) -> StoredEntry:
     )
 
 
-async def get_entries(db: Database) -> dict[str, StoredEntry]:
+async def get_entries(db: Database, account_id: uuid.UUID) -> dict[str, StoredEntry]:
     """Every key the caller's account has stored, in one round trip (tenant read function)."""
-    rows = await db.read("settings.read_preferences")
+    rows = await db.read("settings.read_preferences", account_id)
     if not rows:
         return {}
     return {key: _entry(raw) for key, raw in rows[0].preferences.items()}
