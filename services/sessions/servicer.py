@@ -139,7 +139,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
     async def CreateLaneItem(self, request: pb.CreateLaneItemRequest, context: Context) -> pb.LaneItem:
         sid = session_id(request.parent, field="parent")
         item = convert.new_lane_item(
-            request.lane_item, item_id=uuid.uuid4().hex, now=self._clock().isoformat()
+            request.lane_item, item_id=str(uuid.uuid4()), now=self._clock().isoformat()
         )
         await self._lane.add(_account(), sid, item)
         lane_item = convert.lane_item(sid, item)
