@@ -3,7 +3,7 @@
 Identity is owned upstream; this suite only verifies tokens (PyJWT: signature,
 ``exp``, ``iss``, ``aud``) and reads three claims: ``sub`` (user id),
 ``account_id`` and ``role``. The verified principal of the current RPC is kept
-in a context variable set by the runtime interceptor; handlers read it with
+in a context variable set by the runtime (services.core.rpc); handlers read it with
 :func:`current_principal`. The account always comes from here, never from a
 request field.
 """

@@ -1,6 +1,6 @@
 """The one exception tree of the suite, and its mapping to gRPC rich status.
 
-Domain code raises these; the runtime interceptor is the only place that turns
+Domain code raises these; the runtime (services.core.rpc) is the only place that turns
 them into ``google.rpc.Status`` (with ``ErrorInfo``; for invalid input,
 ``BadRequest`` field violations; for a limit with a known wait, ``RetryInfo``).
 Anything else that escapes a handler becomes INTERNAL with a generic message;
