@@ -14,6 +14,7 @@ import contextvars
 import enum
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jwt
@@ -125,7 +126,10 @@ class TokenVerifier:
         max_lifetime_seconds: float = 24 * 3600,
         service_keys: dict[str, str] | None = None,
         cache_entries: int = 10_000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``clock``: the time tokens expire by (the cache's and ``exp``'s)."""
+        self._clock = clock
         self._user_issuer = issuer
         self._keys = {issuer: public_key}
         self._services = {service_issuer(service): service for service in service_keys or {}}
@@ -140,7 +144,7 @@ class TokenVerifier:
         self._cache: TLRUCache[str, tuple[Principal, float]] = TLRUCache(
             maxsize=cache_entries,
             ttu=lambda _token, entry, _now: entry[1] + self._leeway,
-            timer=time.time,
+            timer=clock,
         )
 
     def verify(self, token: str) -> Principal:
@@ -168,15 +172,16 @@ class TokenVerifier:
                 audience=self._audience,
                 issuer=issuer,
                 leeway=self._leeway,
-                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+                # ``exp`` is checked below, by the verifier's clock (as the cache is).
+                options={"require": ["exp", "iat", "iss", "aud", "sub"], "verify_exp": False},
             )
-        except jwt.ExpiredSignatureError as exc:
-            raise Unauthenticated("token expired") from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated("token is not valid") from exc
         expires, issued = claims["exp"], claims["iat"]
         if not _number(expires) or not _number(issued) or expires - issued > self._max_lifetime:
             raise Unauthenticated(f"token lifetime (exp - iat) exceeds {int(self._max_lifetime)} seconds")
+        if expires + self._leeway <= self._clock():
+            raise Unauthenticated("token expired")
         user_id = canonical_uuid(claims["sub"])
         account_id = canonical_uuid(claims.get("account_id"))
         if user_id is None or account_id is None:

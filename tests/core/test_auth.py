@@ -14,12 +14,14 @@ from tests.support import AUDIENCE, ISSUER, Keys
 
 
 def test_cached_tokens_still_expire(keys: Keys) -> None:
-    verifier = TokenVerifier(public_key=keys.public_pem, issuer=ISSUER, audience=AUDIENCE, leeway_seconds=0)
-    # Claims are whole seconds: a 1-second token can be expired when first seen.
-    token = keys.token(account_id=uuid.uuid4(), role=Role.VIEWER, ttl_seconds=2)
+    now = [time.time()]
+    verifier = TokenVerifier(
+        public_key=keys.public_pem, issuer=ISSUER, audience=AUDIENCE, leeway_seconds=0, clock=lambda: now[0]
+    )
+    token = keys.token(account_id=uuid.uuid4(), role=Role.VIEWER, ttl_seconds=60)
     first = verifier.verify(token)
     assert verifier.verify(token) is first  # the second call is served from the cache
-    time.sleep(2.1)
+    now[0] += 61
     with pytest.raises(Unauthenticated, match="expired"):
         verifier.verify(token)
 
