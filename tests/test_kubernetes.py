@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,6 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
-from pydantic_settings import BaseSettings
 
 from gateway.config import GatewayConfig
 from services.library.service import LibraryConfig
@@ -44,7 +43,7 @@ SERVICES = {"sessions": 50051, "library": 50052, "settings": 50053, "walks": 500
 # Prometheus /metrics of each process (services/*/service.py, gateway/config.py).
 METRICS_PORTS = {"sessions": 9651, "library": 9652, "settings": 9653, "walks": 9654, "gateway": 9680}
 MONITORING = "namespace monitoring"
-CONFIGS: dict[str, type[BaseSettings]] = {
+CONFIGS: dict[str, Callable[[], object]] = {
     "sessions": SessionsConfig,
     "library": LibraryConfig,
     "settings": SettingsConfig,
