@@ -193,3 +193,90 @@ def _timestamp(stamp: Any) -> str:
     if nanos % 1000 == 0:
         return f"{text}.{nanos // 1000:06d}Z"
     return f"{text}.{nanos:09d}Z"
+
+
+# ------------------------------------------------------------------ reading
+
+_NOT_READ = object()
+Reader = Callable[[Any], Any]  # a JSON value -> the field's value, or _NOT_READ
+_INT32 = frozenset({FD.TYPE_INT32, FD.TYPE_SINT32, FD.TYPE_SFIXED32})
+_UINT32 = frozenset({FD.TYPE_UINT32, FD.TYPE_FIXED32})
+
+
+def parse_dict(obj: dict[str, Any], message: Message) -> None:
+    """``json_format.ParseDict(obj, message)`` into a new (empty) message.
+
+    An object of the common, plain kind (each key a field's name or JSON
+    name, once; strings for strings, booleans for bools, whole numbers in
+    range for 32-bit integers, names for open enums, objects for sub-messages
+    that are not well-known types) is read by readers compiled per message
+    type. Anything else (lists, maps, null, well-known types, 64-bit integers,
+    numbers as text, oneof members, unknown keys) is read by ``json_format``
+    itself, from the start, so what it accepts and the errors it raises are
+    its own."""
+    if not _read_plain(obj, message):
+        message.Clear()
+        json_format.ParseDict(obj, message)
+
+
+def _read_plain(obj: dict[str, Any], message: Message) -> bool:
+    readers = _readers(message.DESCRIPTOR)
+    values: dict[str, Any] = {}
+    for key, value in obj.items():
+        entry = readers.get(key)
+        if entry is None:
+            return False
+        name, read = entry
+        if name in values:  # both spellings of one field
+            return False
+        values[name] = read(value)
+        if values[name] is _NOT_READ:
+            return False
+    try:
+        for name, value in values.items():
+            if type(value) is dict:  # a sub-message's object, read into it
+                sub = getattr(message, name)
+                sub.SetInParent()
+                if not _read_plain(value, sub):
+                    return False
+            else:
+                setattr(message, name, value)
+    except (TypeError, ValueError):  # e.g. a lone surrogate in a string
+        return False
+    return True
+
+
+@functools.cache
+def _readers(message: descriptor.Descriptor) -> dict[str, tuple[str, Reader]]:
+    """JSON key (the field's name and its JSON name) -> field name and reader,
+    for the fields read without ``json_format``."""
+    readers: dict[str, tuple[str, Reader]] = {}
+    for field in message.fields:
+        read = _plain_reader(field)
+        if read is not None:
+            readers[field.name] = readers[field.json_name] = (field.name, read)
+    return readers
+
+
+def _plain_reader(field: descriptor.FieldDescriptor) -> Reader | None:
+    if field.is_repeated or field.containing_oneof is not None:
+        return None
+    if field.message_type is not None:  # an object for a plain sub-message
+        if field.message_type.full_name.startswith("google.protobuf."):
+            return None
+        return lambda value: value if type(value) is dict else _NOT_READ
+    if field.type == FD.TYPE_STRING:
+        return lambda value: value if type(value) is str else _NOT_READ
+    if field.type == FD.TYPE_BOOL:
+        return lambda value: value if type(value) is bool else _NOT_READ
+    if field.type in _INT32:
+        return lambda value: value if type(value) is int and -(2**31) <= value < 2**31 else _NOT_READ
+    if field.type in _UINT32:
+        return lambda value: value if type(value) is int and 0 <= value < 2**32 else _NOT_READ
+    if field.type == FD.TYPE_ENUM:
+        assert field.enum_type is not None
+        if field.enum_type.is_closed:
+            return None
+        numbers = {v.name: v.number for v in field.enum_type.values}
+        return lambda value: numbers.get(value, _NOT_READ) if type(value) is str else _NOT_READ
+    return None

@@ -177,10 +177,10 @@ def build_request(
             if route.body == "*":
                 if not isinstance(body_json, dict):
                     raise bad_request("body must be a JSON object", reason="MALFORMED_JSON")
-                json_format.ParseDict(body_json, request)
+                protojson.parse_dict(body_json, request)
             else:
                 field = route.input_class.DESCRIPTOR.fields_by_name[route.body]
-                json_format.ParseDict({field.json_name: body_json}, request)
+                protojson.parse_dict({field.json_name: body_json}, request)
         except json_format.ParseError as exc:
             raise bad_request(
                 f"body does not match {route.method.input_type.full_name}: {exc}", reason="INVALID_BODY"
