@@ -283,8 +283,11 @@ class _Method:
             raise
         finally:
             request = None  # this frame too may outlive the call in a traceback
-            if large:  # decoded: trim the heap after it (refusals before decoding leave little)
+            if large:
                 self.large_requests.release()
+            if len(raw) > LARGE_REQUEST_BYTES:
+                # Received, decoded or not, it left megabytes in the heap: one
+                # trim shortly after (at most one per 0.2 s, however many come).
                 memory.give_back_soon()
             if principal_token is not None:
                 unbind_principal(principal_token)
