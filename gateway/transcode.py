@@ -143,13 +143,36 @@ def parse_json(raw: bytes) -> Any:
     if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(raw) > MAX_DEPTH:
         raise bad_request(f"body nests deeper than {MAX_DEPTH} levels", reason="BODY_TOO_DEEP")
     try:
-        return json.loads(raw)
+        parsed = json.loads(raw)
     except UnicodeDecodeError:
         raise bad_request("body is not UTF-8", reason="MALFORMED_JSON") from None
     except json.JSONDecodeError as exc:
         raise bad_request(
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", reason="MALFORMED_JSON"
         ) from None
+    if _SURROGATE_ESCAPE.search(raw) and not _all_text(parsed):
+        # JSON's \ud800 escapes decode to a lone surrogate, which is no text
+        # (protobuf refuses it with an error of its own).
+        raise bad_request("body holds a lone UTF-16 surrogate escape", reason="MALFORMED_JSON")
+    return parsed
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _all_text(value: Any) -> bool:
+    """Whether every string in ``value`` (keys too) is valid Unicode text."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_all_text(k) and _all_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_all_text(item) for item in value)
+    return True
 
 
 # The scan below runs before any parser, in C (regex, translate, accumulate):

@@ -156,6 +156,9 @@ async def test_custom_method_kind(http: httpx.AsyncClient) -> None:
         ("PUT", "/v1/messages/1", {"json": {"messageId": "2"}}, 400, "PATH_BODY_CONFLICT"),
         ("PUT", "/v1/messages/1", {"content": b'{"text": "x",}'}, 400, "MALFORMED_JSON"),
         ("PUT", "/v1/messages/1", {"content": b"[1, 2]"}, 400, "MALFORMED_JSON"),
+        # A lone surrogate escape is no text (protobuf failed on it: a 500).
+        ("PUT", "/v1/messages/1", {"content": b'{"text": "\\ud800"}'}, 400, "MALFORMED_JSON"),
+        ("PUT", "/v1/messages/1", {"content": b'{"\\udc00": 1}'}, 400, "MALFORMED_JSON"),
         ("PUT", "/v1/messages/1", {"json": {"nope": 1}}, 400, "INVALID_BODY"),
         ("PUT", "/v1/messages/1", {"json": {"text": "x" * 4000}}, 413, "BODY_TOO_LARGE"),
         ("GET", "/v1/search?color=PURPLE", {}, 400, "INVALID_REQUEST"),
