@@ -259,22 +259,7 @@ class Gateway:
             path = (scope.get("raw_path") or scope["path"].encode()).decode("utf-8", "replace")
             route, values = self._match(scope["method"], path)
             scope[ROUTE_SCOPE_KEY] = route.template.source  # for the access line and metrics
-            authorization = given.get(b"authorization")
-            if not authorization:
-                raise HttpError(
-                    401,
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    "missing bearer token",
-                    reason="UNAUTHENTICATED",
-                    headers={"WWW-Authenticate": 'Bearer realm="flowpilot"'},
-                )
-            metadata = [
-                ("authorization", headers.metadata_value(b"authorization", authorization)),
-                ("x-request-id", request_id),
-                *headers.forwarded(raw_headers, self._forward),
-            ]
-            if not self.traced:
-                tracing.inject(metadata)
+            metadata = self._metadata(given, raw_headers, request_id)
             timeout = self._timeout(given.get(b"grpc-timeout"))
             query = _query(scope["query_string"])
             message = transcode.build_request(route, values, query, await self._body(given, receive))
@@ -285,20 +270,11 @@ class Gateway:
                 response = await call
                 created = await self._created(route, call)
                 if self._reply_metadata:
-                    for key, value in await call.initial_metadata() or ():
-                        if key in self._reply_metadata and isinstance(value, str):
-                            reply_headers[key] = value
+                    await self._copy_reply_metadata(call, reply_headers)
         except HttpError as error:
             return _answer(error.http, errors.status_json(error.status), {**reply_headers, **error.headers})
         except grpc.aio.AioRpcError as error:
-            status, body = errors.from_rpc_error(error)
-            # The call was made, so the route is known: name fields as the client's JSON does.
-            body = errors.json_field_paths(body, route.method.input_type)
-            reply = dict(reply_headers)
-            reply.update(errors.retry_after_headers(body))
-            if status == 401:
-                reply["WWW-Authenticate"] = 'Bearer realm="flowpilot", error="invalid_token"'
-            return _answer(status, errors.status_json(body), reply)
+            return _rpc_error_answer(error, route, reply_headers)
         except TimeoutError:
             if call is not None:
                 call.cancel()
@@ -317,6 +293,34 @@ class Gateway:
             reply_headers["location"] = created
             return _answer(201, transcode.render(route, response), reply_headers)
         return _answer(200, transcode.render(route, response), reply_headers)
+
+    def _metadata(
+        self, given: dict[bytes, bytes], raw_headers: Headers, request_id: str
+    ) -> list[tuple[str, str]]:
+        """The call's metadata: the bearer token (401 without one), the request
+        id, the forwarded headers and (when no span is recorded) the trace context."""
+        authorization = given.get(b"authorization")
+        if not authorization:
+            raise HttpError(
+                401,
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing bearer token",
+                reason="UNAUTHENTICATED",
+                headers={"WWW-Authenticate": 'Bearer realm="flowpilot"'},
+            )
+        metadata = [
+            ("authorization", headers.metadata_value(b"authorization", authorization)),
+            ("x-request-id", request_id),
+            *headers.forwarded(raw_headers, self._forward),
+        ]
+        if not self.traced:
+            tracing.inject(metadata)
+        return metadata
+
+    async def _copy_reply_metadata(self, call: Any, reply_headers: dict[str, str]) -> None:
+        for key, value in await call.initial_metadata() or ():
+            if key in self._reply_metadata and isinstance(value, str):
+                reply_headers[key] = value
 
     async def _created(self, route: Route, call: Any) -> str | None:
         """The gateway path of the resource the call created, if it created one.
@@ -368,6 +372,19 @@ def _query(raw: bytes) -> list[tuple[str, str]]:
 
 def _encode(headers: dict[str, str]) -> Headers:
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+def _rpc_error_answer(
+    error: grpc.aio.AioRpcError, route: Route, reply_headers: dict[str, str]
+) -> tuple[int, bytes, Headers]:
+    status, body = errors.from_rpc_error(error)
+    # The call was made, so the route is known: name fields as the client's JSON does.
+    body = errors.json_field_paths(body, route.method.input_type)
+    reply = dict(reply_headers)
+    reply.update(errors.retry_after_headers(body))
+    if status == 401:
+        reply["WWW-Authenticate"] = 'Bearer realm="flowpilot", error="invalid_token"'
+    return _answer(status, errors.status_json(body), reply)
 
 
 def _answer(status: int, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, Headers]:

@@ -62,49 +62,56 @@ class Template:
             return self.match_decoding(path)
         return {variable: value or "" for variable, value in zip(self.variables, found.groups(), strict=True)}
 
-    def match_decoding(self, path: str) -> dict[str, str] | None:
-        """``match``, segment by segment, decoding each as the spec says."""
+    def _without_verb(self, path: str) -> str | None:
+        """The path after its '/' and without the template's verb; None when
+        it lacks the verb (or has another)."""
         if not path.startswith("/"):
             return None
         raw = path[1:]
-        verb = None
-        if self.verb is not None:
-            last_slash = raw.rfind("/")
-            colon = raw.rfind(":")
-            if colon <= last_slash:
-                return None
-            raw, verb = raw[:colon], raw[colon + 1 :]
-            if unquote(verb) != self.verb:
-                return None
-        segments = raw.split("/")
+        if self.verb is None:
+            return raw
+        last_slash, colon = raw.rfind("/"), raw.rfind(":")
+        if colon <= last_slash or unquote(raw[colon + 1 :]) != self.verb:
+            return None
+        return raw[:colon]
+
+    def _capture(self, segments: list[str]) -> tuple[dict[str, list[str]], set[str]] | None:
+        """Each variable's segments (and which may span several), or None
+        when the segments do not fit the template."""
         captured: dict[str, list[str]] = {}
         multi: set[str] = set()
         i = 0
         for index, part in enumerate(self.parts):
             if part.kind == "**":
-                remaining = len(self.parts) - index - 1
-                take = len(segments) - i - remaining
+                take = len(segments) - i - (len(self.parts) - index - 1)
                 if take < 0:
                     return None
-                chunk = segments[i : i + take]
-                i += take
                 if part.variable:
-                    captured.setdefault(part.variable, []).extend(chunk)
+                    captured.setdefault(part.variable, []).extend(segments[i : i + take])
                     multi.add(part.variable)
+                i += take
                 continue
             if i >= len(segments):
                 return None
             segment = segments[i]
             i += 1
-            if part.kind == "literal":
-                if unquote(segment) != part.text:
-                    return None
-            elif segment == "":
+            if part.kind == "literal" and unquote(segment) != part.text:
+                return None
+            if part.kind != "literal" and segment == "":
                 return None
             if part.variable:
                 captured.setdefault(part.variable, []).append(segment)
-        if i != len(segments):
+        return (captured, multi) if i == len(segments) else None
+
+    def match_decoding(self, path: str) -> dict[str, str] | None:
+        """``match``, segment by segment, decoding each as the spec says."""
+        raw = self._without_verb(path)
+        if raw is None:
             return None
+        found = self._capture(raw.split("/"))
+        if found is None:
+            return None
+        captured, multi = found
         values: dict[str, str] = {}
         for variable, pieces in captured.items():
             if len(pieces) == 1 and variable not in multi and not _spans(self, variable):
@@ -160,9 +167,22 @@ def _decode_keep_slash(segment: str) -> str:
 def parse(source: str) -> Template:
     if not source.startswith("/"):
         raise TemplateError(f"{source!r}: must start with '/'")
-    body = source[1:]
-    verb = None
-    # The verb is a ':' outside braces after the last '/'.
+    body, verb = _split_verb(source[1:], source)
+    parts: list[Part] = []
+    variables: list[str] = []
+    for token in _split_top(body, source):
+        if token.startswith("{"):
+            parts += _variable_parts(token, source, variables)
+        else:
+            parts.append(_segment(token, source, variable=None))
+    for index, part in enumerate(parts):
+        if part.kind == "**" and index != len(parts) - 1:
+            raise TemplateError(f"{source!r}: '**' must be the last segment")
+    return Template(source, tuple(parts), verb, tuple(variables))
+
+
+def _split_verb(body: str, source: str) -> tuple[str, str | None]:
+    """(the path, its verb): the verb is a ':' outside braces after the last '/'."""
     depth, colon = 0, -1
     for index, char in enumerate(body):
         if char == "{":
@@ -171,31 +191,25 @@ def parse(source: str) -> Template:
             depth -= 1
         elif char == ":" and depth == 0 and "/" not in body[index:]:
             colon = index
-    if colon >= 0:
-        body, verb = body[:colon], body[colon + 1 :]
-        if not _LITERAL.match(verb):
-            raise TemplateError(f"{source!r}: bad verb {verb!r}")
-    parts: list[Part] = []
-    variables: list[str] = []
-    for token in _split_top(body, source):
-        if token.startswith("{"):
-            if not token.endswith("}"):
-                raise TemplateError(f"{source!r}: unclosed variable")
-            inner = token[1:-1]
-            field, _, sub = inner.partition("=")
-            if not _IDENT.match(field):
-                raise TemplateError(f"{source!r}: bad field path {field!r}")
-            if field in variables:
-                raise TemplateError(f"{source!r}: {field} bound twice")
-            variables.append(field)
-            for piece in (sub or "*").split("/"):
-                parts.append(_segment(piece, source, variable=field))
-        else:
-            parts.append(_segment(token, source, variable=None))
-    for index, part in enumerate(parts):
-        if part.kind == "**" and index != len(parts) - 1:
-            raise TemplateError(f"{source!r}: '**' must be the last segment")
-    return Template(source, tuple(parts), verb, tuple(variables))
+    if colon < 0:
+        return body, None
+    verb = body[colon + 1 :]
+    if not _LITERAL.match(verb):
+        raise TemplateError(f"{source!r}: bad verb {verb!r}")
+    return body[:colon], verb
+
+
+def _variable_parts(token: str, source: str, variables: list[str]) -> list[Part]:
+    """The segments of a ``{field=sub/path}`` variable (``{field}`` is ``*``); records the field."""
+    if not token.endswith("}"):
+        raise TemplateError(f"{source!r}: unclosed variable")
+    field, _, sub = token[1:-1].partition("=")
+    if not _IDENT.match(field):
+        raise TemplateError(f"{source!r}: bad field path {field!r}")
+    if field in variables:
+        raise TemplateError(f"{source!r}: {field} bound twice")
+    variables.append(field)
+    return [_segment(piece, source, variable=field) for piece in (sub or "*").split("/")]
 
 
 def _segment(token: str, source: str, *, variable: str | None) -> Part:

@@ -193,24 +193,47 @@ def build_request(
     route: Route, path_values: dict[str, str], query: Sequence[tuple[str, str]], raw_body: bytes
 ) -> Message:
     request: Message = route.input_class()
-    body_json: Any = None
-    if route.body:
-        body_json = parse_json(raw_body) if raw_body.strip() else {}
-        try:
-            if route.body == "*":
-                if not isinstance(body_json, dict):
-                    raise bad_request("body must be a JSON object", reason="MALFORMED_JSON")
-                protojson.parse_dict(body_json, request)
-            else:
-                field = route.input_class.DESCRIPTOR.fields_by_name[route.body]
-                protojson.parse_dict({field.json_name: body_json}, request)
-        except json_format.ParseError as exc:
-            raise bad_request(
-                f"body does not match {route.method.input_type.full_name}: {exc}", reason="INVALID_BODY"
-            ) from None
-    elif raw_body.strip():
-        raise bad_request(f"{route.http_method} {route.template.source} takes no body")
+    body_json = _read_body(route, raw_body, request)
+    bound = _bind_path(route, path_values, body_json, request)
+    _bind_query(route, query, bound, request)
+    if (
+        (
+            route.http_method == "PATCH"
+            and route.body
+            and "update_mask" in route.input_class.DESCRIPTOR.fields_by_name
+        )
+        and not request.HasField("update_mask")
+        and isinstance(body_json, dict)
+    ):
+        paths = _mask_paths(route, body_json, bound)
+        request.update_mask.paths.extend(paths)  # type: ignore[attr-defined]
+    return request
 
+
+def _read_body(route: Route, raw_body: bytes, request: Message) -> Any:
+    """The body's JSON, set into ``request`` (None for a route without a body)."""
+    if not route.body:
+        if raw_body.strip():
+            raise bad_request(f"{route.http_method} {route.template.source} takes no body")
+        return None
+    body_json = parse_json(raw_body) if raw_body.strip() else {}
+    try:
+        if route.body == "*":
+            if not isinstance(body_json, dict):
+                raise bad_request("body must be a JSON object", reason="MALFORMED_JSON")
+            protojson.parse_dict(body_json, request)
+        else:
+            field = route.input_class.DESCRIPTOR.fields_by_name[route.body]
+            protojson.parse_dict({field.json_name: body_json}, request)
+    except json_format.ParseError as exc:
+        raise bad_request(
+            f"body does not match {route.method.input_type.full_name}: {exc}", reason="INVALID_BODY"
+        ) from None
+    return body_json
+
+
+def _bind_path(route: Route, path_values: dict[str, str], body_json: Any, request: Message) -> set[str]:
+    """Sets the path's variables (a body saying otherwise is a conflict); the field paths bound."""
     bound: set[str] = set()
     for variable, value in path_values.items():
         fields = resolve(route.method.input_type, variable)
@@ -226,7 +249,11 @@ def build_request(
                 )
         _set(request, fields, value, variable)
         bound.add(".".join(f.name for f in fields))
+    return bound
 
+
+def _bind_query(route: Route, query: Sequence[tuple[str, str]], bound: set[str], request: Message) -> None:
+    """Sets the query parameters: fields the path or body do not already bind."""
     if query and route.body == "*":
         raise bad_request(
             f"query parameters are not accepted: the body carries the whole request ({query[0][0]})",
@@ -243,19 +270,6 @@ def build_request(
                 f"{key} is already bound by the path or body", field=key, reason="UNKNOWN_PARAMETER"
             )
         _set(request, fields, value, key)
-
-    if (
-        (
-            route.http_method == "PATCH"
-            and route.body
-            and "update_mask" in route.input_class.DESCRIPTOR.fields_by_name
-        )
-        and not request.HasField("update_mask")
-        and isinstance(body_json, dict)
-    ):
-        paths = _mask_paths(route, body_json, bound)
-        request.update_mask.paths.extend(paths)  # type: ignore[attr-defined]
-    return request
 
 
 def _mask_paths(route: Route, body: dict[str, Any], bound: set[str]) -> list[str]:
