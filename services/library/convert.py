@@ -7,7 +7,7 @@ from typing import Any
 
 from flowpilot.library.v1 import library_pb2 as pb
 
-from services.core import ids, names
+from services.core import names
 from services.core.enums import EnumMap
 from services.core.messages import set_time
 
@@ -35,10 +35,6 @@ DRAFT_STATUS = EnumMap(
     },
     field="status",
 )
-
-
-def parse_uuid(value: str, *, field: str, what: str) -> uuid.UUID:
-    return ids.parse_uuid(value, field=field, what=what)
 
 
 def template_id(name: str, field: str = "name") -> uuid.UUID:

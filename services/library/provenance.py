@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from services.core import names
+from services.core import ids, names
 from services.core.auth import Principal, Role, service_user_id
 from services.core.errors import PermissionDenied
 from services.library import convert
@@ -65,7 +65,7 @@ def from_session(
     is PERMISSION_DENIED, before the request is read."""
     if principal.role is not Role.SERVICE or principal.user_id != SESSIONS_SERVICE:
         raise PermissionDenied("only the sessions service, acting as itself, imports session scripts")
-    session_id = convert.parse_uuid(
+    session_id = ids.parse_uuid(
         names.parse(session, convert.SESSION, field="session")["session"],
         field="session",
         what="session name",
@@ -73,7 +73,7 @@ def from_session(
     return session_id, DraftSource(
         account_id=principal.account_id,
         created_by=principal.user_id,
-        source_user_id=convert.parse_uuid(resolved_by, field="resolved_by", what="user id"),
+        source_user_id=ids.parse_uuid(resolved_by, field="resolved_by", what="user id"),
         source_session_id=session_id,
         source_ticket_ref=ticket_ref or None,
     )

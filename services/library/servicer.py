@@ -167,7 +167,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
             "suggested_name": given.suggested_name.strip(),
         }
         request_id = (
-            convert.parse_uuid(request.request_id, field="request_id", what="UUID")
+            ids.parse_uuid(request.request_id, field="request_id", what="UUID")
             if request.request_id
             else None
         )

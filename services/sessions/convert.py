@@ -20,7 +20,6 @@ from services.sessions.resources import (
     LANE_ITEM,
     SESSION,
     child_ids,
-    parse_id,
     session_id,
 )
 from services.sessions.rows import DeadLetter, Fact, Fix, LaneItem, Posting, Preview, Session
@@ -117,7 +116,7 @@ def new_session(request: pb.CreateSessionRequest, *, fingerprint: Callable[[], s
     kind = TICKET_KIND.db(given.ticket_kind, field="session.ticket_kind")
     request_id = None
     if request.request_id:
-        request_id = parse_id(request.request_id, field="request_id", kind="request id (UUID)")
+        request_id = ids.parse_uuid(request.request_id, field="request_id", what="request id (UUID) id")
     facts = [
         (
             validation.nonblank(fact.text, f"facts[{i}].text"),

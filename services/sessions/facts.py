@@ -13,11 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from services.core import ids
 from services.core.auth import Principal
 from services.core.db import Database
 from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, found
 from services.sessions import lifecycle, storage
-from services.sessions.resources import FACT, child_ids, parse_id
+from services.sessions.resources import FACT, child_ids
 from services.sessions.rows import Fact, Session
 from services.sessions.storage import Connection
 
@@ -60,7 +61,7 @@ def needs_change(fact: Fact, *, deleted: bool) -> bool:
 async def find(conn: Connection, name: str, field: str = "name") -> Fact:
     """The fact named ``name``, or NOT_FOUND."""
     session_id, fact_text_id = child_ids(name, FACT, "fact", field=field)
-    fact_id = parse_id(fact_text_id, field=field, kind="fact")
+    fact_id = ids.parse_uuid(fact_text_id, field=field, what="fact id")
     return found(await storage.get_fact(conn, session_id, fact_id), "fact", name)
 
 

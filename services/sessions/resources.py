@@ -14,22 +14,18 @@ LANE_ITEM = "sessions/{session}/laneItems/{lane_item}"
 DEAD_LETTER = "deadLetters/{dead_letter}"
 
 
-def parse_id(value: str, *, field: str, kind: str) -> uuid.UUID:
-    return ids.parse_uuid(value, field=field, what=f"{kind} id")
-
-
 def session_id(name: str, *, field: str = "name") -> uuid.UUID:
-    return parse_id(names.parse(name, SESSION, field=field)["session"], field=field, kind="session")
+    return ids.parse_uuid(names.parse(name, SESSION, field=field)["session"], field=field, what="session id")
 
 
 def child_ids(name: str, pattern: str, child: str, *, field: str = "name") -> tuple[uuid.UUID, str]:
     """(session id, the child's id as written) of a name under a session."""
     parts = names.parse(name, pattern, field=field)
-    return parse_id(parts["session"], field=field, kind="session"), parts[child]
+    return ids.parse_uuid(parts["session"], field=field, what="session id"), parts[child]
 
 
 def dead_letter_id(name: str) -> uuid.UUID:
-    return parse_id(names.parse(name, DEAD_LETTER)["dead_letter"], field="name", kind="dead letter")
+    return ids.parse_uuid(names.parse(name, DEAD_LETTER)["dead_letter"], field="name", what="dead letter id")
 
 
 def session_name(session: uuid.UUID) -> str:

@@ -13,7 +13,7 @@ import grpc
 from flowpilot.sessions.v1 import sessions_pb2 as pb
 from flowpilot.sessions.v1 import sessions_pb2_grpc
 
-from services.core import pagination, requests, validation
+from services.core import ids, pagination, requests, validation
 from services.core.ai import AI
 from services.core.auth import current_principal
 from services.core.clients import SettingsReader
@@ -26,7 +26,7 @@ from services.sessions.fixes import Fixes
 from services.sessions.lane import Lane
 from services.sessions.notes import NoteKind, Notes
 from services.sessions.outbox import OutboxDelivery
-from services.sessions.resources import FIX, LANE_ITEM, child_ids, dead_letter_id, parse_id, session_id
+from services.sessions.resources import FIX, LANE_ITEM, child_ids, dead_letter_id, session_id
 from services.sessions.rows import Fact, Fix, Session
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -211,7 +211,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
 
     async def _decide(self, name: str, status: str) -> pb.SuggestedFix:
         sid, fix_text_id = child_ids(name, FIX, "fix")
-        fix_id = parse_id(fix_text_id, field="name", kind="fix")
+        fix_id = ids.parse_uuid(fix_text_id, field="name", what="fix id")
         return convert.fix(await self._fixes.decide(_account(), sid, fix_id, name, status))
 
     async def AcceptFix(self, request: pb.AcceptFixRequest, context: Context) -> pb.SuggestedFix:

@@ -77,10 +77,6 @@ CATEGORY = EnumMap(
 )
 
 
-def parse_id(name: str, pattern: str, field: str) -> uuid.UUID:
-    return names.parse_id(name, pattern, field=field)
-
-
 def start(request: pb.StartWalkRequest) -> Start:
     """A StartWalk request, checked: a flow walk names a flow, a proposal walk
     a proposal, an AI-built walk a problem, and no walk anything else."""
@@ -97,7 +93,7 @@ def start(request: pb.StartWalkRequest) -> Start:
             raise InvalidArgument(FieldViolation(field, f"is required for a {kind} walk"))
         if given and not needed:
             raise InvalidArgument(FieldViolation(field, f"must be empty for a {kind} walk"))
-        targets[field] = (parse_id(given, pattern, field), given) if given else None
+        targets[field] = (names.parse_id(given, pattern, field=field), given) if given else None
     if kind == "ai_build":
         validation.nonblank(request.problem, "problem")
     elif request.problem:

@@ -12,7 +12,7 @@ import grpc
 from flowpilot.walks.v1 import walks_pb2 as pb
 from flowpilot.walks.v1 import walks_pb2_grpc
 
-from services.core import ids, pagination, validation
+from services.core import ids, names, pagination, validation
 from services.core.ai import AI
 from services.core.auth import current_principal
 from services.core.clients import SettingsReader
@@ -68,7 +68,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
 
     async def GetFlow(self, request: pb.GetFlowRequest, context: Context) -> pb.Flow:
         return convert.flow(
-            await self._flows.get(_account(), convert.parse_id(request.name, FLOW, "name"), request.name)
+            await self._flows.get(_account(), names.parse_id(request.name, FLOW, field="name"), request.name)
         )
 
     async def ListFlows(self, request: pb.ListFlowsRequest, context: Context) -> pb.ListFlowsResponse:
@@ -92,15 +92,15 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
             tree=trees.from_proto(given.tree, prefix="flow.tree") if "tree" in paths else None,
         )
         expected = ids.parse_etag(given.etag, field="flow.etag")
-        flow_id = convert.parse_id(given.name, FLOW, "flow.name")
+        flow_id = names.parse_id(given.name, FLOW, field="flow.name")
         return convert.flow(await self._flows.update(_account(), flow_id, given.name, changes, expected))
 
     async def PublishFlow(self, request: pb.PublishFlowRequest, context: Context) -> pb.Flow:
-        flow_id = convert.parse_id(request.name, FLOW, "name")
+        flow_id = names.parse_id(request.name, FLOW, field="name")
         return convert.flow(await self._flows.publish(_account(), flow_id, request.name))
 
     async def ArchiveFlow(self, request: pb.ArchiveFlowRequest, context: Context) -> pb.Flow:
-        flow_id = convert.parse_id(request.name, FLOW, "name")
+        flow_id = names.parse_id(request.name, FLOW, field="name")
         return convert.flow(await self._flows.archive(_account(), flow_id, request.name))
 
     # --- proposals ---------------------------------------------------------------------
@@ -123,7 +123,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         return proposal
 
     async def GetFlowProposal(self, request: pb.GetFlowProposalRequest, context: Context) -> pb.FlowProposal:
-        proposal_id = convert.parse_id(request.name, PROPOSAL, "name")
+        proposal_id = names.parse_id(request.name, PROPOSAL, field="name")
         return convert.proposal(await self._proposals.get(_account(), proposal_id, request.name))
 
     async def ListFlowProposals(
@@ -142,7 +142,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
     async def ApproveFlowProposal(
         self, request: pb.ApproveFlowProposalRequest, context: Context
     ) -> pb.ApproveFlowProposalResponse:
-        proposal_id = convert.parse_id(request.name, PROPOSAL, "name")
+        proposal_id = names.parse_id(request.name, PROPOSAL, field="name")
         proposal, flow = await self._proposals.approve(current_principal(), proposal_id, request.name)
         return pb.ApproveFlowProposalResponse(
             flow_proposal=convert.proposal(proposal), flow=convert.flow(flow)
@@ -151,7 +151,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
     async def RejectFlowProposal(
         self, request: pb.RejectFlowProposalRequest, context: Context
     ) -> pb.FlowProposal:
-        proposal_id = convert.parse_id(request.name, PROPOSAL, "name")
+        proposal_id = names.parse_id(request.name, PROPOSAL, field="name")
         return convert.proposal(await self._proposals.reject(current_principal(), proposal_id, request.name))
 
     # --- walks ---------------------------------------------------------------------------
@@ -174,7 +174,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         return pb.StartWalkResponse(walk=walk)
 
     async def GetWalk(self, request: pb.GetWalkRequest, context: Context) -> pb.Walk:
-        walk_id = convert.parse_id(request.name, WALK, "name")
+        walk_id = names.parse_id(request.name, WALK, field="name")
         return await self._walk(await self._walks.get(_account(), walk_id, request.name))
 
     async def ListWalks(self, request: pb.ListWalksRequest, context: Context) -> pb.ListWalksResponse:
@@ -198,34 +198,34 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         return pb.ListWalksResponse(walks=await self._encode(shown), next_page_token=token)
 
     async def AdvanceWalk(self, request: pb.AdvanceWalkRequest, context: Context) -> pb.Walk:
-        walk_id = convert.parse_id(request.name, WALK, "name")
+        walk_id = names.parse_id(request.name, WALK, field="name")
         return await self._walk(await self._walks.advance(_account(), walk_id, request.name, request.choice))
 
     async def StepBackWalk(self, request: pb.StepBackWalkRequest, context: Context) -> pb.Walk:
-        walk_id = convert.parse_id(request.name, WALK, "name")
+        walk_id = names.parse_id(request.name, WALK, field="name")
         return await self._walk(await self._walks.step_back(_account(), walk_id, request.name))
 
     async def AddWalkNote(self, request: pb.AddWalkNoteRequest, context: Context) -> pb.Walk:
         text = validation.nonblank(request.text, "text")
-        walk_id = convert.parse_id(request.name, WALK, "name")
+        walk_id = names.parse_id(request.name, WALK, field="name")
         return await self._walk(await self._walks.add_note(current_principal(), walk_id, request.name, text))
 
     async def ResolveWalk(self, request: pb.ResolveWalkRequest, context: Context) -> pb.Walk:
         notes = validation.nonblank(request.resolution_notes, "resolution_notes")
         helpful = request.helpful if request.HasField("helpful") else None
-        walk_id = convert.parse_id(request.name, WALK, "name")
+        walk_id = names.parse_id(request.name, WALK, field="name")
         return await self._walk(await self._walks.resolve(_account(), walk_id, request.name, notes, helpful))
 
     async def EscalateWalk(self, request: pb.EscalateWalkRequest, context: Context) -> pb.Walk:
         reason = validation.nonblank(request.reason, "reason")
         category = convert.CATEGORY.db(request.category)
-        walk_id = convert.parse_id(request.name, WALK, "name")
+        walk_id = names.parse_id(request.name, WALK, field="name")
         return await self._walk(
             await self._walks.escalate(_account(), walk_id, request.name, reason, category)
         )
 
     async def AbandonWalk(self, request: pb.AbandonWalkRequest, context: Context) -> pb.Walk:
-        walk_id = convert.parse_id(request.name, WALK, "name")
+        walk_id = names.parse_id(request.name, WALK, field="name")
         return await self._walk(await self._walks.abandon(_account(), walk_id, request.name))
 
     async def SweepStaleWalks(
