@@ -166,7 +166,10 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         return (await self._encode([row]))[0]
 
     async def StartWalk(self, request: pb.StartWalkRequest, context: Context) -> pb.StartWalkResponse:
-        row, resumed = await self._walks.start(current_principal(), convert.start(request))
+        principal = current_principal()
+        row, resumed, tree = await self._walks.start(principal, convert.start(request))
+        if tree is not None:  # the new walk's snapshot: no read back
+            self._snapshots.remember(principal.account_id, row.id, tree)
         walk = await self._walk(row)
         if resumed:
             return pb.StartWalkResponse(walk=walk, resumed=True)

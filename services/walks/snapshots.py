@@ -15,7 +15,7 @@ from flowpilot.walks.v1 import walks_pb2 as pb
 from services.core.auth import current_principal
 from services.core.db import Database
 from services.walks import storage, trees
-from services.walks.storage import WalkRow
+from services.walks.storage import Tree, WalkRow
 
 CACHED = 256  # converted snapshots kept per process
 
@@ -24,6 +24,12 @@ class Snapshots:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._trees: LRUCache[tuple[uuid.UUID, uuid.UUID], pb.Tree] = LRUCache(CACHED)
+
+    def remember(self, account: uuid.UUID, walk_id: uuid.UUID, tree: Tree) -> None:
+        """A new walk's snapshot, converted now (its start had it in hand)."""
+        message = trees.to_proto(tree)
+        if message is not None:
+            self._trees[(account, walk_id)] = message
 
     async def trees(self, account: uuid.UUID, rows: Sequence[WalkRow]) -> list[pb.Tree | None]:
         """Each walk's snapshot (None for an ad-hoc walk)."""

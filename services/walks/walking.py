@@ -106,9 +106,9 @@ class Walks:
         self._escalator = escalator
         self._clock = clock
 
-    async def start(self, principal: Principal, start: Start) -> tuple[WalkRow, bool]:
+    async def start(self, principal: Principal, start: Start) -> tuple[WalkRow, bool, Tree | None]:
         """The new walk, or (unless ``force_new``) the caller's active one on
-        the ticket, and whether it was resumed."""
+        the ticket, whether it was resumed, and the new walk's tree snapshot."""
         target: dict[str, Any] = {"flow_id": None, "flow_proposal_id": None}
         tree: Tree | None = None
         version: int | None = None
@@ -116,7 +116,7 @@ class Walks:
             await storage.lock_ticket(conn, user_id=principal.user_id, ticket_id=start.ticket_id)
             resumed = await self._resumable(conn, principal, start)
             if resumed is not None:
-                return resumed, True
+                return resumed, True, None
             if start.flow is not None:
                 flow = await flows.flow(conn, *start.flow)
                 flows.check_walkable(flow)
@@ -133,7 +133,7 @@ class Walks:
                 await storage.lock_ticket(conn, user_id=principal.user_id, ticket_id=start.ticket_id)
                 resumed = await self._resumable(conn, principal, start)
                 if resumed is not None:
-                    return resumed, True
+                    return resumed, True, None
             row = await storage.insert_walk(
                 conn,
                 account_id=principal.account_id,
@@ -150,7 +150,7 @@ class Walks:
                 last_step_at=now,
                 **target,
             )
-        return row, False
+        return row, False, tree
 
     async def _resumable(self, conn: Connection, principal: Principal, start: Start) -> WalkRow | None:
         """The caller's active walk on the ticket, unless ``force_new`` (the
