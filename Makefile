@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-stamp
 GEN_STAMP := gen/.stamp
 PROTOS := $(shell find protos tests/protos -name '*.proto')
 
-.PHONY: help run test test-fast lint check-compose check-kubernetes check-openapi pytest token keys migrate gen clean bench
+.PHONY: help run test test-fast lint check-gen check-compose check-kubernetes check-openapi pytest token keys migrate gen clean bench
 .DEFAULT_GOAL := help
 
 help: ## this list
@@ -33,15 +33,22 @@ pytest: $(STAMP) $(GEN_STAMP) $(REDOC_BUNDLE) ## the pytest suite only (PYTEST_A
 test-fast: $(STAMP) $(GEN_STAMP) $(REDOC_BUNDLE) ## the inner loop: pytest without the slow tests (no lint)
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
 
-lint: $(STAMP) $(GEN_STAMP) $(BUF) ## ruff, mypy, buf lint, hadolint, OpenAPI, compose and Kubernetes checks
+lint: $(STAMP) $(GEN_STAMP) $(BUF) ## ruff, mypy, buf lint, hadolint, gen/ current, OpenAPI, compose and Kubernetes checks
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BUF) lint
 	$(BIN)/hadolint Dockerfile
+	$(MAKE) --no-print-directory check-gen
 	$(MAKE) --no-print-directory check-openapi
 	$(MAKE) --no-print-directory check-compose
 	$(MAKE) --no-print-directory check-kubernetes
+
+# Regenerates into a temporary directory and compares (writes nothing): a
+# gen/ edited by hand, or older than protos/, pyproject.toml's pins or the
+# code generator, fails with the stale files named.
+check-gen: $(STAMP) ## check that gen/ is what protos/ produce now (tools/genproto.py --check)
+	$(PY) -m tools.genproto --check
 
 # The gateway's OpenAPI document, written as the gateway serves it (no
 # backends needed), linted with Redocly's recommended rules (redocly.yaml;
@@ -84,12 +91,17 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -c "import sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()['purelib'], 'flowpilot-src.pth').write_text('$(CURDIR)\n$(CURDIR)/gen\n')"
 	touch $@
 
+# gen/ is the flowpilot-protos distribution, installed editable: a
+# regeneration is seen without reinstalling, and reinstalling here picks up a
+# new top-level package. The warning filter quiets setuptools' notice about
+# editable installs; the rm drops the .pth that earlier Makefiles wrote.
 $(GEN_STAMP): $(STAMP) $(PROTOS) tools/genproto.py
 	@echo "==> generating gen/ from protos/"
 	$(PY) -m tools.genproto --third-party build/third_party
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet --no-deps -e gen
+	rm -f "$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/flowpilot-src.pth"
 	touch $@
 
 $(BUF): tools/node/package.json tools/node/package-lock.json

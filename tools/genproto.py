@@ -6,11 +6,17 @@ come, compiled, from the ``googleapis-common-protos`` wheel, which also ships
 their ``.proto`` sources used here as include path. ``--third-party DIR``
 additionally copies those sources into DIR so that ``buf`` can resolve them.
 
-``gen/`` is also a distribution of its own, ``flowpilot-protos`` (a
-``pyproject.toml`` is written beside the package): the image's builder stage
+``gen/`` is a distribution of its own, ``flowpilot-protos`` (a
+``pyproject.toml`` is written beside the packages): the image's builder stage
 makes a wheel of it with ``--no-stubs`` (no mypy-protobuf there), and the
-runtime stage installs that wheel. The dev venv finds ``gen/`` through a
-``.pth`` file instead (see the Makefile), so ``make gen`` needs no reinstall.
+runtime stage installs that wheel. ``make gen`` installs it into the dev venv
+in editable mode (``pip install --no-deps -e gen``), so a regeneration is seen
+at once. In the dev tree it also holds ``conformance``, compiled from
+``tests/protos`` (absent from the image's build context, so never in the wheel).
+
+``--check`` writes nothing: it generates into a temporary directory and
+compares that with ``gen/`` (``make lint`` and ``tests/test_genproto_current.py``
+run it), naming every file that is stale, missing or no longer generated.
 
 The protos' comments are kept too: protoc writes a descriptor set with source
 info, and ``flowpilot/_comments.py`` maps full names (services, methods,
@@ -52,7 +58,7 @@ def _wkt_root() -> Path:
     return Path(str(resources.files("grpc_tools") / "_proto"))
 
 
-def generate(out: Path = OUT, *, stubs: bool = True) -> None:
+def generate(out: Path = OUT, *, stubs: bool = True, quiet: bool = False) -> None:
     from grpc_tools import protoc
 
     if out.exists():
@@ -61,11 +67,12 @@ def generate(out: Path = OUT, *, stubs: bool = True) -> None:
     bindir = Path(sys.executable).parent  # mypy-protobuf's plugins live beside python
     roots = [PROTOS, *([TEST_PROTOS] if TEST_PROTOS.is_dir() else [])]
     sources = sorted(str(p.relative_to(root)) for root in roots for p in root.rglob("*.proto"))
+    options = "quiet:" if quiet else ""  # mypy-protobuf's "Writing mypy to …" lines
     mypy = [
         f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
-        f"--mypy_out={out}",
-        f"--mypy_grpc_out={out}",
+        f"--mypy_out={options}{out}",
+        f"--mypy_grpc_out={options}{out}",
     ]
     descriptor_set = Path(tempfile.mkdtemp()) / "descriptors.binpb"
     args = [
@@ -151,6 +158,9 @@ def write_distribution(out: Path) -> None:
 
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     pins = [r for r in requirements(["runtime"]) if distribution(r) in PROTOS_DEPENDENCIES]
+    # Every top-level package generated: flowpilot, and conformance when tests/protos was there.
+    packages = sorted(p.name for p in out.iterdir() if (p / "__init__.py").is_file())
+    include = [pattern for name in packages for pattern in (name, f"{name}.*")]
     (out / "pyproject.toml").write_text(
         "# Written by tools/genproto.py; gen/ is never committed.\n"
         "[build-system]\n"
@@ -163,7 +173,7 @@ def write_distribution(out: Path) -> None:
         'requires-python = ">=3.11"\n'
         f"dependencies = [{', '.join(f'{pin!r}' for pin in pins)}]\n\n"
         "[tool.setuptools.packages.find]\n"
-        'include = ["flowpilot*"]\n\n'
+        f"include = [{', '.join(f'{pattern!r}' for pattern in include)}]\n\n"
         "[tool.setuptools.package-data]\n"
         '"*" = ["py.typed", "*.pyi"]\n'
     )
@@ -180,11 +190,62 @@ def copy_third_party(dest: Path) -> None:
             shutil.copyfile(proto, target)
 
 
+def _is_ignored(relative: Path) -> bool:
+    """What is in ``gen/`` without being generated: the Makefile's stamp,
+    what installing and building it leaves there, and bytecode."""
+    parts = relative.parts
+    return (
+        relative == Path(".stamp")
+        or parts[0] == "build"
+        or any(part == "__pycache__" or part.endswith(".egg-info") for part in parts)
+        or relative.suffix == ".pyc"
+    )
+
+
+def _files(tree: Path) -> set[Path]:
+    if not tree.is_dir():
+        return set()
+    found = (p.relative_to(tree) for p in tree.rglob("*") if p.is_file())
+    return {p for p in found if not _is_ignored(p)}
+
+
+def differences(expected: Path, actual: Path) -> dict[str, str]:
+    """Files of ``actual`` that are not as in the fresh tree ``expected``:
+    relative path → ``"differs"``, ``"missing"`` or ``"not generated"``."""
+    wanted, present = _files(expected), _files(actual)
+    found = {str(p): "missing" for p in wanted - present}
+    found |= {str(p): "not generated" for p in present - wanted}
+    found |= {
+        str(p): "differs"
+        for p in wanted & present
+        if (expected / p).read_bytes() != (actual / p).read_bytes()
+    }
+    return dict(sorted(found.items()))
+
+
+def stale(out: Path = OUT, *, stubs: bool = True) -> dict[str, str]:
+    """What in ``out`` differs from what ``protos/`` produce now (see `differences`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp) / "gen"
+        generate(fresh, stubs=stubs, quiet=True)
+        return differences(fresh, out)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--third-party", type=Path, help="copy googleapis protos here for buf")
     parser.add_argument("--no-stubs", action="store_true", help="no .pyi stubs (needs no mypy-protobuf)")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; fail if gen/ is not what protos/ produce now"
+    )
     args = parser.parse_args(argv)
+    if args.check:
+        found = stale(OUT, stubs=not args.no_stubs)
+        if found:
+            listed = "".join(f"\n  gen/{path}: {reason}" for path, reason in found.items())
+            raise SystemExit(f"gen/ is stale (`make gen` regenerates it):{listed}")
+        print("gen/ is current: what protos/ produce now", file=sys.stderr)
+        return
     generate(stubs=not args.no_stubs)
     if args.third_party:
         copy_third_party(args.third_party)
