@@ -74,7 +74,10 @@ def service_config_kwargs(
         "jwt_audience": AUDIENCE,
         "host": "127.0.0.1",
         "port": 0,
-        "shutdown_grace_seconds": 5,
+        # Stopping takes no time: no drain before new calls are refused, and
+        # calls still running are cut off (a test of the drain sets its own).
+        "shutdown_drain_seconds": 0,
+        "shutdown_grace_seconds": 0,
     }
 
 
@@ -234,6 +237,14 @@ def walks_clock() -> FakeClock:
 @pytest.fixture(scope="session")
 def walks_backend() -> SwitchableBackend:
     return SwitchableBackend()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fakes(ai_backend: CountingBackend, walks_backend: SwitchableBackend) -> None:
+    """The session's fakes as new before every test: no count and no backend
+    put in front carried over from another test (none needs resetting by hand)."""
+    ai_backend.calls.clear()
+    walks_backend.override = None
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,12 @@ account ids, never by sharing rows.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import secrets
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,29 @@ async def running(build: Any, config: Any, *, pool_size: int = 10, **kwargs: Any
         yield server
     finally:
         await server.stop()
+
+
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]],
+    *,
+    what: str,
+    seconds: float = 10.0,
+    every: float = 0.01,
+) -> None:
+    """Returns as soon as ``condition()`` (sync or async) holds, checked every
+    ``every`` seconds; fails naming ``what`` after ``seconds``. How a test waits
+    for something another task or process does, instead of sleeping."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        held = condition()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return
+        if loop.time() >= deadline:
+            raise AssertionError(f"still not {what} after {seconds} s")
+        await asyncio.sleep(every)
 
 
 def free_port() -> int:

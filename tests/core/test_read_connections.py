@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from services.core.config import to_asyncpg_url
 from services.core.db import Database, Record
 from services.core.errors import Unavailable
-from tests.support import RunDatabase, backends
+from tests.support import RunDatabase, backends, until
 from tests.support import admin_scalar as as_admin
 
 READ = "settings.read_preferences"
@@ -55,6 +55,32 @@ async def reads_blocked(database: RunDatabase) -> AsyncIterator[None]:
         await admin.dispose()
 
 
+async def lock_waiters(
+    database: RunDatabase, name: str, *, count: int = 1, besides: Collection[int] = (), seconds: float = 10.0
+) -> list[int]:
+    """The pids of ``name``'s backends waiting on a lock (behind :func:`reads_blocked`),
+    as soon as there are ``count`` of them not in ``besides``; polled, bounded."""
+    admin = create_async_engine(to_asyncpg_url(database.admin_url), isolation_level="AUTOCOMMIT")
+    waiting = text(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = :n AND wait_event_type = 'Lock' ORDER BY pid"
+    )
+    pids: list[int] = []
+    try:
+        async with admin.connect() as conn:  # autocommit: pg_stat_activity read anew each time
+
+            async def found() -> bool:
+                nonlocal pids
+                pids = [
+                    pid for pid in (await conn.execute(waiting, {"n": name})).scalars() if pid not in besides
+                ]
+                return len(pids) == count
+
+            await until(found, what=f"{count} backend(s) of {name} waiting on the lock", seconds=seconds)
+    finally:
+        await admin.dispose()
+    return pids
+
+
 async def read(db: Database) -> list[Any]:
     return await db.read(READ, account_id=uuid.uuid4())
 
@@ -69,10 +95,10 @@ async def test_concurrent_reads_share_at_most_size_connections(database: RunData
 
 
 async def test_a_read_waits_for_a_connection_then_is_unavailable(database: RunDatabase) -> None:
-    async with reads(database, size=1, wait_seconds=0.3) as (db, _):
+    async with reads(database, size=1, wait_seconds=0.3) as (db, name):
         async with reads_blocked(database):
             holder = asyncio.create_task(read(db))
-            await asyncio.sleep(0.2)  # holds the only connection, waiting on the lock
+            await lock_waiters(database, name)  # holds the only connection, waiting on the lock
             with pytest.raises(Unavailable, match="no database connection free"):
                 await read(db)
             assert not holder.done()
@@ -89,16 +115,21 @@ async def test_a_cancelled_read_cancels_its_query_before_its_connection_is_reuse
         [before] = await db.reads.fetch(BACKEND_PID)
         async with reads_blocked(database):
             cancelled = asyncio.create_task(read(db))
-            await asyncio.sleep(0.2)
+            await lock_waiters(database, name)
             waiting = asyncio.create_task(read(db))
-            await asyncio.sleep(0.1)
+            await until(
+                lambda: db.reads.stats().waiting == 1, what="the second read queued for the connection"
+            )
             cancelled.cancel()  # e.g. the RPC's deadline passed mid-read
             with pytest.raises(asyncio.CancelledError):
                 await cancelled
             # The query was cancelled in PostgreSQL (not left waiting on the
             # lock behind a closed socket), and the connection serves the
             # waiting read: still one backend, the same one.
-            await asyncio.sleep(0.3)
+            await until(
+                lambda: db.reads.stats().waiting == 0, what="the connection handed to the second read"
+            )
+            await lock_waiters(database, name)  # the second read's query, now behind the lock
             assert db.reads.open == 1 and not waiting.done()
             assert await backends(database, name) == 1
             waits = "SELECT count(*) FROM pg_stat_activity WHERE application_name = :n AND wait_event_type = 'Lock'"
@@ -150,7 +181,11 @@ async def test_a_connection_dropped_while_idle_is_replaced_unseen(database: RunD
     async with reads(database, size=1) as (db, _):
         [first] = await db.reads.fetch(BACKEND_PID)
         await as_admin(database, "SELECT pg_terminate_backend(:p)", p=first["pid"])  # e.g. a restart
-        await asyncio.sleep(0.2)
+        # The read below finds the connection closed where it lay idle.
+        idle = list(db.reads._idle)
+        await until(
+            lambda: bool(idle) and all(c.is_closed() for c in idle), what="the idle connection closed"
+        )
         assert await read(db) == []
         [second] = await db.reads.fetch(BACKEND_PID)
         assert second["pid"] != first["pid"]
@@ -158,13 +193,13 @@ async def test_a_connection_dropped_while_idle_is_replaced_unseen(database: RunD
 
 
 async def test_a_connection_dropped_mid_read_is_retried_once_on_a_fresh_one(database: RunDatabase) -> None:
-    async with reads(database, size=1) as (db, _):
+    async with reads(database, size=1) as (db, name):
         [first] = await db.reads.fetch(BACKEND_PID)
         async with reads_blocked(database):
             pending = asyncio.create_task(read(db))
-            await asyncio.sleep(0.2)
+            assert await lock_waiters(database, name) == [first["pid"]]
             await as_admin(database, "SELECT pg_terminate_backend(:p)", p=first["pid"])
-            await asyncio.sleep(0.3)  # the retry waits on the lock, on a new connection
+            await lock_waiters(database, name, besides={first["pid"]})  # the retry, on a new connection
             assert not pending.done() and db.reads.open == 1
         assert await pending == []
         [second] = await db.reads.fetch(BACKEND_PID)
@@ -175,12 +210,11 @@ async def test_a_read_whose_connection_fails_twice_is_unavailable(database: RunD
     async with reads(database, size=1) as (db, name):
         async with reads_blocked(database):
             pending = asyncio.create_task(read(db))
-            terminate = (
-                "SELECT pg_terminate_backend((SELECT pid FROM pg_stat_activity WHERE application_name = :n))"
-            )
+            terminated: set[int] = set()
             for _ in range(2):  # the read's connection, then the one it retried on
-                await asyncio.sleep(0.3)
-                await as_admin(database, terminate, n=name)
+                [pid] = await lock_waiters(database, name, besides=terminated)
+                await as_admin(database, "SELECT pg_terminate_backend(:p)", p=pid)
+                terminated.add(pid)
             with pytest.raises(Unavailable, match="retry later"):
                 await pending
         assert db.reads.open == 0

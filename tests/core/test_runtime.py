@@ -149,7 +149,13 @@ class _Slow(SettingsServicer):
 async def test_graceful_shutdown_finishes_in_flight_rpcs(
     database: RunDatabase, keys: Keys, account: uuid.UUID
 ) -> None:
-    config = SettingsConfig(**service_config_kwargs(database, keys, "settings"), shutdown_drain_seconds=0.5)
+    config = SettingsConfig(
+        **{
+            **service_config_kwargs(database, keys, "settings"),
+            "shutdown_drain_seconds": 0.5,
+            "shutdown_grace_seconds": 5,
+        }
+    )
     _Slow.started = asyncio.Event()
     server = build(config, Database.connect(config.database_url, pool_size=2), servicer_type=_Slow)
     port = await server.start()

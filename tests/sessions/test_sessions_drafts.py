@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import grpc
 import pytest
@@ -20,13 +21,15 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from services.core.ai import AI
 from services.core.ai.offline import OfflineBackend
 from services.core.auth import Role
+from services.core.background import Periodic
+from services.core.server import GrpcServer
 from services.library.service import LibraryConfig
 from services.library.service import build as build_library
 from services.sessions.service import SessionsConfig
 from services.sessions.service import build as build_sessions
 from tests.conftest import service_config_kwargs
 from tests.sessions.helpers import Caller
-from tests.support import Keys, RunDatabase, free_port, running
+from tests.support import Keys, RunDatabase, admin_scalar, free_port, running, until
 
 
 async def _resolved_with_scripts(me: Caller, *, extra_failed: bool = True) -> pb.Session:
@@ -57,17 +60,42 @@ async def _resolved_with_scripts(me: Caller, *, extra_failed: bool = True) -> pb
     return s
 
 
-async def _drafts(
-    channel: grpc.aio.Channel, me: Caller, *, want: int, wait: float = 10.0
-) -> list[library_pb2.DraftTemplate]:
+async def _list_drafts(channel: grpc.aio.Channel, me: Caller) -> list[library_pb2.DraftTemplate]:
     stub = library_pb2_grpc.LibraryServiceStub(channel)
     md = me.keys.metadata(account_id=me.account, role=Role.VIEWER)
-    deadline = asyncio.get_running_loop().time() + wait
-    while True:
-        listed = await stub.ListDraftTemplates(library_pb2.ListDraftTemplatesRequest(), metadata=md)
-        if len(listed.draft_templates) >= want or asyncio.get_running_loop().time() > deadline:
-            return list(listed.draft_templates)
-        await asyncio.sleep(0.1)
+    listed = await stub.ListDraftTemplates(library_pb2.ListDraftTemplatesRequest(), metadata=md)
+    return list(listed.draft_templates)
+
+
+async def _drafts(
+    channel: grpc.aio.Channel, me: Caller, *, want: int, seconds: float = 10.0
+) -> list[library_pb2.DraftTemplate]:
+    """The account's drafts once there are ``want`` of them: the outbox worker
+    delivers them after the resolve (polled, bounded)."""
+    drafts: list[library_pb2.DraftTemplate] = []
+
+    async def arrived() -> bool:
+        nonlocal drafts
+        drafts = await _list_drafts(channel, me)
+        return len(drafts) >= want
+
+    await until(arrived, what=f"{want} drafts delivered", seconds=seconds, every=0.05)
+    return drafts
+
+
+@asynccontextmanager
+async def _worker_paused(server: GrpcServer) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """The sessions server's outbox worker stopped (a round it was in is
+    cancelled: its rows stay claimed until their lease ends), restarted at the
+    end; yields one delivery round to run by hand."""
+    [delivery] = [w for w in server.background if isinstance(w, Periodic) and w.name == "outbox-delivery"]
+    for work in server.background:
+        await work.stop()
+    try:
+        yield delivery.run_round
+    finally:
+        for work in server.background:
+            work.start()
 
 
 @pytest.fixture
@@ -76,7 +104,11 @@ def me(sessions_channel: grpc.aio.Channel, keys: Keys) -> Caller:
 
 
 async def test_resolve_turns_successful_scripts_into_drafts(
-    me: Caller, library_channel: grpc.aio.Channel, database: RunDatabase, spans: InMemorySpanExporter
+    me: Caller,
+    library_channel: grpc.aio.Channel,
+    database: RunDatabase,
+    spans: InMemorySpanExporter,
+    sessions_server: GrpcServer,
 ) -> None:
     s = await _resolved_with_scripts(me)
     drafts = await _drafts(library_channel, me, want=2)
@@ -88,32 +120,33 @@ async def test_resolve_turns_successful_scripts_into_drafts(
         assert draft.provenance.user == str(me.user)
         assert draft.provenance.lane_item.startswith(s.name + "/laneItems/")
     # Redelivery (as after a crash between the call and the commit, once the
-    # claim's lease has run out) changes nothing.
+    # claim's lease has run out) changes nothing. The worker is paused and one
+    # delivery round run here: nothing else touches the rows meanwhile.
+    rows = {"s": s.name.split("/")[1] + "/%"}
     admin = create_async_engine(database.admin_url)
-    async with admin.begin() as conn:
-        await conn.execute(
-            text(
-                "UPDATE sessions.outbox SET delivered_at = NULL, next_attempt_at = now() WHERE dedupe_key LIKE :s"
-            ),
-            {"s": s.name.split("/")[1] + "/%"},
-        )
-    delivered = False
-    for _ in range(100):  # the worker polls every 0.2 s
-        await asyncio.sleep(0.1)
+    try:
+        async with _worker_paused(sessions_server) as deliver:
+            async with admin.begin() as conn:
+                await conn.execute(
+                    text(
+                        "UPDATE sessions.outbox SET delivered_at = NULL, next_attempt_at = now() WHERE dedupe_key LIKE :s"
+                    ),
+                    rows,
+                )
+            await deliver()
         async with admin.connect() as conn:
             delivered = (
                 await conn.execute(
                     text(
                         "SELECT bool_and(delivered_at IS NOT NULL) FROM sessions.outbox WHERE dedupe_key LIKE :s"
                     ),
-                    {"s": s.name.split("/")[1] + "/%"},
+                    rows,
                 )
             ).scalar_one()
-        if delivered:
-            break
-    await admin.dispose()
+    finally:
+        await admin.dispose()
     assert delivered
-    assert len(await _drafts(library_channel, me, want=3, wait=0.5)) == 2
+    assert len(await _list_drafts(library_channel, me)) == 2
     # Resolving again is refused and queues nothing.
     with pytest.raises(grpc.aio.AioRpcError):
         await me.call("ResolveSession", pb.ResolveSessionRequest(name=s.name, summary="again"))
@@ -132,7 +165,7 @@ async def test_resolve_turns_successful_scripts_into_drafts(
 
 
 async def test_no_drafts_when_the_setting_is_off(
-    me: Caller, settings_channel: grpc.aio.Channel, library_channel: grpc.aio.Channel
+    me: Caller, settings_channel: grpc.aio.Channel, library_channel: grpc.aio.Channel, database: RunDatabase
 ) -> None:
     await settings_pb2_grpc.SettingsServiceStub(settings_channel).UpdateSetting(
         settings_pb2.UpdateSettingRequest(
@@ -142,8 +175,11 @@ async def test_no_drafts_when_the_setting_is_off(
         ),
         metadata=me.as_role(Role.TEAM_ADMIN).md,
     )
-    await _resolved_with_scripts(me)
-    assert await _drafts(library_channel, me, want=1, wait=1.0) == []
+    s = await _resolved_with_scripts(me)
+    # The resolve queued nothing in its transaction, so nothing is ever delivered.
+    queued = "SELECT count(*) FROM sessions.outbox WHERE dedupe_key LIKE :s"
+    assert await admin_scalar(database, queued, s=s.name.split("/")[1] + "/%") == 0
+    assert await _list_drafts(library_channel, me) == []
 
 
 @pytest.fixture
@@ -205,7 +241,7 @@ async def test_library_down_during_resolve_loses_nothing(
             running(build_library, config, pool_size=2, ai=AI(OfflineBackend())),
             grpc.aio.insecure_channel(f"127.0.0.1:{library_port}") as library_channel,
         ):
-            drafts = await _drafts(library_channel, me, want=2, wait=15)
+            drafts = await _drafts(library_channel, me, want=2, seconds=15)
         assert sorted(d.suggested_name for d in drafts) == ["Flush DNS", "Restart spooler"]
     finally:
         await admin.dispose()
