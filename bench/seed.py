@@ -96,8 +96,8 @@ async def _account(conn: AsyncConnection, account: uuid.UUID, user: uuid.UUID, *
     )
     await conn.execute(
         text(f"""
-        INSERT INTO walks.l1_walk_sessions (account_id, id, created_by_user_id, ticket_id, ticket_kind, session_kind,
-                                            flow_id, tree, flow_version, current_node_id, started_at, last_step_at)
+        INSERT INTO walks.l1_walk_sessions (account_id, id, created_by_user_id, ticket_ref, ticket_kind, session_kind,
+                                            flow_id, tree, flow_version, current_node_id, start_time, last_step_time)
         SELECT :a, gen_random_uuid(), :u, 'T-' || g, 'psa', 'flow', f.id, f.tree, 1, 'n0',
                now() - g * interval '1 second', now()
         FROM generate_series(1, {walks}) g

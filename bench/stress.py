@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 import psutil
+from flowpilot.api.v1 import tickets_pb2
 from flowpilot.library.v1 import library_pb2
 from flowpilot.sessions.v1 import sessions_pb2
 from flowpilot.settings.v1 import settings_pb2
@@ -217,8 +218,8 @@ async def _noisy_neighbour(
             walk = (
                 await stub.StartWalk(
                     walks_pb2.StartWalkRequest(
-                        ticket_id=f"T-{uuid.uuid4().hex[:8]}",
-                        ticket_kind=walks_pb2.TICKET_KIND_PSA,
+                        ticket_ref=f"T-{uuid.uuid4().hex[:8]}",
+                        ticket_kind=tickets_pb2.TICKET_KIND_PSA,
                         kind=walks_pb2.WALK_KIND_ADHOC,
                     ),
                     metadata=metadata,

@@ -118,3 +118,23 @@ def tenant_read(signature: str, returns: str, body: str, *, form: int = 1) -> No
 
 def drop_tenant_read(signature: str) -> None:
     op.execute(f"DROP FUNCTION IF EXISTS {signature}")
+
+
+def rename_columns(table: str, renames: dict[str, str], *, reverse: bool = False) -> None:
+    """Renames columns of ``schema.table`` (old → new; ``reverse`` undoes it).
+
+    Indexes, constraints, policies and column privileges follow a rename by
+    themselves; function bodies do not (they are text): a migration that
+    renames a column a function reads replaces that function too."""
+    schema, name = table.split(".", 1)
+    for old, new in renames.items():
+        before, after = (new, old) if reverse else (old, new)
+        op.alter_column(name, before, new_column_name=after, schema=schema)
+
+
+def replace_definer_function(signature: str, definition: str) -> None:
+    """A new body for a function made by ``definer_function``: owner,
+    grants and the maintenance role's column privileges stay as they are."""
+    op.execute("RESET ROLE")
+    op.execute(f"CREATE OR REPLACE FUNCTION {signature} {definition}")
+    op.execute(f'SET ROLE "{_opt("flowpilot_owner_role")}"')

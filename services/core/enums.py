@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
+from flowpilot.api.v1 import tickets_pb2
+
 from services.core.errors import FieldViolation, InvalidArgument
 
 V = TypeVar("V", bound=int)  # a generated enum's value type
@@ -38,3 +40,11 @@ class EnumMap(Generic[V]):
 
     def proto(self, name: str) -> V:
         return self._to_proto[name]
+
+
+# Where a ticket lives: one enum for sessions and walks (flowpilot.api.v1).
+TICKET_KIND: EnumMap[tickets_pb2.TicketKind.ValueType] = EnumMap(
+    tickets_pb2.TicketKind,
+    {"psa": tickets_pb2.TICKET_KIND_PSA, "internal": tickets_pb2.TICKET_KIND_INTERNAL},
+    field="ticket_kind",
+)

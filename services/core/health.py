@@ -26,7 +26,7 @@ import asyncpg
 
 from services.core import metrics
 from services.core.background import Periodic
-from services.core.db import Connect
+from services.core.readpool import Connect
 
 log = logging.getLogger("flowpilot.health")
 

@@ -30,8 +30,9 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from services.core import logs, memory, metrics, pagination, telemetry
 from services.core.auth import ServiceCredential, TokenVerifier
 from services.core.config import ServiceConfig
-from services.core.db import Database, _driver_connect
+from services.core.db import Database
 from services.core.health import LIVENESS, DatabaseCheck
+from services.core.readpool import driver_connect
 from services.core.rpc import Runtime, method_rules
 
 log = logging.getLogger("flowpilot.server")
@@ -139,7 +140,7 @@ class GrpcServer:
             metrics.watch_database(config.service_name, database)
             if config.db_check_interval_seconds > 0:
                 self.database_check = DatabaseCheck(
-                    _driver_connect(database.engine, f"flowpilot-{config.service_name}-health"),
+                    driver_connect(database.engine, f"flowpilot-{config.service_name}-health"),
                     self._set_ready,
                     service=config.service_name,
                     interval_seconds=config.db_check_interval_seconds,

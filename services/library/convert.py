@@ -96,7 +96,7 @@ def template(row: Any) -> pb.ScriptTemplate:
         creator=str(row.created_by),
         etag=str(row.revision),
     )
-    set_time(message, "last_use_time", row.last_used_at)
+    set_time(message, "last_use_time", row.last_use_time)
     set_time(message, "create_time", row.create_time)
     set_time(message, "update_time", row.update_time)
     return message

@@ -49,7 +49,7 @@ class TemplateRow:
     parameters: list[dict[str, Any]]
     tags: list[str]
     usage_count: int
-    last_used_at: datetime | None
+    last_use_time: datetime | None
     source_session_id: uuid.UUID | None
     source_user_id: uuid.UUID | None
     source_ticket_ref: str | None
@@ -142,7 +142,7 @@ async def record_use(conn: AsyncConnection, template_id: uuid.UUID) -> int | Non
     query = (
         update(T)
         .where(T.c.id == template_id)
-        .values(usage_count=T.c.usage_count + 1, last_used_at=func.now())
+        .values(usage_count=T.c.usage_count + 1, last_use_time=func.now())
         .returning(T.c.usage_count)
     )
     count = (await conn.execute(query)).scalar()

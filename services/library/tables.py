@@ -44,7 +44,7 @@ script_templates = Table(
     Column("parameters", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     Column("tags", ARRAY(String(40)), nullable=False, server_default=text("'{}'::character varying[]")),
     Column("usage_count", BigInteger, nullable=False, server_default=text("0")),
-    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    Column("last_use_time", DateTime(timezone=True), nullable=True),
     Column("source_session_id", UUID(as_uuid=True), nullable=True),
     Column("source_user_id", UUID(as_uuid=True), nullable=True),
     Column("source_ticket_ref", String(64), nullable=True),

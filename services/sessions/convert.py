@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from flowpilot.sessions.v1 import sessions_pb2 as pb
 
 from services.core import ids, names, validation
-from services.core.enums import EnumMap
+from services.core.enums import TICKET_KIND, EnumMap
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.messages import set_time
 from services.sessions import facts, lane, lifecycle
@@ -24,9 +24,6 @@ from services.sessions.resources import (
 )
 from services.sessions.rows import DeadLetter, Fact, Fix, LaneItem, Posting, Preview, Session
 
-TICKET_KIND = EnumMap(
-    pb.TicketKind, {"psa": pb.TICKET_KIND_PSA, "internal": pb.TICKET_KIND_INTERNAL}, field="ticket_kind"
-)
 SESSION_STATUS = EnumMap(
     pb.SessionStatus,
     {
@@ -247,7 +244,7 @@ def lane_item(session: uuid.UUID, item: LaneItem, *, whole: bool = True) -> pb.L
 
 
 def _document(posting: Posting, state_version: int) -> pb.PostedDocument | None:
-    if posting.posted_at is None:
+    if posting.post_time is None:
         return None
     version = posting.state_version or 0
     document = pb.PostedDocument(
@@ -256,7 +253,7 @@ def _document(posting: Posting, state_version: int) -> pb.PostedDocument | None:
         state_version=version,
         stale=state_version > version,
     )
-    set_time(document, "post_time", posting.posted_at)
+    set_time(document, "post_time", posting.post_time)
     return document
 
 
@@ -329,7 +326,7 @@ def fact(row: Fact) -> pb.Fact:
     )
     set_time(message, "create_time", row.create_time)
     set_time(message, "update_time", row.update_time)
-    set_time(message, "delete_time", row.deleted_at)
+    set_time(message, "delete_time", row.delete_time)
     return message
 
 
@@ -344,9 +341,9 @@ def fix(row: Fix) -> pb.SuggestedFix:
         model=row.model,
         state_version=row.state_version,
         status=FIX_STATUS.proto(row.status),
-        active=row.superseded_at is None,
+        active=row.supersede_time is None,
     )
-    set_time(message, "supersede_time", row.superseded_at)
+    set_time(message, "supersede_time", row.supersede_time)
     set_time(message, "create_time", row.create_time)
     set_time(message, "decide_time", row.decide_time)
     return message
@@ -361,7 +358,7 @@ def dead_letter(row: DeadLetter) -> pb.DeadLetter:
         last_error=row.last_error or "",
     )
     set_time(message, "create_time", row.create_time)
-    set_time(message, "dead_time", row.dead_at)
+    set_time(message, "dead_time", row.dead_time)
     return message
 
 

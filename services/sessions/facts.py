@@ -2,7 +2,7 @@
 
 A fact from the task lane points at an item of its session's lane
 (``source_ref``); the lane lives in JSONB, so no foreign key can check it and
-these rules do. Facts are soft-deleted (``deleted_at``) and undeleted. Every
+these rules do. Facts are soft-deleted (``delete_time``) and undeleted. Every
 change bumps the session's state version, under the session's row lock.
 """
 
@@ -41,14 +41,14 @@ def check_ref(session: Session, item_id: str | None, field: str) -> None:
 
 
 def require_not_deleted(fact: Fact) -> None:
-    if fact.deleted_at is not None:
+    if fact.delete_time is not None:
         raise FailedPrecondition("fact is deleted; undelete it first", reason="FACT_DELETED")
 
 
 def needs_change(fact: Fact, *, deleted: bool) -> bool:
     """Whether deleting (or undeleting) ``fact`` changes it: deleting twice
     changes nothing; undeleting a fact that is not deleted is refused."""
-    if (fact.deleted_at is not None) != deleted:
+    if (fact.delete_time is not None) != deleted:
         return True
     if deleted:
         return False

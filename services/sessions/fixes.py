@@ -1,7 +1,7 @@
 """Suggested fixes: AI-proposed resolutions of a session, with their history.
 
 At most one fix per session is active (a partial UNIQUE index where
-``superseded_at IS NULL``): a new proposal supersedes the old one in the same
+``supersede_time IS NULL``): a new proposal supersedes the old one in the same
 transaction. Only the active fix, while still proposed, is accepted or
 rejected. The model is never called inside a transaction: the context is read,
 the model called, then the fix written in a second transaction that checks
@@ -26,7 +26,7 @@ DECISIONS = frozenset({"accepted", "rejected"})
 
 def not_open(fix: Fix) -> FailedPrecondition:
     """Why ``fix`` cannot be decided: it is superseded or decided already."""
-    state = "superseded" if fix.superseded_at is not None else fix.status
+    state = "superseded" if fix.supersede_time is not None else fix.status
     return FailedPrecondition(
         f"fix is {state}; only the active proposed fix can be decided", reason="FIX_NOT_OPEN"
     )

@@ -8,7 +8,7 @@ the service's own login cannot see across tenants), then, per account and
 under that account's RLS:
 
 1. claims due rows in one short transaction (``FOR UPDATE SKIP LOCKED``, and a
-   lease: ``next_attempt_at`` moves past the call's timeout, so replicas never
+   lease: ``next_attempt_time`` moves past the call's timeout, so replicas never
    deliver the same row at once and a worker killed mid-call leaves the row
    due again when the lease ends);
 2. calls the library as the sessions service for that one account, outside
@@ -17,7 +17,7 @@ under that account's RLS:
 
 Failures back off exponentially (with jitter) up to a cap; after
 ``max_attempts`` (or at once, for an error no retry can mend) the row becomes
-a dead letter (``dead_at`` set, never due again), listed and retried by team
+a dead letter (``dead_time`` set, never due again), listed and retried by team
 admins (``ListDeadLetters``, ``RetryDeadLetter``). The library's import is
 idempotent, so a redelivery is harmless.
 """

@@ -43,7 +43,7 @@ async def insert_outbox(
     )
 
 
-_DEAD = and_(outbox.c.dead_at.is_not(None), outbox.c.delivered_at.is_(None))
+_DEAD = and_(outbox.c.dead_time.is_not(None), outbox.c.deliver_time.is_(None))
 # A dead letter's columns: the payload stays in the database, its session comes along.
 _LETTER: list[Any] = [c for c in outbox.c if c.name != "payload"] + [
     outbox.c.payload["session"].astext.label("session")
@@ -58,7 +58,7 @@ def _dead_letter(row: Row[Any]) -> DeadLetter:
         attempts=row.attempts,
         last_error=row.last_error,
         create_time=row.create_time,
-        dead_at=row.dead_at,
+        dead_time=row.dead_time,
     )
 
 
@@ -66,10 +66,10 @@ async def list_dead_letters(
     conn: AsyncConnection, *, after: tuple[datetime, uuid.UUID] | None, limit: int
 ) -> list[DeadLetter]:
     """Dead letters, newest first; the payload stays in the database."""
-    query = select(*_LETTER).where(_DEAD).order_by(outbox.c.dead_at.desc(), outbox.c.id.desc()).limit(limit)
+    query = select(*_LETTER).where(_DEAD).order_by(outbox.c.dead_time.desc(), outbox.c.id.desc()).limit(limit)
     if after:
         query = query.where(
-            tuple_(outbox.c.dead_at, outbox.c.id) < tuple_(literal(after[0]), literal(after[1]))
+            tuple_(outbox.c.dead_time, outbox.c.id) < tuple_(literal(after[0]), literal(after[1]))
         )
     return [_dead_letter(row) for row in (await conn.execute(query)).all()]
 
@@ -84,7 +84,7 @@ async def retry_dead_letter(conn: AsyncConnection, letter_id: uuid.UUID) -> Dead
         await conn.execute(
             update(outbox)
             .where(outbox.c.id == letter_id)
-            .values(dead_at=None, attempts=0, next_attempt_at=func.now())
+            .values(dead_time=None, attempts=0, next_attempt_time=func.now())
         )
     return None if before is None else _dead_letter(before)
 
@@ -116,7 +116,7 @@ async def claim_outbox(conn: AsyncConnection, *, batch: int, lease: timedelta) -
     they are due again only after ``lease``. Oldest first."""
     due = (
         select(outbox.c.id)
-        .where(outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= func.now())
+        .where(outbox.c.deliver_time.is_(None), outbox.c.next_attempt_time <= func.now())
         .order_by(outbox.c.create_time)
         .limit(batch)
         .with_for_update(skip_locked=True)
@@ -125,7 +125,7 @@ async def claim_outbox(conn: AsyncConnection, *, batch: int, lease: timedelta) -
         await conn.execute(
             update(outbox)
             .where(outbox.c.id.in_(due))
-            .values(next_attempt_at=func.now() + lease)
+            .values(next_attempt_time=func.now() + lease)
             .returning(outbox)
         )
     ).all()
@@ -136,7 +136,7 @@ async def claim_outbox(conn: AsyncConnection, *, batch: int, lease: timedelta) -
             payload=row.payload,
             trace=row.trace,
             attempts=row.attempts,
-            next_attempt_at=row.next_attempt_at,
+            next_attempt_time=row.next_attempt_time,
             create_time=row.create_time,
         )
         for row in rows
@@ -157,18 +157,18 @@ async def record_delivery(
     recorded."""
     values: dict[str, Any] = {"attempts": message.attempts + 1, "last_error": last_error}
     if outcome == "delivered":
-        values["delivered_at"] = func.now()
+        values["deliver_time"] = func.now()
     elif outcome == "dead":
-        values["dead_at"] = func.now()
-        values["next_attempt_at"] = text("'infinity'::timestamptz")
+        values["dead_time"] = func.now()
+        values["next_attempt_time"] = text("'infinity'::timestamptz")
     else:
-        values["next_attempt_at"] = func.now() + retry_after
+        values["next_attempt_time"] = func.now() + retry_after
     await conn.execute(
         update(outbox)
         .where(
             outbox.c.id == message.id,
-            outbox.c.next_attempt_at == message.next_attempt_at,
-            outbox.c.delivered_at.is_(None),
+            outbox.c.next_attempt_time == message.next_attempt_time,
+            outbox.c.deliver_time.is_(None),
         )
         .values(**values)
     )

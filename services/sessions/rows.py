@@ -40,7 +40,7 @@ class Posting:
     """A posted resolution note or escalation package (all None until posted)."""
 
     markdown: str | None
-    posted_at: datetime | None
+    post_time: datetime | None
     external_id: str | None
     state_version: int | None
 
@@ -79,7 +79,7 @@ class Fact:
     created_by: uuid.UUID
     create_time: datetime
     update_time: datetime
-    deleted_at: datetime | None
+    delete_time: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +94,7 @@ class Fix:
     model: str
     state_version: int
     status: str  # proposed | accepted | rejected
-    superseded_at: datetime | None
+    supersede_time: datetime | None
     create_time: datetime
     decide_time: datetime | None
 
@@ -119,7 +119,7 @@ class DeadLetter:
     attempts: int
     last_error: str | None
     create_time: datetime
-    dead_at: datetime
+    dead_time: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,5 +131,5 @@ class OutboxMessage:
     payload: dict[str, Any]
     trace: dict[str, str]
     attempts: int
-    next_attempt_at: datetime
+    next_attempt_time: datetime
     create_time: datetime

@@ -227,7 +227,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
     ) -> pb.ListDeadLettersResponse:
         paging = _paging(request, {"dead_letters": True})
         rows = await self._dead_letters.page(_account(), after=paging.after, limit=paging.fetch)
-        shown, token = paging.page(rows, key=lambda r: r.dead_at.isoformat())
+        shown, token = paging.page(rows, key=lambda r: r.dead_time.isoformat())
         return pb.ListDeadLettersResponse(
             dead_letters=[convert.dead_letter(r) for r in shown], next_page_token=token
         )

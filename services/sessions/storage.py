@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core.db import Database, Record
+from services.core.db import Database, Record, TenantRead
 from services.core.errors import AlreadyExists
 from services.sessions.rows import (
     Fact,
@@ -63,13 +63,13 @@ def _session(row: _Row) -> Session:
         escalation_reason=row.escalation_reason,
         resolution_note=Posting(
             markdown=row.resolution_note_markdown,
-            posted_at=row.resolution_note_posted_at,
+            post_time=row.resolution_note_post_time,
             external_id=row.resolution_note_external_id,
             state_version=row.resolution_note_state_version,
         ),
         escalation_package=Posting(
             markdown=row.escalation_package_markdown,
-            posted_at=row.escalation_package_posted_at,
+            post_time=row.escalation_package_post_time,
             external_id=row.escalation_package_external_id,
             state_version=row.escalation_package_state_version,
         ),
@@ -147,9 +147,17 @@ async def session_by_request_id(conn: AsyncConnection, request_id: uuid.UUID) ->
     return _maybe_session((await conn.execute(select(S).where(S.c.request_id == request_id))).first())
 
 
+# The tenant read functions this storage calls (created by sessions_0004 and
+# sessions_0008; services.core.readpool).
+READ_SESSION = TenantRead("sessions.read_session", ("uuid",))
+LIST_FACTS = TenantRead(
+    "sessions.list_facts", ("uuid", "boolean", "timestamp with time zone", "uuid", "integer")
+)
+
+
 async def read_session(db: Database, account_id: uuid.UUID, session_id: uuid.UUID) -> Session | None:
     """A session for reading only, in one round trip (tenant read function)."""
-    rows = await db.read("sessions.read_session", account_id, session_id)
+    rows = await db.read(READ_SESSION, account_id, session_id)
     return _session(rows[0]) if rows else None
 
 
@@ -262,14 +270,14 @@ async def record_posting(
     if kind is NoteKind.RESOLUTION_NOTE:
         values: dict[Any, Any] = {
             S.c.resolution_note_markdown: markdown,
-            S.c.resolution_note_posted_at: func.now(),
+            S.c.resolution_note_post_time: func.now(),
             S.c.resolution_note_external_id: external_id,
             S.c.resolution_note_state_version: state_version,
         }
     else:
         values = {
             S.c.escalation_package_markdown: markdown,
-            S.c.escalation_package_posted_at: func.now(),
+            S.c.escalation_package_post_time: func.now(),
             S.c.escalation_package_external_id: external_id,
             S.c.escalation_package_state_version: state_version,
         }
@@ -289,7 +297,7 @@ def _fact(row: _Row) -> Fact:
         created_by=row.created_by,
         create_time=row.create_time,
         update_time=row.update_time,
-        deleted_at=row.deleted_at,
+        delete_time=row.delete_time,
     )
 
 
@@ -341,9 +349,7 @@ async def list_facts(
     one round trip (tenant read function); None when the session is not there."""
     after_time, after_id = after if after is not None else (None, None)
     try:
-        rows = await db.read(
-            "sessions.list_facts", account_id, session_id, show_deleted, after_time, after_id, limit
-        )
+        rows = await db.read(LIST_FACTS, account_id, session_id, show_deleted, after_time, after_id, limit)
     except asyncpg.NoDataFoundError:
         return None
     return [_fact(row) for row in rows]
@@ -352,7 +358,7 @@ async def list_facts(
 async def active_fact_texts(conn: AsyncConnection, session_id: uuid.UUID, *, limit: int = 500) -> list[str]:
     query = (
         select(F.c.text)
-        .where(F.c.session_id == session_id, F.c.deleted_at.is_(None))
+        .where(F.c.session_id == session_id, F.c.delete_time.is_(None))
         .order_by(F.c.create_time.desc(), F.c.id.desc())
         .limit(limit)
     )
@@ -381,8 +387,8 @@ async def edit_fact(
     return await _update_fact(conn, fact_id, values)
 
 
-async def set_fact_deleted(conn: AsyncConnection, fact_id: uuid.UUID, deleted_at: datetime | None) -> Fact:
-    return await _update_fact(conn, fact_id, {F.c.deleted_at: deleted_at})
+async def set_fact_deleted(conn: AsyncConnection, fact_id: uuid.UUID, delete_time: datetime | None) -> Fact:
+    return await _update_fact(conn, fact_id, {F.c.delete_time: delete_time})
 
 
 # --- fixes ------------------------------------------------------------------
@@ -400,7 +406,7 @@ def _fix(row: Row[Any]) -> Fix:
         model=row.model,
         state_version=row.state_version,
         status=row.status,
-        superseded_at=row.superseded_at,
+        supersede_time=row.supersede_time,
         create_time=row.create_time,
         decide_time=row.decide_time,
     )
@@ -413,8 +419,8 @@ def _maybe_fix(row: Row[Any] | None) -> Fix | None:
 async def supersede_active_fix(conn: AsyncConnection, session_id: uuid.UUID) -> None:
     await conn.execute(
         update(X)
-        .where(X.c.session_id == session_id, X.c.superseded_at.is_(None))
-        .values(superseded_at=func.now())
+        .where(X.c.session_id == session_id, X.c.supersede_time.is_(None))
+        .values(supersede_time=func.now())
     )
 
 
@@ -458,7 +464,7 @@ async def get_fix(conn: AsyncConnection, session_id: uuid.UUID, fix_id: uuid.UUI
 
 
 async def active_fix(conn: AsyncConnection, session_id: uuid.UUID) -> Fix | None:
-    query = select(X).where(X.c.session_id == session_id, X.c.superseded_at.is_(None))
+    query = select(X).where(X.c.session_id == session_id, X.c.supersede_time.is_(None))
     return _maybe_fix((await conn.execute(query)).first())
 
 
@@ -480,7 +486,7 @@ async def decide_fix(conn: AsyncConnection, fix_id: uuid.UUID, status: str) -> F
     """Accepts or rejects a fix that is active and undecided; None otherwise."""
     query = (
         update(X)
-        .where(and_(X.c.id == fix_id, X.c.superseded_at.is_(None), X.c.status == "proposed"))
+        .where(and_(X.c.id == fix_id, X.c.supersede_time.is_(None), X.c.status == "proposed"))
         .values(status=status, decide_time=func.now())
         .returning(X)
     )

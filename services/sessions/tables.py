@@ -47,11 +47,11 @@ ai_sessions = Table(
     Column("resolution_summary", Text, nullable=True),
     Column("escalation_reason", Text, nullable=True),
     Column("resolution_note_markdown", Text, nullable=True),
-    Column("resolution_note_posted_at", DateTime(timezone=True), nullable=True),
+    Column("resolution_note_post_time", DateTime(timezone=True), nullable=True),
     Column("resolution_note_external_id", String(128), nullable=True),
     Column("resolution_note_state_version", Integer, nullable=True),
     Column("escalation_package_markdown", Text, nullable=True),
-    Column("escalation_package_posted_at", DateTime(timezone=True), nullable=True),
+    Column("escalation_package_post_time", DateTime(timezone=True), nullable=True),
     Column("escalation_package_external_id", String(128), nullable=True),
     Column("escalation_package_state_version", Integer, nullable=True),
     # Incremented by every write that changes what the note would say; the etag.
@@ -90,7 +90,7 @@ session_facts = Table(
     Column("created_by", UUID(as_uuid=True), nullable=False),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("update_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
-    Column("deleted_at", DateTime(timezone=True), nullable=True),
+    Column("delete_time", DateTime(timezone=True), nullable=True),
     PrimaryKeyConstraint("account_id", "id", name="session_facts_pkey"),
     ForeignKeyConstraint(
         ["account_id", "session_id"],
@@ -106,7 +106,7 @@ session_facts = Table(
         "session_id",
         "create_time",
         "id",
-        postgresql_where=text("deleted_at IS NULL"),
+        postgresql_where=text("delete_time IS NULL"),
     ),
     Index("session_facts_all", "account_id", "session_id", "create_time", "id"),
 )
@@ -125,7 +125,7 @@ session_suggested_fixes = Table(
     Column("model", String(100), nullable=False),
     Column("state_version", Integer, nullable=False),
     Column("status", String(20), nullable=False, server_default=text("'proposed'")),
-    Column("superseded_at", DateTime(timezone=True), nullable=True),
+    Column("supersede_time", DateTime(timezone=True), nullable=True),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("decide_time", DateTime(timezone=True), nullable=True),
     PrimaryKeyConstraint("account_id", "id", name="session_suggested_fixes_pkey"),
@@ -143,7 +143,7 @@ session_suggested_fixes = Table(
         "account_id",
         "session_id",
         unique=True,
-        postgresql_where=text("superseded_at IS NULL"),
+        postgresql_where=text("supersede_time IS NULL"),
     ),
     Index(
         "session_suggested_fixes_history",
@@ -194,21 +194,21 @@ outbox = Table(
     # W3C trace context of the request that recorded it.
     Column("trace", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
-    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
-    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("next_attempt_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("deliver_time", DateTime(timezone=True), nullable=True),
     Column("last_error", Text, nullable=True),
-    # Set when delivery gave up (next_attempt_at is then 'infinity'): a dead letter.
-    Column("dead_at", DateTime(timezone=True), nullable=True),
+    # Set when delivery gave up (next_attempt_time is then 'infinity'): a dead letter.
+    Column("dead_time", DateTime(timezone=True), nullable=True),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     PrimaryKeyConstraint("account_id", "id", name="outbox_pkey"),
     UniqueConstraint("account_id", "topic", "dedupe_key", name="outbox_dedupe_key"),
-    Index("outbox_due", "account_id", "next_attempt_at", postgresql_where=text("delivered_at IS NULL")),
+    Index("outbox_due", "account_id", "next_attempt_time", postgresql_where=text("deliver_time IS NULL")),
     # ListDeadLetters, newest first, without sorting the account's outbox history.
     Index(
         "outbox_dead_letters",
         "account_id",
-        text("dead_at DESC"),
+        text("dead_time DESC"),
         text("id DESC"),
-        postgresql_where=text("dead_at IS NOT NULL AND delivered_at IS NULL"),
+        postgresql_where=text("dead_time IS NOT NULL AND deliver_time IS NULL"),
     ),
 )

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import bindparam
 
-from services.core.db import Database
+from services.core.db import Database, TenantRead
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +44,13 @@ def _entry(raw: dict[str, Any] | None) -> StoredEntry:
     )
 
 
+# The tenant read function this storage calls (settings_0003; services.core.readpool).
+READ_PREFERENCES = TenantRead("settings.read_preferences", ())
+
+
 async def get_entries(db: Database, account_id: uuid.UUID) -> dict[str, StoredEntry]:
     """Every key the caller's account has stored, in one round trip (tenant read function)."""
-    rows = await db.read("settings.read_preferences", account_id)
+    rows = await db.read(READ_PREFERENCES, account_id)
     if not rows:
         return {}
     return {key: _entry(raw) for key, raw in rows[0].preferences.items()}

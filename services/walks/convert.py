@@ -7,7 +7,7 @@ import uuid
 from flowpilot.walks.v1 import walks_pb2 as pb
 
 from services.core import names, validation
-from services.core.enums import EnumMap
+from services.core.enums import TICKET_KIND, EnumMap
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.messages import set_time
 from services.walks import trees
@@ -40,9 +40,6 @@ PROPOSAL_SOURCE = EnumMap(
     pb.ProposalSource,
     {"user": pb.PROPOSAL_SOURCE_USER, "ai_analysis": pb.PROPOSAL_SOURCE_AI_ANALYSIS},
     field="flow_proposal.source",
-)
-TICKET_KIND = EnumMap(
-    pb.TicketKind, {"psa": pb.TICKET_KIND_PSA, "internal": pb.TICKET_KIND_INTERNAL}, field="ticket_kind"
 )
 WALK_KIND = EnumMap(
     pb.WalkKind,
@@ -80,7 +77,7 @@ CATEGORY = EnumMap(
 def start(request: pb.StartWalkRequest) -> Start:
     """A StartWalk request, checked: a flow walk names a flow, a proposal walk
     a proposal, an AI-built walk a problem, and no walk anything else."""
-    ticket_id = validation.nonblank(request.ticket_id, "ticket_id")
+    ticket_ref = validation.nonblank(request.ticket_ref, "ticket_ref")
     ticket_kind = TICKET_KIND.db(request.ticket_kind)
     kind = WALK_KIND.db(request.kind)
     targets: dict[str, tuple[uuid.UUID, str] | None] = {}
@@ -99,7 +96,7 @@ def start(request: pb.StartWalkRequest) -> Start:
     elif request.problem:
         raise InvalidArgument(FieldViolation("problem", "is only for AI-built walks"))
     return Start(
-        ticket_id=ticket_id,
+        ticket_ref=ticket_ref,
         ticket_kind=ticket_kind,
         kind=kind,
         flow=targets["flow"],
@@ -150,7 +147,7 @@ def walk(row: WalkRow, tree: pb.Tree | None) -> pb.Walk:
     """A walk row (without its snapshot) and its tree snapshot, already converted."""
     message = pb.Walk(
         name=names.format_name(WALK, walk=row.id),
-        ticket_id=row.ticket_id,
+        ticket_ref=row.ticket_ref,
         ticket_kind=TICKET_KIND.proto(row.ticket_kind),
         kind=WALK_KIND.proto(row.session_kind),
         flow=names.format_name(FLOW, flow=row.flow_id) if row.flow_id else "",
@@ -160,7 +157,7 @@ def walk(row: WalkRow, tree: pb.Tree | None) -> pb.Walk:
         else "",
         current_node=row.current_node_id or "",
         status=WALK_STATUS.proto(row.status),
-        resolution_notes=row.resolution_notes or "",
+        resolution_summary=row.resolution_summary or "",
         escalation_reason=row.escalation_reason or "",
         escalation_category=CATEGORY.proto(row.escalation_reason_category)
         if row.escalation_reason_category
@@ -178,7 +175,7 @@ def walk(row: WalkRow, tree: pb.Tree | None) -> pb.Walk:
     for note in row.walk_notes:
         entry = message.notes.add(node=note.get("node", ""), text=note["text"])
         set_time(entry, "time", note["time"])
-    set_time(message, "start_time", row.started_at)
-    set_time(message, "last_step_time", row.last_step_at)
-    set_time(message, "end_time", row.resolved_at)
+    set_time(message, "start_time", row.start_time)
+    set_time(message, "last_step_time", row.last_step_time)
+    set_time(message, "end_time", row.end_time)
     return message

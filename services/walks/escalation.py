@@ -17,6 +17,7 @@ import grpc
 from flowpilot.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 
 from services.core.clients import forwarded
+from services.core.enums import TICKET_KIND
 from services.core.errors import (
     Aborted,
     FailedPrecondition,
@@ -29,7 +30,6 @@ from services.core.ids import canonical_uuid
 from services.walks import trees
 from services.walks.storage import Tree, WalkRow
 
-TICKET_KINDS = {"psa": sessions_pb2.TICKET_KIND_PSA, "internal": sessions_pb2.TICKET_KIND_INTERNAL}
 MAX_FACT = 4096
 
 
@@ -53,7 +53,7 @@ class SessionsEscalator:
     async def escalate(
         self, walk: WalkRow, tree: Tree | None, *, reason: str, category: str, request_id: uuid.UUID
     ) -> uuid.UUID:
-        title = f"L1 escalation: {walk.ticket_id}"
+        title = f"L1 escalation: {walk.ticket_ref}"
         problem = (
             reason
             if walk.session_kind == "adhoc"
@@ -67,8 +67,8 @@ class SessionsEscalator:
             created = await self._sessions.CreateSession(
                 sessions_pb2.CreateSessionRequest(
                     session=sessions_pb2.Session(
-                        ticket_ref=walk.ticket_id,
-                        ticket_kind=TICKET_KINDS[walk.ticket_kind],
+                        ticket_ref=walk.ticket_ref,
+                        ticket_kind=TICKET_KIND.proto(walk.ticket_kind),
                         title=title[:200],
                         problem=problem[:8000],
                     ),

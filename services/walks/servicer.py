@@ -186,18 +186,18 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         paging = pagination.paging(
             request,
             current_principal().account_id,
-            {"s": status, "t": request.ticket_id, "k": kind},
+            {"s": status, "t": request.ticket_ref, "k": kind},
             first=datetime.fromisoformat,
         )
         rows = await self._walks.page(
             _account(),
             status=status,
-            ticket_id=request.ticket_id or None,
+            ticket_ref=request.ticket_ref or None,
             kind=kind,
             after=paging.after,
             limit=paging.fetch,
         )
-        shown, token = paging.page(rows, key=lambda r: r.started_at.isoformat())
+        shown, token = paging.page(rows, key=lambda r: r.start_time.isoformat())
         return pb.ListWalksResponse(walks=await self._encode(shown), next_page_token=token)
 
     async def AdvanceWalk(self, request: pb.AdvanceWalkRequest, context: Context) -> pb.Walk:
@@ -214,7 +214,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         return await self._walk(await self._walks.add_note(current_principal(), walk_id, request.name, text))
 
     async def ResolveWalk(self, request: pb.ResolveWalkRequest, context: Context) -> pb.Walk:
-        notes = validation.nonblank(request.resolution_notes, "resolution_notes")
+        notes = validation.nonblank(request.summary, "summary")
         helpful = request.helpful if request.HasField("helpful") else None
         walk_id = names.parse_id(request.name, WALK, field="name")
         return await self._walk(await self._walks.resolve(_account(), walk_id, request.name, notes, helpful))

@@ -61,7 +61,7 @@ class WalkRow:
     account_id: uuid.UUID
     created_by_user_id: uuid.UUID
     acting_as: str | None
-    ticket_id: str
+    ticket_ref: str
     ticket_kind: str
     session_kind: str  # flow | proposal | adhoc | ai_build
     flow_id: uuid.UUID | None
@@ -73,13 +73,13 @@ class WalkRow:
     walked_path: list[dict[str, Any]]
     walk_notes: list[dict[str, Any]]
     status: str  # active | resolved | escalated | abandoned
-    resolution_notes: str | None
+    resolution_summary: str | None
     helpful: bool | None
     escalation_reason: str | None
     escalation_reason_category: str | None
-    started_at: datetime
-    last_step_at: datetime
-    resolved_at: datetime | None
+    start_time: datetime
+    last_step_time: datetime
+    end_time: datetime | None
     has_tree: bool
 
 
@@ -168,10 +168,10 @@ async def list_proposals(
     return [_proposal(r) for r in await conn.execute(query)]
 
 
-async def lock_ticket(conn: AsyncConnection, *, user_id: uuid.UUID, ticket_id: str) -> None:
+async def lock_ticket(conn: AsyncConnection, *, user_id: uuid.UUID, ticket_ref: str) -> None:
     await conn.execute(
         text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-        {"k": f"walk-start:{user_id}:{ticket_id}"},
+        {"k": f"walk-start:{user_id}:{ticket_ref}"},
     )
 
 
@@ -201,11 +201,11 @@ async def walk_node(conn: AsyncConnection, walk_id: uuid.UUID, node_id: str) -> 
     return node
 
 
-async def active_walk_for(conn: AsyncConnection, *, user_id: uuid.UUID, ticket_id: str) -> WalkRow | None:
+async def active_walk_for(conn: AsyncConnection, *, user_id: uuid.UUID, ticket_ref: str) -> WalkRow | None:
     query = (
         select(*WALK)
-        .where(W.c.created_by_user_id == user_id, W.c.ticket_id == ticket_id, W.c.status == "active")
-        .order_by(W.c.started_at.desc())
+        .where(W.c.created_by_user_id == user_id, W.c.ticket_ref == ticket_ref, W.c.status == "active")
+        .order_by(W.c.start_time.desc())
         .limit(1)
     )
     row = (await conn.execute(query)).first()
@@ -232,20 +232,20 @@ async def list_walks(
     conn: AsyncConnection,
     *,
     status: str | None,
-    ticket_id: str | None,
+    ticket_ref: str | None,
     kind: str | None,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
 ) -> list[WalkRow]:
-    query = select(*WALK).order_by(W.c.started_at.desc(), W.c.id.desc()).limit(limit)
+    query = select(*WALK).order_by(W.c.start_time.desc(), W.c.id.desc()).limit(limit)
     if status:
         query = query.where(W.c.status == status)
-    if ticket_id:
-        query = query.where(W.c.ticket_id == ticket_id)
+    if ticket_ref:
+        query = query.where(W.c.ticket_ref == ticket_ref)
     if kind:
         query = query.where(W.c.session_kind == kind)
     if after:
-        query = query.where(tuple_(W.c.started_at, W.c.id) < tuple_(literal(after[0]), literal(after[1])))
+        query = query.where(tuple_(W.c.start_time, W.c.id) < tuple_(literal(after[0]), literal(after[1])))
     return [_walk(r) for r in await conn.execute(query)]
 
 
@@ -253,8 +253,8 @@ async def abandon_stale(conn: AsyncConnection, *, before: datetime, now: datetim
     """Abandons the account's active walks whose last step is before ``before``."""
     result = await conn.execute(
         update(W)
-        .where(W.c.status == "active", W.c.last_step_at < before)
-        .values(status="abandoned", resolved_at=now)
+        .where(W.c.status == "active", W.c.last_step_time < before)
+        .values(status="abandoned", end_time=now)
         .returning(W.c.id)
     )
     return len(result.all())

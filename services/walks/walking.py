@@ -27,7 +27,7 @@ MAX_NOTES = 100
 class Start:
     """A StartWalk request, decoded: ``flow`` or ``proposal`` is (id, name as given)."""
 
-    ticket_id: str
+    ticket_ref: str
     ticket_kind: str
     kind: str  # flow | proposal | adhoc | ai_build
     flow: tuple[uuid.UUID, str] | None
@@ -113,7 +113,7 @@ class Walks:
         tree: Tree | None = None
         version: int | None = None
         async with self._db.transaction(principal.account_id) as conn:
-            await storage.lock_ticket(conn, user_id=principal.user_id, ticket_id=start.ticket_id)
+            await storage.lock_ticket(conn, user_id=principal.user_id, ticket_ref=start.ticket_ref)
             resumed = await self._resumable(conn, principal, start)
             if resumed is not None:
                 return resumed, True, None
@@ -130,7 +130,7 @@ class Walks:
         async with self._db.transaction(principal.account_id) as conn:
             if start.kind == "ai_build" and not start.force_new:
                 # Re-check after the model call: another start may have won meanwhile.
-                await storage.lock_ticket(conn, user_id=principal.user_id, ticket_id=start.ticket_id)
+                await storage.lock_ticket(conn, user_id=principal.user_id, ticket_ref=start.ticket_ref)
                 resumed = await self._resumable(conn, principal, start)
                 if resumed is not None:
                     return resumed, True, None
@@ -140,14 +140,14 @@ class Walks:
                 id=uuid.uuid4(),
                 created_by_user_id=principal.user_id,
                 acting_as=start.acting_as,
-                ticket_id=start.ticket_id,
+                ticket_ref=start.ticket_ref,
                 ticket_kind=start.ticket_kind,
                 session_kind=start.kind,
                 tree=tree,
                 flow_version=version,
                 current_node_id=tree["root"] if tree else None,
-                started_at=now,
-                last_step_at=now,
+                start_time=now,
+                last_step_time=now,
                 **target,
             )
         return row, False, tree
@@ -157,7 +157,7 @@ class Walks:
         caller holds the ticket's lock)."""
         if start.force_new:
             return None
-        return await storage.active_walk_for(conn, user_id=principal.user_id, ticket_id=start.ticket_id)
+        return await storage.active_walk_for(conn, user_id=principal.user_id, ticket_ref=start.ticket_ref)
 
     async def _ai_tree(self, problem: str) -> Tree:
         """A valid tree from the AI: one retry on an unusable answer, then an error."""
@@ -187,14 +187,14 @@ class Walks:
         account: uuid.UUID,
         *,
         status: str | None,
-        ticket_id: str | None,
+        ticket_ref: str | None,
         kind: str | None,
         after: tuple[datetime, uuid.UUID] | None,
         limit: int,
     ) -> list[WalkRow]:
         async with self._db.transaction(account) as conn:
             return await storage.list_walks(
-                conn, status=status, ticket_id=ticket_id, kind=kind, after=after, limit=limit
+                conn, status=status, ticket_ref=ticket_ref, kind=kind, after=after, limit=limit
             )
 
     async def advance(self, account: uuid.UUID, walk_id: uuid.UUID, name: str, choice: str) -> WalkRow:
@@ -212,7 +212,7 @@ class Walks:
                 row.id,
                 walked_path=[*row.walked_path, step],
                 current_node_id=step["next"],
-                last_step_at=now,
+                last_step_time=now,
             )
 
     async def step_back(self, account: uuid.UUID, walk_id: uuid.UUID, name: str) -> WalkRow:
@@ -225,7 +225,7 @@ class Walks:
                 row.id,
                 walked_path=row.walked_path[:-1],
                 current_node_id=row.walked_path[-1]["node"],
-                last_step_at=self._clock(),
+                last_step_time=self._clock(),
             )
 
     async def add_note(self, principal: Principal, walk_id: uuid.UUID, name: str, text: str) -> WalkRow:
@@ -234,7 +234,7 @@ class Walks:
             now = self._clock()
             note = new_note(row, text, principal.user_id, now)
             return await storage.update_walk(
-                conn, row.id, walk_notes=[*row.walk_notes, note], last_step_at=now
+                conn, row.id, walk_notes=[*row.walk_notes, note], last_step_time=now
             )
 
     async def resolve(
@@ -247,16 +247,16 @@ class Walks:
                 conn,
                 row.id,
                 status="resolved",
-                resolution_notes=notes,
+                resolution_summary=notes,
                 helpful=helpful,
-                resolved_at=now,
-                last_step_at=now,
+                end_time=now,
+                last_step_time=now,
             )
 
     async def abandon(self, account: uuid.UUID, walk_id: uuid.UUID, name: str) -> WalkRow:
         async with self._db.transaction(account) as conn:
             row = await active(conn, walk_id, name, stepping=False)
-            return await storage.update_walk(conn, row.id, status="abandoned", resolved_at=self._clock())
+            return await storage.update_walk(conn, row.id, status="abandoned", end_time=self._clock())
 
     async def escalate(
         self, account: uuid.UUID, walk_id: uuid.UUID, name: str, reason: str, category: str
@@ -280,7 +280,7 @@ class Walks:
                     escalation_request_id=uuid.uuid4(),
                     escalation_reason=reason,
                     escalation_reason_category=category,
-                    last_step_at=self._clock(),  # not stale while it escalates
+                    last_step_time=self._clock(),  # not stale while it escalates
                 )
             tree = (await storage.walk_trees(conn, [row.id])).get(row.id)
         assert row.escalation_request_id is not None  # claimed above
@@ -300,8 +300,8 @@ class Walks:
                     current.id,
                     status="escalated",
                     escalation_session_id=session_id,
-                    resolved_at=now,
-                    last_step_at=now,
+                    end_time=now,
+                    last_step_time=now,
                 )
             elif current.escalation_session_id != session_id:
                 # Abandoned (or swept) while the session was being created: the

@@ -71,7 +71,7 @@ async def test_outbox_figures_come_from_every_account(database: RunDatabase) -> 
                 await conn.execute(
                     text(
                         "INSERT INTO sessions.outbox (account_id, id, topic, dedupe_key, payload, "
-                        "next_attempt_at, create_time, dead_at) VALUES (:a, :i, 'unit', :k, '{}', "
+                        "next_attempt_time, create_time, dead_time) VALUES (:a, :i, 'unit', :k, '{}', "
                         "now() + interval '1 day', now() - interval '2 hours', "
                         "CASE WHEN :dead THEN now() END)"
                     ),

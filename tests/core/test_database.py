@@ -10,8 +10,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.core.config import to_asyncpg_url
-from services.core.db import Database, _read_sql
+from services.core.db import Database, TenantRead
 from services.core.errors import Unavailable
+from services.settings.storage import READ_PREFERENCES
 from tests.support import RunDatabase
 
 
@@ -29,7 +30,7 @@ async def test_a_full_server_is_unavailable_not_an_internal_error(database: RunD
             async with db.transaction(uuid.uuid4()):
                 pass
         with pytest.raises(Unavailable):
-            await db.read("settings.read_preferences", account_id=uuid.uuid4())
+            await db.read(READ_PREFERENCES, uuid.uuid4())
     finally:
         await db.dispose()
         async with admin.connect() as conn:
@@ -48,12 +49,26 @@ async def test_a_tenant_read_never_changes_the_tenant_of_an_open_transaction(dat
                 await conn.execute(text("SELECT * FROM settings.read_preferences(:t)"), {"t": other})
         # On its own, a read may name any tenant: the setting lives for that call only
         # (that the pooled connection keeps none is tested in the settings tenancy tests).
-        assert await db.read("settings.read_preferences", account_id=other) == []
+        assert await db.read(READ_PREFERENCES, other) == []
     finally:
         await db.dispose()
 
 
-def test_read_takes_schema_qualified_function_names_only() -> None:
+def test_a_tenant_read_is_declared_by_schema_qualified_name_and_called_with_its_arguments() -> None:
     with pytest.raises(ValueError, match="schema-qualified"):
-        _read_sql("read_preferences; DROP TABLE x", 0)
-    assert _read_sql("sessions.list_facts", 2) == "SELECT * FROM sessions.list_facts($1, $2, $3)"
+        TenantRead("read_preferences; DROP TABLE x", ())
+    declared = TenantRead("tests.two_arguments", ("uuid", "integer"))
+    TenantRead.ALL.remove(declared)  # not a function the migrations create
+    assert declared.sql == "SELECT * FROM tests.two_arguments($1, $2, $3)"
+
+
+async def test_a_read_with_the_wrong_number_of_arguments_is_refused_before_the_database(
+    database: RunDatabase,
+) -> None:
+    db = Database.connect(database.runtime_url("settings"), pool_size=1)
+    try:
+        with pytest.raises(TypeError, match="takes 0 arguments"):
+            await db.read(READ_PREFERENCES, uuid.uuid4(), "extra")
+        assert db.reads.open == 0
+    finally:
+        await db.dispose()

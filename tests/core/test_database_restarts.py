@@ -15,6 +15,7 @@ from sqlalchemy import make_url, text
 from services.core.config import to_asyncpg_url
 from services.core.db import Database
 from services.core.errors import Unavailable
+from services.settings.storage import READ_PREFERENCES
 from tests.support import RunDatabase, own_postgres, pg_ctl
 
 
@@ -39,7 +40,7 @@ async def test_reads_and_transactions_across_fast_restarts_are_only_ever_unavail
     async def reader() -> None:
         while not stop.is_set():
             try:
-                await db.read("settings.read_preferences", account_id=account)
+                await db.read(READ_PREFERENCES, account)
                 outcome = "ok"
             except Unavailable:
                 outcome = "unavailable"
@@ -74,7 +75,7 @@ async def test_reads_and_transactions_across_fast_restarts_are_only_ever_unavail
         assert set(outcomes) <= {"ok", "unavailable"}, outcomes
         assert outcomes.get("unavailable", 0) > 0  # the restarts were felt
         # Recovered, with no restart of the service's own.
-        assert await db.read("settings.read_preferences", account_id=account) == []
+        assert await db.read(READ_PREFERENCES, account) == []
     finally:
         stop.set()
         await db.dispose()

@@ -10,6 +10,7 @@ import json
 import uuid
 
 import grpc
+from flowpilot.api.v1 import tickets_pb2
 from flowpilot.library.v1 import library_pb2, library_pb2_grpc
 from flowpilot.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
@@ -157,7 +158,7 @@ async def test_an_alias_of_an_id_is_not_that_id(
         sessions.CreateSession(
             sessions_pb2.CreateSessionRequest(
                 session=sessions_pb2.Session(
-                    ticket_ref="CW #11", ticket_kind=sessions_pb2.TICKET_KIND_PSA, title="x"
+                    ticket_ref="CW #11", ticket_kind=tickets_pb2.TICKET_KIND_PSA, title="x"
                 ),
                 request_id=uuid.uuid4().hex,
             ),
@@ -193,7 +194,7 @@ async def test_page_tokens_are_only_those_the_service_made(
         await sessions.CreateSession(
             sessions_pb2.CreateSessionRequest(
                 session=sessions_pb2.Session(
-                    ticket_ref=f"CW #{n}", ticket_kind=sessions_pb2.TICKET_KIND_PSA, title="t"
+                    ticket_ref=f"CW #{n}", ticket_kind=tickets_pb2.TICKET_KIND_PSA, title="t"
                 )
             ),
             metadata=md,

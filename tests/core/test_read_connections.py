@@ -16,10 +16,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from services.core.config import to_asyncpg_url
 from services.core.db import Database, Record
 from services.core.errors import Unavailable
+from services.settings.storage import READ_PREFERENCES
 from tests.support import RunDatabase, backends, until
 from tests.support import admin_scalar as as_admin
 
-READ = "settings.read_preferences"
+READ = READ_PREFERENCES
 BACKEND_PID = "SELECT pg_backend_pid() AS pid"
 
 
@@ -82,7 +83,7 @@ async def lock_waiters(
 
 
 async def read(db: Database) -> list[Any]:
-    return await db.read(READ, account_id=uuid.uuid4())
+    return await db.read(READ, uuid.uuid4())
 
 
 async def test_concurrent_reads_share_at_most_size_connections(database: RunDatabase) -> None:

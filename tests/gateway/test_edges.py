@@ -173,7 +173,7 @@ async def test_create_is_201_with_location_only_when_something_was_created(
         )
         assert fact.status_code == 201 and fact.headers["location"] == f"/v1/{fact.json()['name']}"
 
-        walk = {"ticketId": "CW #78", "ticketKind": "TICKET_KIND_PSA", "kind": "WALK_KIND_ADHOC"}
+        walk = {"ticketRef": "CW #78", "ticketKind": "TICKET_KIND_PSA", "kind": "WALK_KIND_ADHOC"}
         started = await client.post("/v1/walks", json=walk)
         assert started.status_code == 201, started.text
         walk_name = started.json()["walk"]["name"]

@@ -88,7 +88,7 @@ async def test_walks_over_http(client: httpx.AsyncClient, keys: Keys) -> None:
     started = await ui.request(
         "POST",
         "/v1/walks",
-        json={"ticketId": "T-1", "ticketKind": "TICKET_KIND_PSA", "kind": "WALK_KIND_FLOW", "flow": name},
+        json={"ticketRef": "T-1", "ticketKind": "TICKET_KIND_PSA", "kind": "WALK_KIND_FLOW", "flow": name},
     )
     assert started.status_code == 201, started.text  # a new walk (a resumed one is 200)
     walk = started.json()["walk"]["name"]
@@ -96,9 +96,7 @@ async def test_walks_over_http(client: httpx.AsyncClient, keys: Keys) -> None:
     assert illegal.status_code == 400
     advanced = await ui.request("POST", f"/v1/{walk}:advance", json={"choice": "Yes"})
     assert advanced.json()["currentNode"] == "r"
-    resolved = await ui.request(
-        "POST", f"/v1/{walk}:resolve", json={"resolutionNotes": "Rebooted", "helpful": True}
-    )
+    resolved = await ui.request("POST", f"/v1/{walk}:resolve", json={"summary": "Rebooted", "helpful": True})
     assert resolved.json()["status"] == "WALK_STATUS_RESOLVED"
     again = await ui.request("POST", f"/v1/{walk}:advance", json={"choice": "Yes"})
     assert again.status_code == 400 and again.json()["details"][0]["reason"] == "WALK_NOT_ACTIVE"
@@ -107,13 +105,13 @@ async def test_walks_over_http(client: httpx.AsyncClient, keys: Keys) -> None:
             "POST",
             "/v1/walks",
             json={
-                "ticketId": "T-2",
+                "ticketRef": "T-2",
                 "ticketKind": "TICKET_KIND_PSA",
                 "kind": "WALK_KIND_ADHOC",
                 "forceNew": True,
             },
         )
-    page = await ui.request("GET", "/v1/walks?ticketId=T-2&pageSize=1")
+    page = await ui.request("GET", "/v1/walks?ticketRef=T-2&pageSize=1")
     assert len(page.json()["walks"]) == 1 and page.json()["nextPageToken"]
     other = Ui(client, keys, uuid.uuid4())
     assert (await other.request("GET", f"/v1/{walk}")).status_code == 404

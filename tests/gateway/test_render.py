@@ -20,7 +20,7 @@ def walk(nodes: int, *, text: str = "Is the printer online?") -> walks_pb2.Walk:
                 walks_pb2.Option(label="No", next="end"),
             ],
         )
-    message = walks_pb2.Walk(name="walks/w1", ticket_id="T-1", current_node="n3", tree=tree)
+    message = walks_pb2.Walk(name="walks/w1", ticket_ref="T-1", current_node="n3", tree=tree)
     message.path.add(node="n0", choice="Yes")
     message.start_time.FromSeconds(1_700_000_000)
     return message

@@ -68,7 +68,7 @@ def test_a_stale_etag_is_refused_and_a_taken_name_is_named() -> None:
         parameters=[],
         tags=[],
         usage_count=0,
-        last_used_at=None,
+        last_use_time=None,
         source_session_id=None,
         source_user_id=None,
         source_ticket_ref=None,

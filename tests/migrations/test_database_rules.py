@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -11,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from migrations.roles import SCHEMAS
+from services.core.readpool import TenantRead
 from tests.support import RunDatabase
 
 VERSION_TABLE = "alembic_version"
@@ -187,6 +189,12 @@ async def test_runtime_roles_are_unprivileged_and_own_nothing(
         assert creatable == [], f"{role} can create in {creatable}"
 
 
+def _declared_tenant_reads() -> list[TenantRead]:
+    for service in SCHEMAS:
+        importlib.import_module(f"services.{service}.storage")
+    return [r for r in TenantRead.ALL if r.function.split(".")[0] in SCHEMAS]
+
+
 async def test_every_service_function_is_a_narrow_definer_or_a_tenant_read(
     database: RunDatabase, catalogue: AsyncConnection
 ) -> None:
@@ -211,12 +219,10 @@ async def test_every_service_function_is_a_narrow_definer_or_a_tenant_read(
             {"schemas": list(SCHEMAS)},
         )
     ).all()
-    reads = [f for f in functions if not f.definer]
-    assert {f.signature.split("(")[0] for f in reads} >= {
-        "sessions.read_session",
-        "sessions.list_facts",
-        "settings.read_preferences",
-    }
+    # Exactly the tenant reads the storage modules declare, with the arguments
+    # they call them with (the database's spelling of each type).
+    declared = {f"{r.function}({','.join(('uuid', *r.arguments))})" for r in _declared_tenant_reads()}
+    assert {f.signature for f in functions if not f.definer} == declared
     for f in functions:
         assert not f.public_execute, f"{f.signature} is executable by PUBLIC"
         if f.definer:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from flowpilot.api.v1 import tickets_pb2
 from flowpilot.sessions.v1 import sessions_pb2 as pb
 from flowpilot.sessions.v1 import sessions_pb2_grpc
 from google.protobuf import field_mask_pb2
@@ -50,7 +51,7 @@ class Caller:
         ticket = ticket or f"CW #{uuid.uuid4().int % 10**6}"
         given = pb.Session(
             ticket_ref=ticket,
-            ticket_kind=kwargs.pop("kind", pb.TICKET_KIND_PSA),
+            ticket_kind=kwargs.pop("kind", tickets_pb2.TICKET_KIND_PSA),
             title=kwargs.pop("title", "Outlook keeps asking for a password"),
             problem=kwargs.pop("problem", "User reports Outlook prompting for credentials since Monday."),
         )

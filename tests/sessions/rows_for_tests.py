@@ -10,7 +10,7 @@ from typing import Any
 from services.sessions.rows import Fact, Fix, LaneItem, Posting, Session
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-NOT_POSTED = Posting(markdown=None, posted_at=None, external_id=None, state_version=None)
+NOT_POSTED = Posting(markdown=None, post_time=None, external_id=None, state_version=None)
 
 
 def session(**changes: Any) -> Session:
@@ -52,7 +52,7 @@ def fact(**changes: Any) -> Fact:
         created_by=uuid.UUID(int=2),
         create_time=NOW,
         update_time=NOW,
-        deleted_at=None,
+        delete_time=None,
     )
     return replace(row, **changes)
 
@@ -69,7 +69,7 @@ def fix(**changes: Any) -> Fix:
         model="offline",
         state_version=3,
         status="proposed",
-        superseded_at=None,
+        supersede_time=None,
         create_time=NOW,
         decide_time=None,
     )

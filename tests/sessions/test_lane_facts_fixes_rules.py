@@ -86,13 +86,13 @@ def test_a_reference_names_an_item_of_the_sessions_lane() -> None:
 
 def test_deleting_twice_changes_nothing_and_undeleting_needs_a_deleted_fact() -> None:
     assert facts.needs_change(fact(), deleted=True)
-    assert not facts.needs_change(fact(deleted_at=NOW), deleted=True)
-    assert facts.needs_change(fact(deleted_at=NOW), deleted=False)
+    assert not facts.needs_change(fact(delete_time=NOW), deleted=True)
+    assert facts.needs_change(fact(delete_time=NOW), deleted=False)
     with pytest.raises(FailedPrecondition) as caught:
         facts.needs_change(fact(), deleted=False)
     assert caught.value.reason == "FACT_NOT_DELETED"
     with pytest.raises(FailedPrecondition) as caught:
-        facts.require_not_deleted(fact(deleted_at=NOW))
+        facts.require_not_deleted(fact(delete_time=NOW))
     assert caught.value.reason == "FACT_DELETED"
 
 
@@ -100,7 +100,7 @@ def test_deleting_twice_changes_nothing_and_undeleting_needs_a_deleted_fact() ->
 
 
 def test_a_fix_that_cannot_be_decided_says_why() -> None:
-    assert "fix is superseded" in str(fixes.not_open(fix(superseded_at=NOW)))
+    assert "fix is superseded" in str(fixes.not_open(fix(supersede_time=NOW)))
     assert "fix is accepted" in str(fixes.not_open(fix(status="accepted")))
     assert fixes.not_open(fix()).reason == "FIX_NOT_OPEN"
 
@@ -144,7 +144,7 @@ def test_posting_again_with_the_same_id_is_a_retry_and_another_id_is_refused() -
     row = session()
     assert not notes.already_posted(row, NoteKind.RESOLUTION_NOTE, "PSA-1")
     posted = replace(
-        row, resolution_note=Posting(markdown="x", posted_at=NOW, external_id="PSA-1", state_version=3)
+        row, resolution_note=Posting(markdown="x", post_time=NOW, external_id="PSA-1", state_version=3)
     )
     assert notes.already_posted(posted, NoteKind.RESOLUTION_NOTE, "PSA-1")
     assert not notes.already_posted(posted, NoteKind.ESCALATION_PACKAGE, "PSA-1")

@@ -129,7 +129,7 @@ async def test_resolve_turns_successful_scripts_into_drafts(
             async with admin.begin() as conn:
                 await conn.execute(
                     text(
-                        "UPDATE sessions.outbox SET delivered_at = NULL, next_attempt_at = now() WHERE dedupe_key LIKE :s"
+                        "UPDATE sessions.outbox SET deliver_time = NULL, next_attempt_time = now() WHERE dedupe_key LIKE :s"
                     ),
                     rows,
                 )
@@ -138,7 +138,7 @@ async def test_resolve_turns_successful_scripts_into_drafts(
             delivered = (
                 await conn.execute(
                     text(
-                        "SELECT bool_and(delivered_at IS NOT NULL) FROM sessions.outbox WHERE dedupe_key LIKE :s"
+                        "SELECT bool_and(deliver_time IS NOT NULL) FROM sessions.outbox WHERE dedupe_key LIKE :s"
                     ),
                     rows,
                 )
@@ -222,7 +222,7 @@ async def test_library_down_during_resolve_loses_nothing(
                 await conn.execute(
                     text(
                         "SELECT min(attempts) AS attempts, min(last_error) AS last_error,"
-                        " max(delivered_at) AS delivered_at FROM sessions.outbox WHERE dedupe_key LIKE :k"
+                        " max(deliver_time) AS deliver_time FROM sessions.outbox WHERE dedupe_key LIKE :k"
                     ),
                     {"k": key},
                 )
@@ -230,7 +230,7 @@ async def test_library_down_during_resolve_loses_nothing(
         if row.attempts >= 2:
             break
         await asyncio.sleep(0.1)
-    assert row.attempts >= 2 and row.delivered_at is None and row.last_error.startswith("UNAVAILABLE")
+    assert row.attempts >= 2 and row.deliver_time is None and row.last_error.startswith("UNAVAILABLE")
     # The library comes back on its address: the drafts arrive.
     config = LibraryConfig(
         **{**service_config_kwargs(database, keys, "library", service_keys), "port": library_port},

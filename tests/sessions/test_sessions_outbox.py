@@ -236,7 +236,7 @@ async def test_a_claim_outlived_by_its_lease_is_taken_over_and_its_late_outcome_
     finally:
         await db.dispose()
     sql = (
-        "SELECT (delivered_at IS NOT NULL)::int * 100 + attempts * 10 + (dead_at IS NOT NULL)::int"
+        "SELECT (deliver_time IS NOT NULL)::int * 100 + attempts * 10 + (dead_time IS NOT NULL)::int"
         " FROM sessions.outbox WHERE dedupe_key LIKE :k"
     )
     # Delivered, one attempt counted (the second replica's), never a dead letter.

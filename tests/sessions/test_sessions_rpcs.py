@@ -7,6 +7,7 @@ import uuid
 
 import grpc
 import pytest
+from flowpilot.api.v1 import tickets_pb2
 from flowpilot.sessions.v1 import sessions_pb2 as pb
 
 from services.core.auth import Role
@@ -29,14 +30,14 @@ async def test_create_get_and_resume(me: Caller) -> None:
     again = await me.call(
         "CreateSession",
         pb.CreateSessionRequest(
-            session=pb.Session(ticket_ref="CW #1001", ticket_kind=pb.TICKET_KIND_PSA, title="x")
+            session=pb.Session(ticket_ref="CW #1001", ticket_kind=tickets_pb2.TICKET_KIND_PSA, title="x")
         ),
     )
     assert again.resumed and again.session.name == first.name
     forced = await me.call(
         "CreateSession",
         pb.CreateSessionRequest(
-            session=pb.Session(ticket_ref="CW #1001", ticket_kind=pb.TICKET_KIND_PSA, title="x"),
+            session=pb.Session(ticket_ref="CW #1001", ticket_kind=tickets_pb2.TICKET_KIND_PSA, title="x"),
             force_new=True,
         ),
     )

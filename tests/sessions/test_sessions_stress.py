@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from flowpilot.api.v1 import tickets_pb2
 from flowpilot.sessions.v1 import sessions_pb2 as pb
 from flowpilot.sessions.v1 import sessions_pb2_grpc
 from sqlalchemy import text
@@ -66,7 +67,9 @@ async def test_readers_behind_a_table_lock_end_in_time_and_pile_up_nothing(
         session = (
             await stub.CreateSession(
                 pb.CreateSessionRequest(
-                    session=pb.Session(ticket_ref="CW #1", ticket_kind=pb.TICKET_KIND_PSA, title="VPN drops")
+                    session=pb.Session(
+                        ticket_ref="CW #1", ticket_kind=tickets_pb2.TICKET_KIND_PSA, title="VPN drops"
+                    )
                 ),
                 metadata=md,
             )

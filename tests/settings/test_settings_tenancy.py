@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.core.auth import Role
+from services.settings.storage import READ_PREFERENCES
 from tests.support import Keys, RunDatabase
 
 
@@ -133,7 +134,7 @@ async def test_pooled_connection_carries_no_tenant_after_a_request(database: Run
             ).scalar_one() == 0
         # A tenant read function sets the tenant for its own call only: its
         # connection (one for reads) has none afterwards and sees no rows.
-        assert len(await db.read("settings.read_preferences", account_id=account)) == 1
+        assert len(await db.read(READ_PREFERENCES, account)) == 1
         [after] = await db.reads.fetch(
             "SELECT current_setting('app.current_account_id', true) AS tenant,"
             " (SELECT count(*) FROM settings.account_settings) AS visible"

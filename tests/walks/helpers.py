@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from flowpilot.api.v1 import tickets_pb2
 from flowpilot.walks.v1 import walks_pb2 as pb
 from flowpilot.walks.v1 import walks_pb2_grpc
 
@@ -68,9 +69,9 @@ class Tech:
         return flow
 
     async def start(self, ticket: str | None = None, **kwargs: Any) -> pb.StartWalkResponse:
-        kwargs.setdefault("ticket_kind", pb.TICKET_KIND_PSA)
+        kwargs.setdefault("ticket_kind", tickets_pb2.TICKET_KIND_PSA)
         return await self.call(
-            "StartWalk", pb.StartWalkRequest(ticket_id=ticket or f"T-{uuid.uuid4().hex[:8]}", **kwargs)
+            "StartWalk", pb.StartWalkRequest(ticket_ref=ticket or f"T-{uuid.uuid4().hex[:8]}", **kwargs)
         )
 
     async def advance(self, walk: pb.Walk, choice: str) -> pb.Walk:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from flowpilot.api.v1 import tickets_pb2
 from flowpilot.walks.v1 import walks_pb2 as pb
 
 from services.core.errors import Aborted, FailedPrecondition, InvalidArgument
@@ -23,7 +24,7 @@ def a_walk(**changes: Any) -> WalkRow:
         account_id=uuid.uuid4(),
         created_by_user_id=uuid.uuid4(),
         acting_as=None,
-        ticket_id="T-1",
+        ticket_ref="T-1",
         ticket_kind="psa",
         session_kind="flow",
         flow_id=uuid.uuid4(),
@@ -35,13 +36,13 @@ def a_walk(**changes: Any) -> WalkRow:
         walked_path=[],
         walk_notes=[],
         status="active",
-        resolution_notes=None,
+        resolution_summary=None,
         helpful=None,
         escalation_reason=None,
         escalation_reason_category=None,
-        started_at=NOW,
-        last_step_at=NOW,
-        resolved_at=None,
+        start_time=NOW,
+        last_step_time=NOW,
+        end_time=None,
         has_tree=True,
     )
     return dataclasses.replace(walk, **changes)
@@ -181,7 +182,7 @@ def test_only_pending_proposals_are_reviewed() -> None:
     ],
 )
 def test_a_start_names_exactly_what_its_kind_needs(request_fields: dict[str, Any], field: str) -> None:
-    request = pb.StartWalkRequest(ticket_id="T-1", ticket_kind=pb.TICKET_KIND_PSA, **request_fields)
+    request = pb.StartWalkRequest(ticket_ref="T-1", ticket_kind=tickets_pb2.TICKET_KIND_PSA, **request_fields)
     with pytest.raises(InvalidArgument) as caught:
         convert.start(request)
     assert caught.value.violations[0].field == field
@@ -191,11 +192,14 @@ def test_a_flow_walk_start_is_decoded() -> None:
     flow_id = uuid.uuid4()
     start = convert.start(
         pb.StartWalkRequest(
-            ticket_id=" T-1 ", ticket_kind=pb.TICKET_KIND_PSA, kind=pb.WALK_KIND_FLOW, flow=f"flows/{flow_id}"
+            ticket_ref=" T-1 ",
+            ticket_kind=tickets_pb2.TICKET_KIND_PSA,
+            kind=pb.WALK_KIND_FLOW,
+            flow=f"flows/{flow_id}",
         )
     )
     assert start == walking.Start(
-        ticket_id="T-1",
+        ticket_ref="T-1",
         ticket_kind="psa",
         kind="flow",
         flow=(flow_id, f"flows/{flow_id}"),

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+from flowpilot.api.v1 import tickets_pb2
 from flowpilot.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from flowpilot.walks.v1 import walks_pb2 as pb
 from flowpilot.walks.v1 import walks_pb2_grpc
@@ -55,8 +56,8 @@ class Stack:
 
     async def walk(self, account: uuid.UUID, user: uuid.UUID) -> pb.Walk:
         request = pb.StartWalkRequest(
-            ticket_id=f"CW #{uuid.uuid4().int % 10**6}",
-            ticket_kind=pb.TICKET_KIND_PSA,
+            ticket_ref=f"CW #{uuid.uuid4().int % 10**6}",
+            ticket_kind=tickets_pb2.TICKET_KIND_PSA,
             kind=pb.WALK_KIND_ADHOC,
         )
         walk = (await self.stub.StartWalk(request, metadata=self.md(account, user=user))).walk
@@ -185,7 +186,7 @@ async def test_a_request_id_replays_only_for_its_caller_and_its_request(
     def create(user: uuid.UUID, title: str = "VPN drops") -> Any:
         request = sessions_pb2.CreateSessionRequest(
             session=sessions_pb2.Session(
-                ticket_ref="CW #5", ticket_kind=sessions_pb2.TICKET_KIND_PSA, title=title
+                ticket_ref="CW #5", ticket_kind=tickets_pb2.TICKET_KIND_PSA, title=title
             ),
             request_id=request_id,
             force_new=True,

@@ -8,6 +8,7 @@ import uuid
 
 import grpc
 import pytest
+from flowpilot.api.v1 import tickets_pb2
 from flowpilot.settings.v1 import settings_pb2, settings_pb2_grpc
 from flowpilot.walks.v1 import walks_pb2 as pb
 from google.protobuf import struct_pb2
@@ -61,7 +62,7 @@ async def test_invalid_ai_trees_are_retried_once_then_refused(
     finally:
         walks_backend.override = None
     assert failure(caught.value).reason == "AI_TREE_INVALID"
-    listed = await tech.call("ListWalks", pb.ListWalksRequest(ticket_id=ticket))
+    listed = await tech.call("ListWalks", pb.ListWalksRequest(ticket_ref=ticket))
     assert list(listed.walks) == []  # no walk was created
     replay = Replay([(200, "text_only.json"), (200, "tree_tool_use.json")])
     walks_backend.override = _anthropic(replay)
@@ -149,7 +150,7 @@ async def test_definer_function_reveals_only_account_ids(database: RunDatabase, 
 
 
 INSERT = """
-INSERT INTO walks.l1_walk_sessions (id, account_id, created_by_user_id, ticket_id, ticket_kind, session_kind, flow_id, flow_proposal_id, status)
+INSERT INTO walks.l1_walk_sessions (id, account_id, created_by_user_id, ticket_ref, ticket_kind, session_kind, flow_id, flow_proposal_id, status)
 VALUES (:id, :account, :user, 'T-1', :ticket_kind, :kind, :flow, :proposal, :status)
 """
 
@@ -245,7 +246,10 @@ async def test_tenant_isolation(walks_channel: grpc.aio.Channel, keys: Keys) -> 
         (
             "StartWalk",
             pb.StartWalkRequest(
-                ticket_id="T", ticket_kind=pb.TICKET_KIND_PSA, kind=pb.WALK_KIND_FLOW, flow=flow.name
+                ticket_ref="T",
+                ticket_kind=tickets_pb2.TICKET_KIND_PSA,
+                kind=pb.WALK_KIND_FLOW,
+                flow=flow.name,
             ),
         ),
     ):
@@ -264,7 +268,7 @@ async def test_grpcurl(walks_address: str, keys: Keys) -> None:
     token = keys.token(account_id=uuid.uuid4(), role=Role.ENGINEER)
     started = await grpcurl(
         "-plaintext", "-H", f"authorization: Bearer {token}",
-        "-d", json.dumps({"ticket_id": "T-1", "ticket_kind": "TICKET_KIND_INTERNAL", "kind": "WALK_KIND_AI_BUILD", "problem": "Outlook will not open"}),
+        "-d", json.dumps({"ticket_ref": "T-1", "ticket_kind": "TICKET_KIND_INTERNAL", "kind": "WALK_KIND_AI_BUILD", "problem": "Outlook will not open"}),
         walks_address, "flowpilot.walks.v1.WalksService/StartWalk",
     )  # fmt: skip
     assert started.code == 0, started.err

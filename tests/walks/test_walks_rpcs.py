@@ -165,7 +165,7 @@ async def test_full_walk_to_a_resolution(tech: Tech, walks_clock: FakeClock) -> 
     walk = await l1.call("AddWalkNote", pb.AddWalkNoteRequest(name=walk.name, text="Driver v3 was corrupt"))
     resolved = await l1.call(
         "ResolveWalk",
-        pb.ResolveWalkRequest(name=walk.name, resolution_notes="Reinstalled driver", helpful=True),
+        pb.ResolveWalkRequest(name=walk.name, summary="Reinstalled driver", helpful=True),
     )
     assert resolved.status == pb.WALK_STATUS_RESOLVED and resolved.helpful is True
     assert [(s.node, s.choice, s.next) for s in resolved.path] == [("q1", "Yes", "q2"), ("q2", "Yes", "r2")]
@@ -192,7 +192,7 @@ async def test_a_flow_updated_mid_walk_does_not_change_the_walk(tech: Tech) -> N
     walk = await tech.advance(walk, "Yes")
     assert walk.current_node == "q2" and walk.flow_version == 1
     assert {n.id for n in walk.tree.nodes} == {"q1", "r1", "q2", "r2", "e1"}
-    fresh = (await tech.start(walk.ticket_id, kind=pb.WALK_KIND_FLOW, flow=flow.name, force_new=True)).walk
+    fresh = (await tech.start(walk.ticket_ref, kind=pb.WALK_KIND_FLOW, flow=flow.name, force_new=True)).walk
     assert fresh.flow_version == 2 and fresh.current_node == "z"
 
 
@@ -213,7 +213,7 @@ async def test_every_walk_response_carries_its_own_snapshot(tech: Tech) -> None:
         await tech.call("AddWalkNote", pb.AddWalkNoteRequest(name=walk.name, text="checked cables")),
         await tech.call("GetWalk", pb.GetWalkRequest(name=walk.name)),
         (await tech.start(ticket, kind=pb.WALK_KIND_FLOW, flow=printer.name)).walk,  # resumed
-        await tech.call("ResolveWalk", pb.ResolveWalkRequest(name=walk.name, resolution_notes="fixed")),
+        await tech.call("ResolveWalk", pb.ResolveWalkRequest(name=walk.name, summary="fixed")),
     ]
     assert all(r.name == walk.name and r.tree == printer.tree for r in responses)
     listed = {w.name: w for w in (await tech.call("ListWalks", pb.ListWalksRequest())).walks}
@@ -240,13 +240,13 @@ async def test_start_resumes_and_validates_the_target(tech: Tech) -> None:
     await _fails(tech.start(kind=pb.WALK_KIND_AI_BUILD), grpc.StatusCode.INVALID_ARGUMENT, field="problem")
     await _fails(tech.start(kind=pb.WALK_KIND_UNSPECIFIED), grpc.StatusCode.INVALID_ARGUMENT, field="kind")
     await _fails(
-        tech.start("x" * 65, kind=pb.WALK_KIND_ADHOC), grpc.StatusCode.INVALID_ARGUMENT, field="ticket_id"
+        tech.start("x" * 65, kind=pb.WALK_KIND_ADHOC), grpc.StatusCode.INVALID_ARGUMENT, field="ticket_ref"
     )
     adhoc = forced.walk
     await _fails(tech.advance(adhoc, "Yes"), grpc.StatusCode.FAILED_PRECONDITION, reason="NO_TREE")
     noted = await tech.call("AddWalkNote", pb.AddWalkNoteRequest(name=adhoc.name, text="Checked event log"))
     assert noted.notes[0].text == "Checked event log"
-    listed = await tech.call("ListWalks", pb.ListWalksRequest(ticket_id="T-7", kind=pb.WALK_KIND_ADHOC))
+    listed = await tech.call("ListWalks", pb.ListWalksRequest(ticket_ref="T-7", kind=pb.WALK_KIND_ADHOC))
     assert [w.name for w in listed.walks] == [adhoc.name]
 
 
