@@ -473,23 +473,8 @@ _DOCS_CSP = (
 )
 
 
-def create_app(
-    config: GatewayConfig,
-    *,
-    services: Sequence[descriptor.ServiceDescriptor] | None = None,
-    backends: dict[str, str] | None = None,
-    traced: bool | None = None,
-) -> ASGIApp:
-    """The gateway as an ASGI application. ``traced``: record the gateway's
-    spans (OpenTelemetry's middleware and interceptors); by default, when
-    the process exports spans (otherwise only the trace context is passed on)."""
-    traced = telemetry.exporting() if traced is None else traced
-    gateway = Gateway(
-        config,
-        services if services is not None else discover_services(),
-        backends or config.backends(),
-        traced=traced,
-    )
+def _pages(gateway: Gateway) -> Starlette:
+    """The gateway's own pages: health, readiness, the OpenAPI document and its reference."""
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -539,6 +524,28 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+    return pages
+
+
+def create_app(
+    config: GatewayConfig,
+    *,
+    services: Sequence[descriptor.ServiceDescriptor] | None = None,
+    backends: dict[str, str] | None = None,
+    traced: bool | None = None,
+) -> ASGIApp:
+    """The gateway as an ASGI application. ``traced``: record the gateway's
+    spans (OpenTelemetry's middleware and interceptors); by default, when
+    the process exports spans (otherwise only the trace context is passed on)."""
+    traced = telemetry.exporting() if traced is None else traced
+    gateway = Gateway(
+        config,
+        services if services is not None else discover_services(),
+        backends or config.backends(),
+        traced=traced,
+    )
+
+    pages = _pages(gateway)
     pages.state.gateway = gateway
     app: ASGIApp = CORSMiddleware(
         _Dispatch(gateway, pages),

@@ -386,6 +386,44 @@ def _probes() -> dict[str, Any]:
     }
 
 
+def _body_and_responses(operation: dict[str, Any], route: Route, schemas: _Schemas, bound: set[str]) -> None:
+    """An operation's request body (when it has one) and its success responses."""
+    if route.body:
+        mode = PATCH if route.http_method == "PATCH" else IN
+        if route.body == "*":
+            # The request message less what the path carries (inline: the path differs by route).
+            skip = frozenset(v for v in bound if "." not in v)
+            body_schema = schemas.object(route.method.input_type, mode, skip)
+        else:
+            body_schema = schemas.field(route.method.input_type.fields_by_name[route.body], mode)
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body_schema}},
+        }
+    if route.empty_response:
+        operation["responses"]["204"] = {"description": "Done"}
+    else:
+        if route.response_body:
+            response_schema = schemas.field(route.method.output_type.fields_by_name[route.response_body])
+        else:
+            response_schema = schemas.message(route.method.output_type)
+        content = {"application/json": {"schema": response_schema}}
+        if route.may_create:
+            operation["responses"]["201"] = {
+                "description": "Created",
+                "headers": {
+                    "Location": {"description": "URL of the new resource", "schema": {"type": "string"}}
+                },
+                "content": content,
+            }
+            operation["responses"]["200"] = {
+                "description": "Nothing created: an existing resource resumed, or a request_id replayed",
+                "content": content,
+            }
+        else:
+            operation["responses"]["200"] = {"description": "OK", "content": content}
+
+
 def document(routes: list[Route]) -> dict[str, Any]:
     schemas = _Schemas()
     paths: dict[str, dict[str, Any]] = {}
@@ -410,40 +448,7 @@ def document(routes: list[Route]) -> dict[str, Any]:
             "parameters": params + _query_params(route, schemas, bound),
             "responses": {},
         }
-        if route.body:
-            mode = PATCH if route.http_method == "PATCH" else IN
-            if route.body == "*":
-                # The request message less what the path carries (inline: the path differs by route).
-                skip = frozenset(v for v in bound if "." not in v)
-                body_schema = schemas.object(route.method.input_type, mode, skip)
-            else:
-                body_schema = schemas.field(route.method.input_type.fields_by_name[route.body], mode)
-            operation["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": body_schema}},
-            }
-        if route.empty_response:
-            operation["responses"]["204"] = {"description": "Done"}
-        else:
-            if route.response_body:
-                response_schema = schemas.field(route.method.output_type.fields_by_name[route.response_body])
-            else:
-                response_schema = schemas.message(route.method.output_type)
-            content = {"application/json": {"schema": response_schema}}
-            if route.may_create:
-                operation["responses"]["201"] = {
-                    "description": "Created",
-                    "headers": {
-                        "Location": {"description": "URL of the new resource", "schema": {"type": "string"}}
-                    },
-                    "content": content,
-                }
-                operation["responses"]["200"] = {
-                    "description": "Nothing created: an existing resource resumed, or a request_id replayed",
-                    "content": content,
-                }
-            else:
-                operation["responses"]["200"] = {"description": "OK", "content": content}
+        _body_and_responses(operation, route, schemas, bound)
         operation["responses"].update(_error_responses())
         paths.setdefault(path, {})[route.http_method.lower()] = operation
     paths.update(_probes())
