@@ -42,10 +42,7 @@ def _anthropic(replay: Replay) -> AnthropicBackend:
 async def test_ai_build_through_the_anthropic_path(tech: Tech, walks_backend: SwitchableBackend) -> None:
     replay = Replay([(200, "tree_tool_use.json")])
     walks_backend.override = _anthropic(replay)
-    try:
-        walk = (await tech.start(kind=pb.WALK_KIND_AI_BUILD, problem="Mapped drive fails over VPN")).walk
-    finally:
-        walks_backend.override = None
+    walk = (await tech.start(kind=pb.WALK_KIND_AI_BUILD, problem="Mapped drive fails over VPN")).walk
     assert walk.tree.root == "q1" and len(walk.tree.nodes) == 5
     assert replay.requests[0]["model"] == "deep"  # building a tree is hard work: deep tier under auto
     assert "Mapped drive fails over VPN" in replay.requests[0]["messages"][0]["content"]
@@ -56,20 +53,14 @@ async def test_invalid_ai_trees_are_retried_once_then_refused(
 ) -> None:
     ticket = f"T-{uuid.uuid4().hex[:6]}"
     walks_backend.override = _anthropic(Replay([(200, "fix_malformed.json"), (200, "text_only.json")]))
-    try:
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await tech.start(ticket, kind=pb.WALK_KIND_AI_BUILD, problem="x")
-    finally:
-        walks_backend.override = None
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await tech.start(ticket, kind=pb.WALK_KIND_AI_BUILD, problem="x")
     assert failure(caught.value).reason == "AI_TREE_INVALID"
     listed = await tech.call("ListWalks", pb.ListWalksRequest(ticket_ref=ticket))
     assert list(listed.walks) == []  # no walk was created
     replay = Replay([(200, "text_only.json"), (200, "tree_tool_use.json")])
     walks_backend.override = _anthropic(replay)
-    try:
-        walk = (await tech.start(ticket, kind=pb.WALK_KIND_AI_BUILD, problem="x")).walk
-    finally:
-        walks_backend.override = None
+    walk = (await tech.start(ticket, kind=pb.WALK_KIND_AI_BUILD, problem="x")).walk
     assert walk.tree.root == "q1" and len(replay.requests) == 2
 
 
