@@ -75,6 +75,7 @@ def dev_token(
     ttl: int = 12 * 3600,
     private_key: Path | None = None,
     issuer: str = DEV_ISSUER,
+    name: str | None = None,
 ) -> str:
     private = private_key or dev_keys()[0]
     return mint_token(
@@ -85,6 +86,7 @@ def dev_token(
         issuer=issuer,
         audience=DEV_AUDIENCE,
         ttl_seconds=ttl,
+        name=name,
     )
 
 
@@ -100,6 +102,7 @@ def main() -> None:
         help="issuer key (default: the dev key; `make keys` writes the compose one)",
     )
     parser.add_argument("--issuer", default=DEV_ISSUER, help=f"`iss` claim (default {DEV_ISSUER})")
+    parser.add_argument("--name", help="the person's display name (`name` claim)")
     args = parser.parse_args()
     print(
         dev_token(
@@ -109,6 +112,7 @@ def main() -> None:
             ttl=args.ttl,
             private_key=args.private_key,
             issuer=args.issuer,
+            name=args.name,
         )
     )
 

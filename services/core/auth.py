@@ -59,6 +59,14 @@ class Principal:
     token: str
     # For a service token: the name of the service that signed it.
     service: str | None = None
+    # The person's display name (the token's optional ``name`` claim, at most
+    # ``MAX_DISPLAY_NAME`` characters, control characters removed); empty when
+    # the token has none. Stored beside the user id wherever one is recorded.
+    display_name: str = ""
+
+    def label(self) -> str:
+        """How a note or a chip names this person: the display name, else the id."""
+        return self.display_name or str(self.user_id)
 
     def require(self, minimum: Role) -> None:
         """Raises PERMISSION_DENIED unless this principal may act at ``minimum``.
@@ -195,6 +203,7 @@ class TokenVerifier:
             role=role,
             token=token,
             service=self._services.get(str(issuer)),
+            display_name=display_name(claims.get("name")),
         )
         return principal, float(expires)
 
@@ -205,6 +214,20 @@ class TokenVerifier:
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("authorization must be 'Bearer <token>'")
         return self.verify(token.strip())
+
+
+MAX_DISPLAY_NAME = 200
+_CONTROL = dict.fromkeys(c for c in range(0x20)) | {0x7F: None}
+
+
+def display_name(claim: object) -> str:
+    """The ``name`` claim as a display name: a string, control characters
+    dropped, whitespace trimmed, at most ``MAX_DISPLAY_NAME`` characters;
+    anything else (absent, not a string) is no name. A name is only shown,
+    never trusted, so a bad one does not refuse the token."""
+    if not isinstance(claim, str):
+        return ""
+    return " ".join(claim.translate(_CONTROL).split())[:MAX_DISPLAY_NAME]
 
 
 def _number(value: object) -> bool:
@@ -222,8 +245,10 @@ def mint_token(
     ttl_seconds: int = 3600,
     algorithm: str = "EdDSA",
     now: float | None = None,
+    name: str | None = None,
 ) -> str:
-    """Signs a token (dev tooling, tests, and service tokens)."""
+    """Signs a token (dev tooling, tests, and service tokens); ``name``: the
+    person's display name claim."""
     issued = int(time.time() if now is None else now)
     claims = {
         "sub": str(user_id),
@@ -234,6 +259,8 @@ def mint_token(
         "iat": issued,
         "exp": issued + ttl_seconds,
     }
+    if name is not None:
+        claims["name"] = name
     return jwt.encode(claims, private_key, algorithm=algorithm)
 
 

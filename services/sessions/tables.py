@@ -54,11 +54,26 @@ ai_sessions = Table(
     Column("escalation_package_post_time", DateTime(timezone=True), nullable=True),
     Column("escalation_package_external_id", String(128), nullable=True),
     Column("escalation_package_state_version", Integer, nullable=True),
+    # The latest posted revision of each (note_revisions holds them all).
+    Column("resolution_note_revision", Integer, nullable=True),
+    Column("resolution_note_posted_by", UUID(as_uuid=True), nullable=True),
+    Column("resolution_note_posted_by_name", String(200), nullable=True),
+    Column("escalation_package_revision", Integer, nullable=True),
+    Column("escalation_package_posted_by", UUID(as_uuid=True), nullable=True),
+    Column("escalation_package_posted_by_name", String(200), nullable=True),
     # Incremented by every write that changes what the note would say; the etag.
     Column("state_version", Integer, nullable=False, server_default=text("0")),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("update_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("end_time", DateTime(timezone=True), nullable=True),
+    # People: display names as the tokens gave them when the id was recorded.
+    Column("created_by_name", String(200), nullable=True),
+    Column("assignee", UUID(as_uuid=True), nullable=True),
+    Column("assignee_name", String(200), nullable=True),
+    Column("closed_by", UUID(as_uuid=True), nullable=True),
+    Column("closed_by_name", String(200), nullable=True),
+    # The L1 walk whose escalation opened it (walks service id; no foreign key).
+    Column("escalated_walk_id", UUID(as_uuid=True), nullable=True),
     PrimaryKeyConstraint("account_id", "id", name="ai_sessions_pkey"),
     UniqueConstraint("account_id", "request_id", name="ai_sessions_request_id_key"),
     CheckConstraint("ticket_kind IN ('psa', 'internal')", name="ai_sessions_ticket_kind"),
@@ -67,6 +82,8 @@ ai_sessions = Table(
     CheckConstraint("state_version >= 0", name="ai_sessions_state_version_nonnegative"),
     Index("ai_sessions_recent", "account_id", text("create_time DESC"), text("id DESC")),
     Index("ai_sessions_by_ticket", "account_id", "ticket_ref", text("create_time DESC")),
+    # The team queue: one assignee's sessions, or the unassigned ones (NULL).
+    Index("ai_sessions_by_assignee", "account_id", "assignee", text("create_time DESC"), text("id DESC")),
     Index(
         "ai_sessions_active_by_user_ticket",
         "account_id",
@@ -128,6 +145,9 @@ session_suggested_fixes = Table(
     Column("supersede_time", DateTime(timezone=True), nullable=True),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("decide_time", DateTime(timezone=True), nullable=True),
+    Column("decided_by", UUID(as_uuid=True), nullable=True),
+    Column("decided_by_name", String(200), nullable=True),
+    Column("reject_reason", Text, nullable=True),
     PrimaryKeyConstraint("account_id", "id", name="session_suggested_fixes_pkey"),
     ForeignKeyConstraint(
         ["account_id", "session_id"],
@@ -179,6 +199,40 @@ note_previews = Table(
     ),
     CheckConstraint("kind IN ('resolution_note', 'escalation_package')", name="note_previews_kind"),
     CheckConstraint("format IN ('markdown', 'plain', 'html')", name="note_previews_format"),
+)
+
+# Every posted revision of a session's resolution note or escalation package
+# (immutable): revision 1 is the first post, each correction the next.
+note_revisions = Table(
+    "note_revisions",
+    metadata,
+    Column("account_id", UUID(as_uuid=True), nullable=False),
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("session_id", UUID(as_uuid=True), nullable=False),
+    Column("kind", String(30), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("format", String(10), nullable=False),
+    Column("state_version", Integer, nullable=False),
+    Column("external_id", String(128), nullable=False),
+    Column("post_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("posted_by", UUID(as_uuid=True), nullable=False),
+    Column("posted_by_name", String(200), nullable=True),
+    PrimaryKeyConstraint("account_id", "id", name="note_revisions_pkey"),
+    ForeignKeyConstraint(
+        ["account_id", "session_id"],
+        ["sessions.ai_sessions.account_id", "sessions.ai_sessions.id"],
+        name="note_revisions_session_fkey",
+        ondelete="CASCADE",
+    ),
+    UniqueConstraint("account_id", "session_id", "kind", "revision", name="note_revisions_revision_key"),
+    UniqueConstraint(
+        "account_id", "session_id", "kind", "external_id", name="note_revisions_external_id_key"
+    ),
+    CheckConstraint("kind IN ('resolution_note', 'escalation_package')", name="note_revisions_kind"),
+    CheckConstraint("format IN ('markdown', 'plain', 'html')", name="note_revisions_format"),
+    CheckConstraint("revision > 0", name="note_revisions_revision_positive"),
+    Index("note_revisions_history", "account_id", "session_id", "post_time", "id"),
 )
 
 # A transactional outbox: work for other services recorded in the same

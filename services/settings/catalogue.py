@@ -12,6 +12,8 @@ update whatever value it sets (there is no entry to check the value against).
 from __future__ import annotations
 
 import enum
+import functools
+import zoneinfo
 from dataclasses import dataclass
 
 from services.core.auth import Role
@@ -24,6 +26,12 @@ class Kind(enum.Enum):
     BOOL = 1
     INTEGER = 2
     ENUM = 3
+    TIME_ZONE = 4
+
+
+@functools.cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +64,10 @@ class Entry:
             if not self.minimum <= number <= self.maximum:
                 raise bad(f"{self.key} must be between {self.minimum} and {self.maximum}")
             return number
+        if self.kind is Kind.TIME_ZONE:
+            if not isinstance(value, str) or value not in _time_zones():
+                raise bad(f"{self.key} takes an IANA time zone name, e.g. Europe/Berlin or UTC")
+            return value
         if not isinstance(value, str) or value not in self.allowed:
             raise bad(f"{self.key} must be one of: {', '.join(self.allowed)}")
         return value
@@ -94,10 +106,26 @@ CATALOGUE: dict[str, Entry] = {
             "reach a model and in generated notes.",
         ),
         Entry(
+            key="notes.time_zone",
+            kind=Kind.TIME_ZONE,
+            default="UTC",
+            description="The time zone of the times in notes and escalation packages (an IANA name, "
+            "e.g. Europe/Berlin).",
+        ),
+        Entry(
             key="psa.post_as_internal_note",
             kind=Kind.BOOL,
             default=True,
             description="Post notes to the PSA ticket as internal notes rather than customer-visible ones.",
+        ),
+        Entry(
+            key="sessions.stale_after_hours",
+            kind=Kind.INTEGER,
+            default=72,
+            minimum=1,
+            maximum=2160,
+            description="An active session with no change for this many hours is abandoned by the "
+            "stale-session sweep.",
         ),
         Entry(
             key="walks.stale_after_hours",

@@ -26,6 +26,7 @@ _VALUE_TYPES = {
     Kind.BOOL: settings_pb2.VALUE_TYPE_BOOL,
     Kind.INTEGER: settings_pb2.VALUE_TYPE_INTEGER,
     Kind.ENUM: settings_pb2.VALUE_TYPE_ENUM,
+    Kind.TIME_ZONE: settings_pb2.VALUE_TYPE_TIME_ZONE,
 }
 
 
