@@ -18,11 +18,22 @@ from services.sessions.resources import (
     FACT,
     FIX,
     LANE_ITEM,
+    NOTE_REVISION,
     SESSION,
     child_ids,
     session_id,
 )
-from services.sessions.rows import DeadLetter, Fact, Fix, LaneItem, Posting, Preview, Session
+from services.sessions.rows import (
+    DeadLetter,
+    Fact,
+    Fix,
+    LaneItem,
+    NoteKind,
+    NoteRevision,
+    Posting,
+    Preview,
+    Session,
+)
 
 SESSION_STATUS = EnumMap(
     pb.SessionStatus,
@@ -252,6 +263,9 @@ def _document(posting: Posting, state_version: int) -> pb.PostedDocument | None:
         external_id=posting.external_id or "",
         state_version=version,
         stale=state_version > version,
+        revision=posting.revision or 0,
+        poster=str(posting.posted_by or ""),
+        poster_display_name=posting.posted_by_name or "",
     )
     set_time(document, "post_time", posting.post_time)
     return document
@@ -342,10 +356,49 @@ def fix(row: Fix) -> pb.SuggestedFix:
         state_version=row.state_version,
         status=FIX_STATUS.proto(row.status),
         active=row.supersede_time is None,
+        decider=str(row.decided_by or ""),
+        decider_display_name=row.decided_by_name or "",
+        reject_reason=row.reject_reason or "",
     )
     set_time(message, "supersede_time", row.supersede_time)
     set_time(message, "create_time", row.create_time)
     set_time(message, "decide_time", row.decide_time)
+    return message
+
+
+def reject_reason(request: pb.RejectFixRequest) -> str | None:
+    """Why a fix was ruled out; None when not given (blank is none)."""
+    return request.reason.strip() or None
+
+
+NOTE_KIND = EnumMap(
+    pb.NoteKind,
+    {
+        NoteKind.RESOLUTION_NOTE.value: pb.NOTE_KIND_RESOLUTION_NOTE,
+        NoteKind.ESCALATION_PACKAGE.value: pb.NOTE_KIND_ESCALATION_PACKAGE,
+    },
+    field="kind",
+)
+
+
+def note_kind_filter(request: pb.ListNoteRevisionsRequest) -> NoteKind | None:
+    stored = NOTE_KIND.optional(request.kind)
+    return None if stored is None else NoteKind(stored)
+
+
+def note_revision(row: NoteRevision) -> pb.NoteRevision:
+    message = pb.NoteRevision(
+        name=names.format_name(NOTE_REVISION, session=row.session_id, note_revision=row.id),
+        kind=NOTE_KIND.proto(row.kind.value),
+        revision=row.revision,
+        text=row.text,
+        format=row.format,
+        state_version=row.state_version,
+        external_id=row.external_id,
+        poster=str(row.posted_by),
+        poster_display_name=row.posted_by_name or "",
+    )
+    set_time(message, "post_time", row.post_time)
     return message
 
 

@@ -84,15 +84,30 @@ class Fixes:
             return await storage.list_fixes(conn, session_id, after=after, limit=limit)
 
     async def decide(
-        self, account: uuid.UUID, session_id: uuid.UUID, fix_id: uuid.UUID, name: str, status: str
+        self,
+        principal: Principal,
+        session_id: uuid.UUID,
+        fix_id: uuid.UUID,
+        name: str,
+        status: str,
+        *,
+        reason: str | None = None,
     ) -> Fix:
-        """Accepts or rejects (``status``) the fix named ``name``."""
+        """Accepts or rejects (``status``, with ``reason`` when rejected) the
+        fix named ``name``, recording who decided."""
         assert status in DECISIONS, status
-        async with self._db.transaction(account) as conn:
+        async with self._db.transaction(principal.account_id) as conn:
             row = await lifecycle.find(conn, session_id, lock=True)
             fix = found(await storage.get_fix(conn, session_id, fix_id), "fix", name)
             lifecycle.require_active(row)
-            decided = await storage.decide_fix(conn, fix_id, status)
+            decided = await storage.decide_fix(
+                conn,
+                fix_id,
+                status,
+                decided_by=principal.user_id,
+                decided_by_name=principal.display_name or None,
+                reject_reason=reason if status == "rejected" else None,
+            )
             if decided is None:
                 raise not_open(fix)
             await storage.bump_state(conn, session_id)

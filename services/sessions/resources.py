@@ -11,6 +11,7 @@ SESSION = "sessions/{session}"
 FACT = "sessions/{session}/facts/{fact}"
 FIX = "sessions/{session}/fixes/{fix}"
 LANE_ITEM = "sessions/{session}/laneItems/{lane_item}"
+NOTE_REVISION = "sessions/{session}/noteRevisions/{note_revision}"
 DEAD_LETTER = "deadLetters/{dead_letter}"
 
 

@@ -43,6 +43,9 @@ class Posting:
     post_time: datetime | None
     external_id: str | None
     state_version: int | None
+    revision: int | None = None  # of the latest post (note_revisions holds them all)
+    posted_by: uuid.UUID | None = None
+    posted_by_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,13 @@ class Session:
     create_time: datetime
     update_time: datetime
     end_time: datetime | None
+    # People: display names as the tokens gave them (None: the token had none).
+    created_by_name: str | None = None
+    assignee: uuid.UUID | None = None
+    assignee_name: str | None = None
+    closed_by: uuid.UUID | None = None
+    closed_by_name: str | None = None
+    escalated_walk_id: uuid.UUID | None = None
 
     def posting(self, kind: NoteKind) -> Posting:
         return self.resolution_note if kind is NoteKind.RESOLUTION_NOTE else self.escalation_package
@@ -97,6 +107,26 @@ class Fix:
     supersede_time: datetime | None
     create_time: datetime
     decide_time: datetime | None
+    decided_by: uuid.UUID | None = None
+    decided_by_name: str | None = None
+    reject_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NoteRevision:
+    """One posted revision of a resolution note or escalation package."""
+
+    id: uuid.UUID
+    session_id: uuid.UUID
+    kind: NoteKind
+    revision: int
+    text: str
+    format: str
+    state_version: int
+    external_id: str
+    post_time: datetime
+    posted_by: uuid.UUID
+    posted_by_name: str | None
 
 
 @dataclass(frozen=True, slots=True)

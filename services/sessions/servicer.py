@@ -209,16 +209,17 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         shown, token = paging.page(rows, key=_by_create_time)
         return pb.ListFixesResponse(fixes=[convert.fix(r) for r in shown], next_page_token=token)
 
-    async def _decide(self, name: str, status: str) -> pb.SuggestedFix:
+    async def _decide(self, name: str, status: str, reason: str | None = None) -> pb.SuggestedFix:
         sid, fix_text_id = child_ids(name, FIX, "fix")
         fix_id = ids.parse_uuid(fix_text_id, field="name", what="fix id")
-        return convert.fix(await self._fixes.decide(_account(), sid, fix_id, name, status))
+        decided = await self._fixes.decide(current_principal(), sid, fix_id, name, status, reason=reason)
+        return convert.fix(decided)
 
     async def AcceptFix(self, request: pb.AcceptFixRequest, context: Context) -> pb.SuggestedFix:
         return await self._decide(request.name, "accepted")
 
     async def RejectFix(self, request: pb.RejectFixRequest, context: Context) -> pb.SuggestedFix:
-        return await self._decide(request.name, "rejected")
+        return await self._decide(request.name, "rejected", convert.reject_reason(request))
 
     # --- dead letters ------------------------------------------------------------
 
@@ -249,7 +250,14 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
     async def ListNoteRevisions(
         self, request: pb.ListNoteRevisionsRequest, context: Context
     ) -> pb.ListNoteRevisionsResponse:
-        return await super().ListNoteRevisions(request, context)  # type: ignore  # in progress
+        sid = session_id(request.parent, field="parent")
+        kind = convert.note_kind_filter(request)
+        paging = _paging(request, {"session": str(sid), "kind": kind.value if kind else None})
+        rows = await self._notes.revisions(_account(), sid, kind=kind, after=paging.after, limit=paging.fetch)
+        shown, token = paging.page(rows, key=lambda r: r.post_time.isoformat())
+        return pb.ListNoteRevisionsResponse(
+            note_revisions=[convert.note_revision(r) for r in shown], next_page_token=token
+        )
 
     async def _preview(self, name: str, kind: NoteKind) -> pb.NotePreview:
         preview, cached = await self._notes.preview(_account(), session_id(name), kind)
@@ -267,7 +275,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
 
     async def _post(self, name: str, external_id: str, kind: NoteKind) -> pb.Session:
         external_id = validation.nonblank(external_id, "external_id").strip()
-        return convert.session(await self._notes.post(_account(), session_id(name), kind, external_id))
+        return convert.session(await self._notes.post(current_principal(), session_id(name), kind, external_id))
 
     async def PostResolutionNote(self, request: pb.PostResolutionNoteRequest, context: Context) -> pb.Session:
         return await self._post(request.name, request.external_id, NoteKind.RESOLUTION_NOTE)

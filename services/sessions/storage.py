@@ -28,6 +28,7 @@ from services.sessions.rows import (
     Fix,
     LaneItem,
     NoteKind,
+    NoteRevision,
     Posting,
     Preview,
     Session,
@@ -35,11 +36,12 @@ from services.sessions.rows import (
 from services.sessions.tables import (
     ai_sessions,
     note_previews,
+    note_revisions,
     session_facts,
     session_suggested_fixes,
 )
 
-S, F, X, P = ai_sessions, session_facts, session_suggested_fixes, note_previews
+S, F, X, P, R = ai_sessions, session_facts, session_suggested_fixes, note_previews, note_revisions
 # The RPC's transaction, as the domain passes it through (it never reads it).
 Connection = AsyncConnection
 # What a statement returns: a SQLAlchemy row, or a tenant read function's record.
@@ -66,17 +68,29 @@ def _session(row: _Row) -> Session:
             post_time=row.resolution_note_post_time,
             external_id=row.resolution_note_external_id,
             state_version=row.resolution_note_state_version,
+            revision=row.resolution_note_revision,
+            posted_by=row.resolution_note_posted_by,
+            posted_by_name=row.resolution_note_posted_by_name,
         ),
         escalation_package=Posting(
             markdown=row.escalation_package_markdown,
             post_time=row.escalation_package_post_time,
             external_id=row.escalation_package_external_id,
             state_version=row.escalation_package_state_version,
+            revision=row.escalation_package_revision,
+            posted_by=row.escalation_package_posted_by,
+            posted_by_name=row.escalation_package_posted_by_name,
         ),
         state_version=row.state_version,
         create_time=row.create_time,
         update_time=row.update_time,
         end_time=row.end_time,
+        created_by_name=row.created_by_name,
+        assignee=row.assignee,
+        assignee_name=row.assignee_name,
+        closed_by=row.closed_by,
+        closed_by_name=row.closed_by_name,
+        escalated_walk_id=row.escalated_walk_id,
     )
 
 
@@ -258,30 +272,92 @@ async def end_session(
 
 async def record_posting(
     conn: AsyncConnection,
-    session_id: uuid.UUID,
+    session: Session,
     *,
+    account_id: uuid.UUID,
     kind: NoteKind,
-    markdown: str,
+    text: str,
+    fmt: str,
     external_id: str,
     state_version: int,
+    posted_by: uuid.UUID,
+    posted_by_name: str | None,
 ) -> Session:
-    """Records a posted note or package as of ``state_version`` (posting
-    changes nothing the note says: the state version stays)."""
-    if kind is NoteKind.RESOLUTION_NOTE:
-        values: dict[Any, Any] = {
-            S.c.resolution_note_markdown: markdown,
-            S.c.resolution_note_post_time: func.now(),
-            S.c.resolution_note_external_id: external_id,
-            S.c.resolution_note_state_version: state_version,
-        }
-    else:
-        values = {
-            S.c.escalation_package_markdown: markdown,
-            S.c.escalation_package_post_time: func.now(),
-            S.c.escalation_package_external_id: external_id,
-            S.c.escalation_package_state_version: state_version,
-        }
-    return await _update_session(conn, session_id, values, bump=False)
+    """Records a posted note or package as of ``state_version``: its next
+    revision, and the session's latest posting (posting changes nothing the
+    note says: the state version stays). The caller holds the session locked."""
+    revision = (session.posting(kind).revision or 0) + 1
+    posted = (
+        await conn.execute(
+            insert(R)
+            .values(
+                account_id=account_id,
+                id=uuid.uuid4(),
+                session_id=session.id,
+                kind=kind.value,
+                revision=revision,
+                text=text,
+                format=fmt,
+                state_version=state_version,
+                external_id=external_id,
+                posted_by=posted_by,
+                posted_by_name=posted_by_name,
+            )
+            .returning(R.c.post_time)
+        )
+    ).scalar_one()
+    prefix = kind.value
+    values: dict[Any, Any] = {
+        S.c[f"{prefix}_markdown"]: text,
+        S.c[f"{prefix}_post_time"]: posted,
+        S.c[f"{prefix}_external_id"]: external_id,
+        S.c[f"{prefix}_state_version"]: state_version,
+        S.c[f"{prefix}_revision"]: revision,
+        S.c[f"{prefix}_posted_by"]: posted_by,
+        S.c[f"{prefix}_posted_by_name"]: posted_by_name,
+    }
+    return await _update_session(conn, session.id, values, bump=False)
+
+
+def _revision(row: Row[Any]) -> NoteRevision:
+    return NoteRevision(
+        id=row.id,
+        session_id=row.session_id,
+        kind=NoteKind(row.kind),
+        revision=row.revision,
+        text=row.text,
+        format=row.format,
+        state_version=row.state_version,
+        external_id=row.external_id,
+        post_time=row.post_time,
+        posted_by=row.posted_by,
+        posted_by_name=row.posted_by_name,
+    )
+
+
+async def revision_by_external_id(
+    conn: AsyncConnection, session_id: uuid.UUID, kind: NoteKind, external_id: str
+) -> NoteRevision | None:
+    query = select(R).where(R.c.session_id == session_id, R.c.kind == kind.value, R.c.external_id == external_id)
+    row = (await conn.execute(query)).first()
+    return None if row is None else _revision(row)
+
+
+async def list_note_revisions(
+    conn: AsyncConnection,
+    session_id: uuid.UUID,
+    *,
+    kind: NoteKind | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[NoteRevision]:
+    """A page of revisions, oldest first, after a (post_time, id) position."""
+    query = select(R).where(R.c.session_id == session_id).order_by(R.c.post_time, R.c.id).limit(limit)
+    if kind is not None:
+        query = query.where(R.c.kind == kind.value)
+    if after:
+        query = query.where(tuple_(R.c.post_time, R.c.id) > tuple_(literal(after[0]), literal(after[1])))
+    return [_revision(row) for row in (await conn.execute(query)).all()]
 
 
 # --- facts ------------------------------------------------------------------
@@ -355,14 +431,15 @@ async def list_facts(
     return [_fact(row) for row in rows]
 
 
-async def active_fact_texts(conn: AsyncConnection, session_id: uuid.UUID, *, limit: int = 500) -> list[str]:
+async def active_facts(conn: AsyncConnection, session_id: uuid.UUID, *, limit: int = 500) -> list[Fact]:
+    """The newest ``limit`` facts not deleted, oldest first."""
     query = (
-        select(F.c.text)
+        select(F)
         .where(F.c.session_id == session_id, F.c.delete_time.is_(None))
         .order_by(F.c.create_time.desc(), F.c.id.desc())
         .limit(limit)
     )
-    return list(reversed((await conn.execute(query)).scalars().all()))
+    return [_fact(row) for row in reversed((await conn.execute(query)).all())]
 
 
 async def _update_fact(conn: AsyncConnection, fact_id: uuid.UUID, values: dict[Any, Any]) -> Fact:
@@ -409,6 +486,9 @@ def _fix(row: Row[Any]) -> Fix:
         supersede_time=row.supersede_time,
         create_time=row.create_time,
         decide_time=row.decide_time,
+        decided_by=row.decided_by,
+        decided_by_name=row.decided_by_name,
+        reject_reason=row.reject_reason,
     )
 
 
@@ -482,12 +562,37 @@ async def list_fixes(
     return [_fix(row) for row in (await conn.execute(query)).all()]
 
 
-async def decide_fix(conn: AsyncConnection, fix_id: uuid.UUID, status: str) -> Fix | None:
+async def session_fixes(conn: AsyncConnection, session_id: uuid.UUID, *, limit: int = 100) -> list[Fix]:
+    """The session's newest ``limit`` fixes, oldest first (its history for the notes)."""
+    query = (
+        select(X)
+        .where(X.c.session_id == session_id)
+        .order_by(X.c.create_time.desc(), X.c.id.desc())
+        .limit(limit)
+    )
+    return [_fix(row) for row in reversed((await conn.execute(query)).all())]
+
+
+async def decide_fix(
+    conn: AsyncConnection,
+    fix_id: uuid.UUID,
+    status: str,
+    *,
+    decided_by: uuid.UUID,
+    decided_by_name: str | None,
+    reject_reason: str | None = None,
+) -> Fix | None:
     """Accepts or rejects a fix that is active and undecided; None otherwise."""
     query = (
         update(X)
         .where(and_(X.c.id == fix_id, X.c.supersede_time.is_(None), X.c.status == "proposed"))
-        .values(status=status, decide_time=func.now())
+        .values(
+            status=status,
+            decide_time=func.now(),
+            decided_by=decided_by,
+            decided_by_name=decided_by_name,
+            reject_reason=reject_reason,
+        )
         .returning(X)
     )
     return _maybe_fix((await conn.execute(query)).first())

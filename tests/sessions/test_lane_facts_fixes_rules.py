@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -140,15 +142,87 @@ def test_only_scripts_that_worked_become_drafts() -> None:
 # --- notes ------------------------------------------------------------------
 
 
-def test_posting_again_with_the_same_id_is_a_retry_and_another_id_is_refused() -> None:
-    row = session()
-    assert not notes.already_posted(row, NoteKind.RESOLUTION_NOTE, "PSA-1")
+def test_a_new_post_of_an_unchanged_state_is_refused_and_a_changed_one_is_a_correction() -> None:
+    row = session(state_version=3)
+    notes.check_correction(row, NoteKind.RESOLUTION_NOTE)  # never posted: fine
     posted = replace(
-        row, resolution_note=Posting(markdown="x", post_time=NOW, external_id="PSA-1", state_version=3)
+        row,
+        resolution_note=Posting(
+            markdown="x", post_time=NOW, external_id="PSA-1", state_version=3, revision=1
+        ),
     )
-    assert notes.already_posted(posted, NoteKind.RESOLUTION_NOTE, "PSA-1")
-    assert not notes.already_posted(posted, NoteKind.ESCALATION_PACKAGE, "PSA-1")
     with pytest.raises(FailedPrecondition) as caught:
-        notes.already_posted(posted, NoteKind.RESOLUTION_NOTE, "PSA-2")
+        notes.check_correction(posted, NoteKind.RESOLUTION_NOTE)
     assert caught.value.reason == "ALREADY_POSTED"
     assert caught.value.metadata == {"external_id": "PSA-1"}
+    notes.check_correction(posted, NoteKind.ESCALATION_PACKAGE)  # the other document: not posted
+    notes.check_correction(replace(posted, state_version=4), NoteKind.RESOLUTION_NOTE)  # stale: a correction
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def test_history_tells_accepted_rejected_and_open_fixes_apart_with_who_and_when() -> None:
+    later = NOW + timedelta(minutes=30)
+    row = session(
+        status="resolved",
+        created_by_name="Dana Engineer",
+        closed_by=uuid.UUID(int=9),
+        closed_by_name="Dana Engineer",
+        end_time=later + timedelta(minutes=5),
+        resolution_summary="Cleared the cache",
+        pending_task_lane=[
+            item(
+                "a1", status="failed", output="timeout", update_time=(NOW + timedelta(minutes=1)).isoformat()
+            ),
+            item("a2", title="Reboot", status="pending"),
+        ],
+    )
+    history = notes.history(
+        row,
+        [fact(text="VPN drops every 10 minutes", create_time=NOW + timedelta(seconds=30))],
+        [
+            fix(
+                id=uuid.UUID(int=10),
+                title="Clear Teams cache",
+                status="rejected",
+                decided_by=uuid.UUID(int=5),
+                decided_by_name=None,
+                decide_time=NOW + timedelta(minutes=10),
+                reject_reason="tried last week",
+                supersede_time=NOW + timedelta(minutes=20),
+            ),
+            fix(
+                id=uuid.UUID(int=11),
+                title="Raise the MTU",
+                status="accepted",
+                decided_by_name="Sam Lead",
+                decide_time=later,
+                create_time=NOW + timedelta(minutes=20),
+            ),
+        ],
+        BERLIN,
+    )
+    assert history.time_zone == "Europe/Berlin"
+    applied = history.applied_fix()
+    assert applied is not None and applied.title == "Raise the MTU"
+    [ruled_out] = history.ruled_out()
+    assert ruled_out.decided_by == str(uuid.UUID(int=5))  # no name recorded: the id
+    assert ruled_out.reject_reason == "tried last week"
+    assert history.open_proposals() == ()
+    assert history.lane[0].at == "2026-12-01 13:01 CET" and history.lane[1].at == ""
+    texts = [(e.at, e.text) for e in history.timeline]
+    assert texts[0] == ("2026-12-01 13:00 CET", "Session started by Dana Engineer")
+    assert (
+        "2026-12-01 13:10 CET",
+        "Fix ruled out by " + str(uuid.UUID(int=5)) + ": Clear Teams cache (tried last week)",
+    ) in texts
+    assert ("2026-12-01 13:30 CET", "Fix accepted by Sam Lead: Raise the MTU") in texts
+    assert texts[-1] == ("2026-12-01 13:35 CET", "Resolved by Dana Engineer")
+    assert [e.at for e in history.timeline] == sorted(e.at for e in history.timeline)
+
+
+def test_a_fix_never_decided_is_an_open_proposal_not_an_applied_one() -> None:
+    history = notes.history(session(), [], [fix(status="proposed")], ZoneInfo("UTC"))
+    assert history.applied_fix() is None
+    assert [f.title for f in history.open_proposals()] == ["Raise the MTU"]

@@ -79,7 +79,10 @@ class AnthropicBackend:
     async def write_resolution_note(self, ctx: SessionContext, *, fmt: str, tier: Tier) -> Document:
         prompt = (
             f"Write the ticket's resolution note in {fmt} for the client's PSA: problem, what was found, "
-            "what was done, the fix, how it was verified. No greetings.\n\n"
+            "what was done with each check's and script's outcome, the fix applied (only a fix marked "
+            "ACCEPTED is applied; list REJECTED ones under 'Tried / ruled out' with their reason, and never "
+            "present a SUGGESTED ONLY fix as applied), how it was verified, and a short timeline with the "
+            "times as given (they are in the account's time zone). No greetings.\n\n"
             + session_context(ctx, budget_tokens=self._budget[tier])
         )
         return await self._call(tier, prompt, "write_note", "Return the note text.", Document)
@@ -87,7 +90,8 @@ class AnthropicBackend:
     async def write_escalation_package(self, ctx: SessionContext, *, fmt: str, tier: Tier) -> Document:
         prompt = (
             f"Write an escalation package in {fmt} for the next engineer: the problem, everything tried with "
-            "results, what is ruled out, open questions, and why it is escalated.\n\n"
+            "results, what is ruled out (REJECTED fixes, with their reason), fixes only SUGGESTED and never "
+            "applied, open questions, why it is escalated, and a short timeline with the times as given.\n\n"
             + session_context(ctx, budget_tokens=self._budget[tier])
         )
         return await self._call(tier, prompt, "write_package", "Return the package text.", Document)

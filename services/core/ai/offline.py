@@ -15,6 +15,8 @@ from services.core.ai.types import (
     DecisionTree,
     Document,
     FixSuggestion,
+    FixView,
+    LaneView,
     Parameter,
     ScriptDraft,
     SessionContext,
@@ -57,21 +59,30 @@ class OfflineBackend:
 
     async def write_resolution_note(self, ctx: SessionContext, *, fmt: str, tier: Tier) -> Document:
         sections = _common_sections(ctx)
-        if ctx.fix_title:
-            sections.append(
-                ("Fix applied", [ctx.fix_title, *ctx.fix_steps] if ctx.fix_steps else [ctx.fix_title])
-            )
-        sections.append(("Resolution", [ctx.resolution_summary or "Not resolved yet."]))
+        applied = ctx.applied_fix()
+        if applied is not None:
+            sections.append(("Fix applied", [_decided(applied, "accepted"), *applied.steps]))
+        sections += _ruled_out_and_open(ctx)
+        closing = ctx.resolution_summary or "Not resolved yet."
+        if ctx.status == "resolved" and ctx.closed_by:
+            closing += f" (resolved by {ctx.closed_by})"
+        sections.append(("Resolution", [closing]))
+        sections += _timeline(ctx)
         return Document(text=render(f"Resolution note — {ctx.ticket_ref}", sections, fmt), model=MODEL)
 
     async def write_escalation_package(self, ctx: SessionContext, *, fmt: str, tier: Tier) -> Document:
         sections = _common_sections(ctx)
+        applied = ctx.applied_fix()
+        if applied is not None:
+            sections.append(
+                ("Fix applied (did not resolve it)", [_decided(applied, "accepted"), *applied.steps])
+            )
+        sections += _ruled_out_and_open(ctx)
         open_items = [f"{i.kind}: {i.title}" for i in ctx.lane if i.status == "pending"]
         if open_items:
             sections.append(("Not yet tried", open_items))
-        if ctx.fix_title:
-            sections.append(("Last suggested fix", [f"{ctx.fix_title} ({ctx.fix_status or 'proposed'})"]))
         sections.append(("Why escalated", [ctx.escalation_reason or "No reason given yet."]))
+        sections += _timeline(ctx)
         return Document(text=render(f"Escalation package — {ctx.ticket_ref}", sections, fmt), model=MODEL)
 
     async def templatize_script(self, script: ScriptDraft, *, tier: Tier) -> Templatized:
@@ -87,14 +98,51 @@ def _common_sections(ctx: SessionContext) -> list[Section]:
         sections.append(("Steps walked", list(ctx.walked_path)))
     if ctx.facts:
         sections.append(("What we found", list(ctx.facts)))
-    tried = [
-        f"{i.title} — {i.status}" + (f": {i.output.strip()[:300]}" if i.output.strip() else "")
-        for i in ctx.lane
-        if i.status != "pending"
-    ]
-    if tried:
-        sections.append(("What we did", tried))
+    done = [_outcome(i) for i in ctx.lane if i.status != "pending"]
+    if done:
+        sections.append(("What we did", done))
     return sections
+
+
+def _outcome(item: LaneView) -> str:
+    """A check, script, question or action with its outcome (and when)."""
+    line = f"{item.kind.capitalize()} {item.title} — {item.status}"
+    if item.at:
+        line += f" ({item.at})"
+    output = item.output.strip()
+    return line + (f": {output[:300]}" if output else "")
+
+
+def _decided(fix: FixView, verb: str) -> str:
+    who = f" by {fix.decided_by}" if fix.decided_by else ""
+    when = f" on {fix.decided_at}" if fix.decided_at else ""
+    return f"{fix.title} — {verb}{who}{when}"
+
+
+def _ruled_out_and_open(ctx: SessionContext) -> list[Section]:
+    """Rejected fixes (tried or ruled out, with why) and fixes never decided
+    (suggested only: never presented as applied)."""
+    sections: list[Section] = []
+    ruled_out = [
+        _decided(f, "ruled out") + (f": {f.reject_reason}" if f.reject_reason else "")
+        for f in ctx.ruled_out()
+    ]
+    if ruled_out:
+        sections.append(("Tried / ruled out", ruled_out))
+    suggested = [
+        f"{f.title} — suggested{f' on {f.proposed_at}' if f.proposed_at else ''}, not applied"
+        for f in ctx.open_proposals()
+    ]
+    if suggested:
+        sections.append(("Suggested, not applied", suggested))
+    return sections
+
+
+def _timeline(ctx: SessionContext) -> list[Section]:
+    if not ctx.timeline:
+        return []
+    lines = [f"{event.at} — {event.text}" for event in ctx.timeline]
+    return [(f"Timeline ({ctx.time_zone})", lines)]
 
 
 # --- scripts ---------------------------------------------------------------

@@ -9,7 +9,7 @@ the generous side for English and code.
 
 from __future__ import annotations
 
-from services.core.ai.types import LaneView, SessionContext
+from services.core.ai.types import FixView, LaneView, SessionContext
 
 CHARS_PER_TOKEN = 4
 HEADER_SHARE = 0.25  # at most a quarter of the budget for the problem statement
@@ -36,11 +36,11 @@ def session_context(ctx: SessionContext, *, budget_tokens: int) -> str:
         parts.append(f"Resolution summary: {_clip(ctx.resolution_summary, 2000)}")
     if ctx.escalation_reason:
         parts.append(f"Escalation reason: {_clip(ctx.escalation_reason, 2000)}")
-    if ctx.fix_title:
-        steps = "; ".join(ctx.fix_steps)
-        parts.append(
-            f"Current suggested fix ({ctx.fix_status or 'proposed'}): {ctx.fix_title}. Steps: {_clip(steps, 2000)}"
-        )
+    if ctx.started_by:
+        parts.append(f"Started by: {ctx.started_by}")
+    if ctx.closed_by:
+        parts.append(f"Closed by: {ctx.closed_by}")
+    parts += [_fix_line(fix) for fix in ctx.fixes[-10:]]
     if ctx.walked_path:
         parts.append("Path walked by the L1 technician: " + " → ".join(ctx.walked_path))
     used = sum(len(p) + 1 for p in parts)
@@ -62,11 +62,32 @@ def session_context(ctx: SessionContext, *, budget_tokens: int) -> str:
 
     newest_first([f"- {fact}" for fact in ctx.facts], "What we know:")
     newest_first([_lane_line(item) for item in ctx.lane], "Task lane:")
+    newest_first([f"- {e.at} {e.text}" for e in ctx.timeline], f"Timeline (times in {ctx.time_zone}):")
     return "\n".join(parts)
 
 
+# How a fix's status reads to a model: it must never present a fix that was
+# only suggested, or one that was rejected, as applied.
+_FIX_STATUS = {
+    "accepted": "ACCEPTED (applied)",
+    "rejected": "REJECTED (ruled out, not applied)",
+    "proposed": "SUGGESTED ONLY (never accepted, not applied)",
+}
+
+
+def _fix_line(fix: FixView) -> str:
+    line = f"Suggested fix, {_FIX_STATUS.get(fix.status, fix.status)}: {fix.title}"
+    if fix.decided_by:
+        line += f" — decided by {fix.decided_by} on {fix.decided_at}"
+    if fix.reject_reason:
+        line += f" — reason: {_clip(fix.reject_reason, 500)}"
+    if fix.steps:
+        line += f". Steps: {_clip('; '.join(fix.steps), 2000)}"
+    return line
+
+
 def _lane_line(item: LaneView) -> str:
-    line = f"- [{item.status}] {item.kind}: {item.title}"
+    line = f"- [{item.status}{' ' + item.at if item.at else ''}] {item.kind}: {item.title}"
     if item.detail:
         line += f" — {_clip(item.detail, 1000)}"
     if item.script_body:

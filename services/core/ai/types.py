@@ -23,6 +23,30 @@ class LaneView:
     output: str = ""
     script_body: str = ""
     script_language: str = ""
+    at: str = ""  # when it reached its status, in the account's time zone
+
+
+@dataclass(frozen=True)
+class FixView:
+    """A suggested fix as the history tells it: proposed (open), accepted
+    (applied) or rejected (ruled out); ``active`` while no newer one replaced it."""
+
+    title: str
+    status: str  # proposed | accepted | rejected
+    steps: tuple[str, ...] = ()
+    active: bool = True
+    proposed_at: str = ""
+    decided_by: str = ""  # a display name, else the user id
+    decided_at: str = ""
+    reject_reason: str = ""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of a session's timeline."""
+
+    at: str  # in the account's time zone
+    text: str
 
 
 @dataclass(frozen=True)
@@ -35,12 +59,25 @@ class SessionContext:
     status: str = "active"
     facts: tuple[str, ...] = ()
     lane: tuple[LaneView, ...] = ()
-    fix_title: str = ""
-    fix_steps: tuple[str, ...] = ()
-    fix_status: str = ""
+    fixes: tuple[FixView, ...] = ()
     resolution_summary: str = ""
     escalation_reason: str = ""
     walked_path: tuple[str, ...] = ()
+    timeline: tuple[Event, ...] = ()
+    time_zone: str = "UTC"
+    started_by: str = ""
+    closed_by: str = ""
+
+    def applied_fix(self) -> FixView | None:
+        """The accepted fix (the newest, if ever more than one)."""
+        return next((f for f in reversed(self.fixes) if f.status == "accepted"), None)
+
+    def ruled_out(self) -> tuple[FixView, ...]:
+        return tuple(f for f in self.fixes if f.status == "rejected")
+
+    def open_proposals(self) -> tuple[FixView, ...]:
+        """Fixes proposed and never decided: not applied, not ruled out."""
+        return tuple(f for f in self.fixes if f.status == "proposed")
 
     def map_text(self, f: Callable[[str], str]) -> SessionContext:
         """The same context with ``f`` applied to every free text."""
@@ -59,11 +96,19 @@ class SessionContext:
                 )
                 for item in self.lane
             ),
-            fix_title=f(self.fix_title),
-            fix_steps=tuple(f(x) for x in self.fix_steps),
+            fixes=tuple(
+                replace(
+                    fix,
+                    title=f(fix.title),
+                    steps=tuple(f(s) for s in fix.steps),
+                    reject_reason=f(fix.reject_reason),
+                )
+                for fix in self.fixes
+            ),
             resolution_summary=f(self.resolution_summary),
             escalation_reason=f(self.escalation_reason),
             walked_path=tuple(f(x) for x in self.walked_path),
+            timeline=tuple(replace(event, text=f(event.text)) for event in self.timeline),
         )
 
 
