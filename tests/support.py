@@ -97,6 +97,7 @@ class Keys:
         ttl_seconds: int = 600,
         issuer: str = ISSUER,
         audience: str = AUDIENCE,
+        name: str | None = None,
     ) -> str:
         return mint_token(
             private_key=self.private_pem,
@@ -106,6 +107,7 @@ class Keys:
             issuer=issuer,
             audience=audience,
             ttl_seconds=ttl_seconds,
+            name=name,
         )
 
     def metadata(self, **kwargs: Any) -> tuple[tuple[str, str], ...]:

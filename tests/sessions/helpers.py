@@ -29,6 +29,7 @@ class Caller:
     account: uuid.UUID = field(default_factory=uuid.uuid4)
     user: uuid.UUID = field(default_factory=uuid.uuid4)
     role: Role = Role.ENGINEER
+    name: str | None = None  # the token's display name claim
 
     @property
     def stub(self) -> Any:
@@ -36,13 +37,17 @@ class Caller:
 
     @property
     def md(self) -> tuple[tuple[str, str], ...]:
-        return self.keys.metadata(account_id=self.account, user_id=self.user, role=self.role)
+        return self.keys.metadata(account_id=self.account, user_id=self.user, role=self.role, name=self.name)
 
     def as_role(self, role: Role) -> Caller:
-        return Caller(self.channel, self.keys, self.account, self.user, role)
+        return Caller(self.channel, self.keys, self.account, self.user, role, self.name)
 
-    def other_user(self) -> Caller:
-        return Caller(self.channel, self.keys, self.account, uuid.uuid4(), self.role)
+    def other_user(self, name: str | None = None) -> Caller:
+        return Caller(self.channel, self.keys, self.account, uuid.uuid4(), self.role, name)
+
+    def named(self, name: str) -> Caller:
+        """The same person, with a display name in the token."""
+        return Caller(self.channel, self.keys, self.account, self.user, self.role, name)
 
     def call(self, method: str, request: Any) -> Any:
         return getattr(self.stub, method)(request, metadata=self.md)

@@ -10,7 +10,7 @@ from google.protobuf import struct_pb2
 
 from services.core.auth import Role
 from tests.conftest import CountingBackend
-from tests.sessions.helpers import Caller
+from tests.sessions.helpers import Caller, mask
 from tests.support import Keys, failure
 
 
@@ -100,3 +100,166 @@ async def test_posting_is_idempotent_and_reports_staleness(me: Caller) -> None:
     reread = await me.get(other)
     assert reread.escalation_package.external_id == "E1" and reread.escalation_package.stale
     assert not reread.HasField("resolution_note")
+
+
+# --- notes that tell what happened ----------------------------------------------------
+
+FORMATS = {"markdown": "**{}**", "plain": "{}:", "html": "<h3>{}</h3>"}
+
+
+async def _failed_check(caller: Caller, s: pb.Session, title: str) -> None:
+    item = await caller.lane_item(s, kind=pb.LANE_ITEM_KIND_CHECK, title=title)
+    await caller.call(
+        "UpdateLaneItem",
+        pb.UpdateLaneItemRequest(
+            lane_item=pb.LaneItem(name=item.name, status=pb.LANE_ITEM_STATUS_FAILED, output="timeout"),
+            update_mask=mask("status", "output"),
+        ),
+    )
+
+
+async def _with_history(me: Caller) -> pb.Session:
+    """A session with failed checks, a fix rejected with a reason, a fix
+    accepted, and a fix suggested last and never decided (the offline model
+    names each fix after the newest failed check)."""
+    dana = me.named("Dana Engineer")
+    s = await dana.session()
+    await dana.fact(s, "Teams cache is 4 GB")
+    await _failed_check(dana, s, "Ping the file server")
+    first = await dana.call("SuggestFix", pb.SuggestFixRequest(parent=s.name))
+    await dana.call("RejectFix", pb.RejectFixRequest(name=first.name, reason="already tried by the user"))
+    await _failed_check(dana, s, "Clear the Teams cache")
+    second = await dana.call("SuggestFix", pb.SuggestFixRequest(parent=s.name))
+    await me.named("Sam Lead").call("AcceptFix", pb.AcceptFixRequest(name=second.name))
+    await _failed_check(dana, s, "Reinstall Teams")
+    await dana.call("SuggestFix", pb.SuggestFixRequest(parent=s.name))  # open: never decided
+    return s
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+async def test_the_note_tells_accepted_rejected_and_open_fixes_apart(
+    me: Caller, settings_channel: grpc.aio.Channel, fmt: str
+) -> None:
+    await _set(settings_channel, me, "notes.format", struct_pb2.Value(string_value=fmt))
+    await _set(settings_channel, me, "notes.time_zone", struct_pb2.Value(string_value="Europe/Berlin"))
+    s = await _with_history(me)
+    fixes = (await me.call("ListFixes", pb.ListFixesRequest(parent=s.name))).fixes
+    rejected, accepted, open_ = sorted(fixes, key=lambda f: f.create_time.ToDatetime())
+    assert rejected.reject_reason == "already tried by the user" and rejected.decider == str(me.user)
+    assert accepted.decider_display_name == "Sam Lead"
+    await me.call("ResolveSession", pb.ResolveSessionRequest(name=s.name, summary="Cleared the cache"))
+    text = (await me.call("PreviewResolutionNote", pb.PreviewResolutionNoteRequest(name=s.name))).text
+    heading = FORMATS[fmt]
+    applied = text.split(heading.format("Fix applied"))[1].split(heading.format("Tried / ruled out"))[0]
+    assert accepted.title in applied and "accepted by Sam Lead" in applied
+    assert rejected.title not in applied and open_.title not in applied
+    ruled_out = text.split(heading.format("Tried / ruled out"))[1].split(
+        heading.format("Suggested, not applied")
+    )[0]
+    assert rejected.title in ruled_out and "already tried by the user" in ruled_out
+    assert "Dana Engineer" in ruled_out  # who ruled it out
+    suggested = text.split(heading.format("Suggested, not applied"))[1]
+    assert open_.title in suggested.split(heading.format("Resolution"))[0]
+    # Outcomes and a timeline, in the account's time zone.
+    assert "Check Ping the file server — failed" in text and "timeout" in text
+    assert len({rejected.title, accepted.title, open_.title}) == 3
+    assert heading.format("Timeline (Europe/Berlin)") in text
+    assert "Session started by Dana Engineer" in text and "Resolved by" in text
+    assert " CET" in text or " CEST" in text
+
+
+async def test_a_rejected_fix_is_never_reported_as_applied(me: Caller) -> None:
+    s = await me.session()
+    fix = await me.call("SuggestFix", pb.SuggestFixRequest(parent=s.name))
+    await me.call("RejectFix", pb.RejectFixRequest(name=fix.name))
+    await me.call("ResolveSession", pb.ResolveSessionRequest(name=s.name, summary="Rebooted"))
+    text = (await me.call("PreviewResolutionNote", pb.PreviewResolutionNoteRequest(name=s.name))).text
+    assert "Fix applied" not in text
+    assert f"{fix.title} — ruled out" in text
+    package = await me.call("PreviewEscalationPackage", pb.PreviewEscalationPackageRequest(name=s.name))
+    assert "Fix applied" not in package.text and "Tried / ruled out" in package.text
+
+
+async def test_a_blank_reason_is_none_and_a_long_one_is_refused(me: Caller) -> None:
+    s = await me.session()
+    fix = await me.call("SuggestFix", pb.SuggestFixRequest(parent=s.name))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await me.call("RejectFix", pb.RejectFixRequest(name=fix.name, reason="x" * 2001))
+    assert failure(caught.value).violations.keys() == {"reason"}
+    rejected = await me.call("RejectFix", pb.RejectFixRequest(name=fix.name, reason="   "))
+    assert rejected.reject_reason == "" and rejected.status == pb.FIX_STATUS_REJECTED
+
+
+async def test_an_unknown_time_zone_is_refused(me: Caller, settings_channel: grpc.aio.Channel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _set(settings_channel, me, "notes.time_zone", struct_pb2.Value(string_value="Mars/Olympus"))
+    assert failure(caught.value).code is grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError):
+        await _set(settings_channel, me, "notes.time_zone", struct_pb2.Value(string_value="../etc/passwd"))
+
+
+# --- revisions ---------------------------------------------------------------------
+
+
+async def test_a_stale_posted_note_is_corrected_by_a_new_revision(me: Caller) -> None:
+    poster = me.named("Dana Engineer")
+    s = await poster.session()
+    first = await poster.call(
+        "PostResolutionNote", pb.PostResolutionNoteRequest(name=s.name, external_id="CW-NOTE-1")
+    )
+    assert (
+        first.resolution_note.revision == 1 and first.resolution_note.poster_display_name == "Dana Engineer"
+    )
+    await me.call("ResolveSession", pb.ResolveSessionRequest(name=s.name, summary="Replaced the router"))
+    assert (await me.get(s)).resolution_note.stale
+    corrected = await me.call(
+        "PostResolutionNote", pb.PostResolutionNoteRequest(name=s.name, external_id="CW-NOTE-2")
+    )
+    note = corrected.resolution_note
+    assert note.revision == 2 and note.external_id == "CW-NOTE-2" and not note.stale
+    assert "Replaced the router" in note.markdown
+    # The first id again is a retry of revision 1: nothing new is recorded.
+    again = await me.call(
+        "PostResolutionNote", pb.PostResolutionNoteRequest(name=s.name, external_id="CW-NOTE-1")
+    )
+    assert again.resolution_note == note
+    # The current state posted already: a third id is refused.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await me.call(
+            "PostResolutionNote", pb.PostResolutionNoteRequest(name=s.name, external_id="CW-NOTE-3")
+        )
+    assert failure(caught.value).reason == "ALREADY_POSTED"
+    history = await me.call("ListNoteRevisions", pb.ListNoteRevisionsRequest(parent=s.name))
+    assert [(r.revision, r.external_id) for r in history.note_revisions] == [
+        (1, "CW-NOTE-1"),
+        (2, "CW-NOTE-2"),
+    ]
+    assert "Replaced the router" not in history.note_revisions[0].text
+    assert history.note_revisions[1].text == note.markdown
+    assert history.note_revisions[0].poster_display_name == "Dana Engineer"
+    assert history.note_revisions[1].poster == str(me.user) and history.note_revisions[1].format == "markdown"
+    # Paged and filtered.
+    page = await me.call("ListNoteRevisions", pb.ListNoteRevisionsRequest(parent=s.name, page_size=1))
+    assert len(page.note_revisions) == 1 and page.next_page_token
+    rest = await me.call(
+        "ListNoteRevisions",
+        pb.ListNoteRevisionsRequest(parent=s.name, page_size=1, page_token=page.next_page_token),
+    )
+    assert rest.note_revisions[0].revision == 2
+    packages = await me.call(
+        "ListNoteRevisions",
+        pb.ListNoteRevisionsRequest(parent=s.name, kind=pb.NOTE_KIND_ESCALATION_PACKAGE),
+    )
+    assert list(packages.note_revisions) == []
+
+
+async def test_revisions_of_another_account_are_not_found(me: Caller, keys: Keys) -> None:
+    s = await me.session()
+    await me.call("PostResolutionNote", pb.PostResolutionNoteRequest(name=s.name, external_id="N1"))
+    stranger = Caller(me.channel, keys)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stranger.call("ListNoteRevisions", pb.ListNoteRevisionsRequest(parent=s.name))
+    assert failure(caught.value).code is grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await me.call("ListNoteRevisions", pb.ListNoteRevisionsRequest(parent="sessions/nope"))
+    assert failure(caught.value).violations.keys() == {"parent"}
