@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx2
 import pytest
 
-from services.core.ai import AI, Preferences, SessionContext
+from services.core.ai import AI, Event, FixView, Preferences, SessionContext
 from services.core.ai.anthropic_backend import AnthropicBackend
 from services.core.errors import FailedPrecondition, Internal, Unavailable
 from tests.core.ai.transport import Replay
@@ -108,3 +108,48 @@ async def test_rejected_request_is_internal_with_a_reason() -> None:
     with pytest.raises(Internal) as caught:
         await _ai(Replay([(400, "invalid_request.json")])).suggest_fix(CTX, Preferences())
     assert caught.value.reason == "MODEL_REQUEST_REJECTED"
+
+
+HISTORY = SessionContext(
+    ticket_ref="CW #48213",
+    title="Outlook keeps prompting",
+    problem="Outlook asks for credentials every few minutes.",
+    status="resolved",
+    fixes=(
+        FixView(
+            title="Clear the Teams cache",
+            status="rejected",
+            decided_by="Dana Engineer",
+            decided_at="2026-12-01 13:10 CET",
+            reject_reason="made no difference",
+        ),
+        FixView(
+            title="Re-register MFA",
+            status="accepted",
+            steps=("Remove the old phone",),
+            decided_by="Sam Lead",
+            decided_at="2026-12-01 13:30 CET",
+        ),
+        FixView(title="Reinstall Office", status="proposed", proposed_at="2026-12-01 13:40 CET"),
+    ),
+    timeline=(Event(at="2026-12-01 13:00 CET", text="Session started by Dana Engineer"),),
+    time_zone="Europe/Berlin",
+    resolution_summary="Re-registered MFA",
+)
+
+
+async def test_the_model_is_told_what_was_accepted_rejected_and_only_suggested() -> None:
+    replay = Replay([(200, "note_tool_use.json")])
+    note = await _ai(replay).write_resolution_note(HISTORY, Preferences())
+    prompt = replay.requests[0]["messages"][0]["content"]
+    assert (
+        "Suggested fix, ACCEPTED (applied): Re-register MFA — decided by Sam Lead on 2026-12-01 13:30 CET"
+        in prompt
+    )
+    assert "Suggested fix, REJECTED (ruled out, not applied): Clear the Teams cache" in prompt
+    assert "reason: made no difference" in prompt
+    assert "Suggested fix, SUGGESTED ONLY (never accepted, not applied): Reinstall Office" in prompt
+    assert "Timeline (times in Europe/Berlin):" in prompt and "Session started by Dana Engineer" in prompt
+    assert "never present a SUGGESTED ONLY fix as applied" in prompt
+    # What the model wrote is redacted before anyone sees it.
+    assert "Winter2024!Pw" not in note.text and "Fix applied" in note.text
