@@ -7,6 +7,11 @@ escalation request id. That id is random, stored on the walk when escalation
 starts (nobody can compute it in advance), and re-sent by every retry, so a
 retry after any failure gets the same session with one copy of each fact.
 No transaction or row lock is held during the call.
+
+What L1 wrote leaves the walk redacted, whatever the account's settings: a
+password noted on a walk ("the local admin password is …") becomes
+``[REDACTED]`` in the session's facts and problem
+(``services.core.ai.redaction``); the walk keeps its notes as written.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import uuid
 import grpc
 from flowpilot.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 
+from services.core.ai.redaction import redact
 from services.core.clients import forwarded
 from services.core.enums import TICKET_KIND
 from services.core.errors import (
@@ -40,7 +46,8 @@ def facts_for(walk: WalkRow, tree: Tree | None, *, reason: str, category: str) -
         facts.append(f"L1 step {number}: {text} → {step['choice']}")
     facts += [f"L1 note: {note['text']}" for note in walk.walk_notes]
     facts.append(f"Escalated by L1 ({category.replace('_', ' ')}): {reason}")
-    return [f[:MAX_FACT] for f in facts]
+    # Cut after redaction: a cut must not leave half a secret unrecognised.
+    return [redact(f)[:MAX_FACT] for f in facts]
 
 
 class SessionsEscalator:
@@ -55,9 +62,9 @@ class SessionsEscalator:
     ) -> uuid.UUID:
         title = f"L1 escalation: {walk.ticket_ref}"
         problem = (
-            reason
+            redact(reason)
             if walk.session_kind == "adhoc"
-            else f"{reason}\n\n(walked {len(walk.walked_path)} step(s) of a {walk.session_kind} walk)"
+            else f"{redact(reason)}\n\n(walked {len(walk.walked_path)} step(s) of a {walk.session_kind} walk)"
         )
         facts = [
             sessions_pb2.Fact(text=text, source=sessions_pb2.FACT_SOURCE_USER)
@@ -75,6 +82,8 @@ class SessionsEscalator:
                     request_id=str(request_id),
                     force_new=True,
                     facts=facts,
+                    # The session starts unassigned, in the team queue.
+                    escalated_walk=f"walks/{walk.id}",
                 ),
                 metadata=forwarded(),
                 timeout=self._timeout,
