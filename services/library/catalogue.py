@@ -1,5 +1,7 @@
 """The account's script templates: create, change, find, use. Names are unique
-per account; a change names the revision it was made against (etag)."""
+per account; a change names the revision it was made against (etag); a body
+with a detected secret is refused (``credentials``) unless a team_admin
+allows it."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Any
 from services.core.auth import Principal
 from services.core.db import Database
 from services.core.errors import Aborted, AlreadyExists, found, not_found
-from services.library import convert, storage, templates
+from services.library import convert, credentials, storage, templates
 from services.library.search import Search
 from services.library.storage import Connection, NameTaken, TemplateRow
 
@@ -36,8 +38,17 @@ class Templates:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def create(self, principal: Principal, values: dict[str, Any]) -> TemplateRow:
-        """``values``: the template's columns, checked."""
+    async def create(
+        self, principal: Principal, values: dict[str, Any], *, allow_detected_secrets: bool
+    ) -> TemplateRow:
+        """``values``: the template's columns, checked (but for secrets)."""
+        credentials.check_template(
+            principal,
+            values["body"],
+            values["parameters"],
+            prefix="script_template",
+            allow=allow_detected_secrets,
+        )
         try:
             async with self._db.transaction(principal.account_id) as conn:
                 return await storage.insert_template(
@@ -72,29 +83,30 @@ class Templates:
 
     async def update(
         self,
-        account: uuid.UUID,
+        principal: Principal,
         template_id: uuid.UUID,
         name: str,
         values: dict[str, Any],
         *,
         parameters: Sequence[Any] | None,
         expected_revision: int | None,
+        allow_detected_secrets: bool,
     ) -> TemplateRow:
         """``values``: the changed columns, checked; ``parameters`` the new
         ones as given, or None to keep the template's. Parameters are checked
-        against the body again whenever either changes."""
+        against the body again whenever either changes, and both for secrets."""
         try:
-            async with self._db.transaction(account) as conn:
+            async with self._db.transaction(principal.account_id) as conn:
                 row = await template(conn, template_id, name, lock=True)
                 check_revision(row, expected_revision)
                 if parameters is not None or "body" in values:
                     given = parameters if parameters is not None else convert.parameters(row.parameters)
-                    values = {
-                        **values,
-                        "parameters": templates.check_parameters(
-                            values.get("body", row.body), given, prefix="script_template"
-                        ),
-                    }
+                    body = values.get("body", row.body)
+                    checked = templates.check_parameters(body, given, prefix="script_template")
+                    credentials.check_template(
+                        principal, body, checked, prefix="script_template", allow=allow_detected_secrets
+                    )
+                    values = {**values, "parameters": checked}
                 return await storage.update_template(conn, row.id, **values)
         except NameTaken as taken:
             raise name_taken(taken.name) from taken

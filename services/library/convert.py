@@ -52,6 +52,7 @@ def parameters(raw: list[dict[str, Any]] | None) -> list[pb.Parameter]:
             description=p.get("description", ""),
             required=p.get("required", True),
             default=p.get("default", ""),
+            secret=p.get("secret", False),
         )
         for p in raw or []
     ]
@@ -117,6 +118,9 @@ def draft(row: Any) -> pb.DraftTemplate:
         if row.template_id
         else "",
         provenance=provenance(row, lane_item=True),
+        redactions=[
+            pb.Redaction(parameter=r["parameter"], kind=r["kind"], line=r["line"]) for r in row.redactions
+        ],
     )
     set_time(message, "review_time", row.review_time)
     set_time(message, "create_time", row.create_time)

@@ -80,7 +80,10 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
         values["parameters"] = templates.check_parameters(
             given.body, given.parameters, prefix="script_template"
         )
-        template = convert.template(await self._templates.create(current_principal(), values))
+        row = await self._templates.create(
+            current_principal(), values, allow_detected_secrets=request.allow_detected_secrets
+        )
+        template = convert.template(row)
         created(template.name)
         return template
 
@@ -127,12 +130,13 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
         expected = ids.parse_etag(given.etag, field="script_template.etag")
         template_id = convert.template_id(given.name, "script_template.name")
         row = await self._templates.update(
-            _account(),
+            current_principal(),
             template_id,
             given.name,
             values,
             parameters=list(given.parameters) if "parameters" in paths else None,
             expected_revision=expected,
+            allow_detected_secrets=request.allow_detected_secrets,
         )
         return convert.template(row)
 

@@ -80,6 +80,7 @@ class DraftRow:
     source_lane_item_id: str | None
     request_id: uuid.UUID | None
     request_fingerprint: str | None
+    redactions: list[dict[str, Any]]  # [{parameter, kind, line}]: what secret parameters replaced
     created_by: uuid.UUID
     create_time: datetime
 

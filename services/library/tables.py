@@ -87,6 +87,8 @@ draft_templates = Table(
     Column("request_id", UUID(as_uuid=True), nullable=True),
     # Who sent that request id and what it asked (services.core.requests).
     Column("request_fingerprint", String(64), nullable=True),
+    # What was replaced by secret parameters: [{parameter, kind, line}], never the secret.
+    Column("redactions", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     Column("created_by", UUID(as_uuid=True), nullable=False),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     PrimaryKeyConstraint("account_id", "id", name="draft_templates_pkey"),

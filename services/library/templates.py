@@ -44,7 +44,13 @@ def check_parameters(body: str, params: Sequence[pb.Parameter], *, prefix: str) 
     if violations:
         raise InvalidArgument(violations)
     return [
-        {"name": p.name, "description": p.description, "required": p.required, "default": p.default}
+        {
+            "name": p.name,
+            "description": p.description,
+            "required": p.required,
+            "default": p.default,
+            "secret": p.secret,
+        }
         for p in params
     ]
 
@@ -61,6 +67,9 @@ def check_tags(tags: Sequence[str], *, field: str) -> list[str]:
 
 
 def render(body: str, params: Sequence[Mapping[str, Any]], values: Mapping[str, str]) -> str:
+    """``body`` filled from ``values`` (or defaults). Errors name parameters,
+    never values; nothing here is logged, a secret parameter's value least of
+    all."""
     declared = {p["name"]: p for p in params}
     violations = [
         FieldViolation(f"values[{k}]", "is not a parameter of this template")

@@ -36,6 +36,7 @@ def a_draft(**changes: Any) -> DraftRow:
         source_lane_item_id=None,
         request_id=None,
         request_fingerprint=None,
+        redactions=[],
         created_by=uuid.uuid4(),
         create_time=NOW,
     )
