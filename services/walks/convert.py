@@ -164,6 +164,7 @@ def walk(row: WalkRow, tree: pb.Tree | None) -> pb.Walk:
         else pb.ESCALATION_CATEGORY_UNSPECIFIED,
         session=f"sessions/{row.escalation_session_id}" if row.escalation_session_id else "",
         creator=str(row.created_by_user_id),
+        acting_as=row.acting_as or "",
     )
     if tree is not None:
         message.tree.CopyFrom(tree)

@@ -55,6 +55,25 @@ def check_walkable(row: FlowRow) -> None:
         )
 
 
+def check_walkable_proposal(row: ProposalRow) -> None:
+    """A proposal is walked to try it out while it waits for review: not once
+    it is rejected (reason ``PROPOSAL_REJECTED``; any other state but pending
+    likewise), nor once approved (its flow is what to walk then)."""
+    if row.status == "pending":
+        return
+    if row.status == "approved":
+        flow = f"flows/{row.flow_id}"
+        raise FailedPrecondition(
+            f"proposal was approved; walk its flow {flow} instead",
+            reason="PROPOSAL_APPROVED",
+            metadata={"flow": flow},
+        )
+    raise FailedPrecondition(
+        f"proposal is {row.status}; only proposals pending review can be walked",
+        reason=f"PROPOSAL_{row.status.upper()}",
+    )
+
+
 def check_reviewable(row: ProposalRow) -> None:
     if row.status != "pending":
         raise FailedPrecondition(

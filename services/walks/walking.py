@@ -123,6 +123,7 @@ class Walks:
                 tree, version, target["flow_id"] = flow.tree, flow.version, flow.id
             elif start.proposal is not None:
                 proposal = await flows.proposal(conn, *start.proposal)
+                flows.check_walkable_proposal(proposal)
                 tree, target["flow_proposal_id"] = proposal.tree, proposal.id
         if start.kind == "ai_build":
             tree = await self._ai_tree(start.problem)  # outside any transaction
@@ -134,6 +135,9 @@ class Walks:
                 resumed = await self._resumable(conn, principal, start)
                 if resumed is not None:
                     return resumed, True, None
+            if start.proposal is not None:
+                # Reviewed since it was read? The lock holds off a review until this commits.
+                flows.check_walkable_proposal(await flows.proposal(conn, *start.proposal, lock=True))
             row = await storage.insert_walk(
                 conn,
                 account_id=principal.account_id,

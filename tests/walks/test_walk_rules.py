@@ -168,6 +168,17 @@ def test_only_pending_proposals_are_reviewed() -> None:
         flows.check_reviewable(proposal)
     assert reason(caught) == "PROPOSAL_NOT_PENDING"
     flows.check_reviewable(dataclasses.replace(proposal, status="pending"))
+    # Walked only while pending: a rejected one (or any state but approved,
+    # by its name) is refused, an approved one points at its flow.
+    flows.check_walkable_proposal(dataclasses.replace(proposal, status="pending"))
+    for status, expected in (("rejected", "PROPOSAL_REJECTED"), ("withdrawn", "PROPOSAL_WITHDRAWN")):
+        with pytest.raises(FailedPrecondition) as caught:
+            flows.check_walkable_proposal(dataclasses.replace(proposal, status=status))
+        assert reason(caught) == expected
+    flow_id = uuid.uuid4()
+    with pytest.raises(FailedPrecondition) as caught:
+        flows.check_walkable_proposal(dataclasses.replace(proposal, status="approved", flow_id=flow_id))
+    assert reason(caught) == "PROPOSAL_APPROVED" and caught.value.metadata == {"flow": f"flows/{flow_id}"}
 
 
 @pytest.mark.parametrize(
