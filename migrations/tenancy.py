@@ -138,3 +138,16 @@ def replace_definer_function(signature: str, definition: str) -> None:
     op.execute("RESET ROLE")
     op.execute(f"CREATE OR REPLACE FUNCTION {signature} {definition}")
     op.execute(f'SET ROLE "{_opt("flowpilot_owner_role")}"')
+
+
+def across_tenants(qualified: str, statement: str) -> None:
+    """Runs a data migration over every account's rows of ``qualified``.
+
+    Row-level security is forced on the owner too, so as the owner the
+    statement would see no row at all (and change nothing, silently). FORCE is
+    lifted for the statement and set again in the same transaction; the
+    ALTER TABLE holds the table's lock until the migration commits, so
+    nothing else ever runs while it is lifted."""
+    op.execute(f"ALTER TABLE {qualified} NO FORCE ROW LEVEL SECURITY")
+    op.execute(statement)
+    op.execute(f"ALTER TABLE {qualified} FORCE ROW LEVEL SECURITY")

@@ -117,6 +117,23 @@ SWEEP_SECONDS = Histogram(
     buckets=MODEL_BUCKETS,
 )
 
+# --- sessions: stale-session sweep ----------------------------------------------
+SESSION_SWEEP_RUNS = Counter(
+    "flowpilot_session_sweep_runs_total", "Stale-session sweep rounds, by outcome (ok, failed).", ("outcome",)
+)
+SESSION_SWEEP_ACCOUNT_FAILURES = Counter(
+    "flowpilot_session_sweep_account_failures_total",
+    "Accounts a stale-session sweep round could not sweep (the others go on).",
+)
+SESSION_SWEEP_ABANDONED = Counter(
+    "flowpilot_session_sweep_abandoned_sessions_total", "Sessions abandoned by the sweep as stale."
+)
+SESSION_SWEEP_SECONDS = Histogram(
+    "flowpilot_session_sweep_duration_seconds",
+    "Duration of stale-session sweep rounds, in seconds.",
+    buckets=MODEL_BUCKETS,
+)
+
 
 class _Pools(Collector):
     """``db_client_connection_*`` of every watched database, read at scrape time."""

@@ -7,11 +7,12 @@ from collections.abc import Callable, Sequence
 
 from flowpilot.sessions.v1 import sessions_pb2 as pb
 
-from services.core import ids, names, validation
+from services.core import auth, ids, names, validation
 from services.core.enums import TICKET_KIND, EnumMap
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.messages import set_time
 from services.sessions import facts, lane, lifecycle
+from services.sessions.handoff import Assignment
 from services.sessions.lifecycle import NewSession
 from services.sessions.resources import (
     DEAD_LETTER,
@@ -20,6 +21,7 @@ from services.sessions.resources import (
     LANE_ITEM,
     NOTE_REVISION,
     SESSION,
+    WALK,
     child_ids,
     session_id,
 )
@@ -142,7 +144,45 @@ def new_session(request: pb.CreateSessionRequest, *, fingerprint: Callable[[], s
         force_new=request.force_new,
         request_id=request_id,
         fingerprint=fingerprint(),
+        escalated_walk=escalated_walk(request),
     )
+
+
+def escalated_walk(request: pb.CreateSessionRequest) -> uuid.UUID | None:
+    """The walk an escalation names (None: not an escalation): ``walks/{uuid}``,
+    sent with a request id (the walks service retries an escalation under one)."""
+    if not request.escalated_walk:
+        return None
+    walk = names.parse_id(request.escalated_walk, WALK, field="escalated_walk")
+    if not request.request_id:
+        raise InvalidArgument(
+            FieldViolation("request_id", "is required with escalated_walk (retries send the same one)")
+        )
+    return walk
+
+
+def assignee_filter(request: pb.ListSessionsRequest, *, me: uuid.UUID) -> uuid.UUID | None:
+    """The assignee a ListSessions request asks for (``me``: the caller), or None."""
+    if not request.assignee:
+        return None
+    if request.unassigned:
+        raise InvalidArgument(FieldViolation("unassigned", "cannot be combined with assignee"))
+    if request.assignee == "me":
+        return me
+    return ids.parse_uuid(request.assignee, field="assignee", what="user id or `me`")
+
+
+def assignment(request: pb.AssignSessionRequest) -> Assignment:
+    """Whom an AssignSession request assigns (empty: nobody), and the display
+    name given for them (control characters dropped, spaces trimmed)."""
+    name = auth.display_name(request.assignee_display_name) or None
+    if not request.assignee:
+        if name is not None:
+            raise InvalidArgument(
+                FieldViolation("assignee_display_name", "is only for an assignee (empty assignee unassigns)")
+            )
+        return Assignment(user=None)
+    return Assignment(user=ids.parse_uuid(request.assignee, field="assignee", what="user id"), name=name)
 
 
 def session_edit(request: pb.UpdateSessionRequest) -> tuple[uuid.UUID, lifecycle.Edit]:
@@ -292,6 +332,13 @@ def session(row: Session, *, view: int = pb.SESSION_VIEW_FULL, budget: Budget | 
         escalation_reason=row.escalation_reason or "",
         state_version=row.state_version,
         etag=str(row.state_version),
+        creator_display_name=row.created_by_name or "",
+        assignee=str(row.assignee or ""),
+        assignee_display_name=row.assignee_name or "",
+        escalated_walk=names.format_name(WALK, walk=row.escalated_walk_id) if row.escalated_walk_id else "",
+        closer=str(row.closed_by or ""),
+        closer_display_name=row.closed_by_name or "",
+        abandon_reason=row.abandon_reason or "",
     )
     resolution_note = _document(row.resolution_note, row.state_version)
     if resolution_note is not None:

@@ -88,7 +88,7 @@ class Facts:
 
     async def create(self, principal: Principal, session_id: uuid.UUID, new: NewFact) -> Fact:
         async with self._db.transaction(principal.account_id) as conn:
-            row = await lifecycle.find_active(conn, session_id)
+            row = await lifecycle.find_writable(conn, session_id, principal)
             check_ref(row, new.source_ref, "fact.source_ref")
             fact = await storage.insert_fact(
                 conn,
@@ -121,12 +121,12 @@ class Facts:
         )
         return found(rows, "session", f"sessions/{session_id}")
 
-    async def update(self, account: uuid.UUID, session_id: uuid.UUID, name: str, edit: Edit) -> Fact:
+    async def update(self, principal: Principal, session_id: uuid.UUID, name: str, edit: Edit) -> Fact:
         field = "fact.source_ref"
-        async with self._db.transaction(account) as conn:
+        async with self._db.transaction(principal.account_id) as conn:
             row = await lifecycle.find(conn, session_id, lock=True)
             fact = await find(conn, name, field="fact.name")
-            lifecycle.require_active(row)
+            lifecycle.require_writable(row, principal)
             require_not_deleted(fact)
             if edit.change_source_ref:
                 require_ref(fact.source, edit.source_ref, field)
@@ -141,12 +141,12 @@ class Facts:
             await storage.bump_state(conn, session_id)
         return fact
 
-    async def set_deleted(self, account: uuid.UUID, name: str, *, deleted: bool) -> Fact:
+    async def set_deleted(self, principal: Principal, name: str, *, deleted: bool) -> Fact:
         session_id, _ = child_ids(name, FACT, "fact")
-        async with self._db.transaction(account) as conn:
+        async with self._db.transaction(principal.account_id) as conn:
             row = await lifecycle.find(conn, session_id, lock=True)
             fact = await find(conn, name)
-            lifecycle.require_active(row)
+            lifecycle.require_writable(row, principal)
             if not needs_change(fact, deleted=deleted):
                 return fact
             fact = await storage.set_fact_deleted(conn, fact.id, self._clock() if deleted else None)

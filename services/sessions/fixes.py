@@ -41,12 +41,12 @@ class Fixes:
     async def suggest(self, principal: Principal, session_id: uuid.UUID) -> Fix:
         async with self._db.transaction(principal.account_id) as conn:
             row = await lifecycle.find(conn, session_id)
-            lifecycle.require_active(row)
+            lifecycle.require_writable(row, principal)
             ctx = await notes.context(conn, row)
         prefs = await self._settings.preferences()
         suggestion = await self._ai.suggest_fix(ctx, prefs)
         async with self._db.transaction(principal.account_id) as conn:
-            await lifecycle.find_active(conn, session_id)
+            await lifecycle.find_writable(conn, session_id, principal)
             await storage.supersede_active_fix(conn, session_id)
             fix = await storage.insert_fix(
                 conn,
@@ -99,7 +99,7 @@ class Fixes:
         async with self._db.transaction(principal.account_id) as conn:
             row = await lifecycle.find(conn, session_id, lock=True)
             fix = found(await storage.get_fix(conn, session_id, fix_id), "fix", name)
-            lifecycle.require_active(row)
+            lifecycle.require_writable(row, principal)
             decided = await storage.decide_fix(
                 conn,
                 fix_id,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TypedDict
 
+from services.core.auth import Principal
 from services.core.db import Database
 from services.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, found
 from services.sessions import lifecycle, storage
@@ -96,24 +97,24 @@ class Lane:
         row = await storage.read_session(self._db, account, session_id)
         return found(find(row.pending_task_lane, item_id) if row else None, "lane item", name)
 
-    async def add(self, account: uuid.UUID, session_id: uuid.UUID, item: LaneItem) -> None:
-        async with self._db.transaction(account) as conn:
-            row = await lifecycle.find_active(conn, session_id)
+    async def add(self, principal: Principal, session_id: uuid.UUID, item: LaneItem) -> None:
+        async with self._db.transaction(principal.account_id) as conn:
+            row = await lifecycle.find_writable(conn, session_id, principal)
             check_room(row.pending_task_lane)
             lane = [*row.pending_task_lane, item]
             check_size(lane)
             await storage.update_session(conn, session_id, lane=lane)
 
     async def update(
-        self, account: uuid.UUID, session_id: uuid.UUID, item_id: str, name: str, changes: Changes
+        self, principal: Principal, session_id: uuid.UUID, item_id: str, name: str, changes: Changes
     ) -> LaneItem:
-        async with self._db.transaction(account) as conn:
+        async with self._db.transaction(principal.account_id) as conn:
             row = await lifecycle.find(conn, session_id, lock=True)
             changes_at = self._clock().isoformat()
             lane, item = found(
                 changed(row.pending_task_lane, item_id, changes, changes_at), "lane item", name
             )
-            lifecycle.require_active(row)
+            lifecycle.require_writable(row, principal)
             check_size(lane)
             await storage.update_session(conn, session_id, lane=lane)
         return item

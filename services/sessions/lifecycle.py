@@ -1,11 +1,14 @@
 """A session's life: created for a ticket (or the user's active session on it
-resumed), its title and problem changed under its etag, and its one move out
-of ``active``: resolved, escalated or abandoned.
+resumed, or the one an L1 escalation opened handed over), its title and
+problem changed under its etag, who works it (claimed, assigned: the rules
+are :mod:`services.sessions.handoff`'s), and its one move out of ``active``:
+resolved, escalated or abandoned, by a person or by the stale-session sweep.
 
 Every change locks the session row first (``SELECT … FOR UPDATE``), checks
-that the session is active and bumps ``state_version`` in the same
-transaction. A resolve also queues the session's working scripts for the
-library (:mod:`services.sessions.drafts`) in that transaction.
+that the caller may change it (:func:`handoff.require_worker`) and that it is
+active, and bumps ``state_version`` in the same transaction. A resolve also
+queues the session's working scripts for the library
+(:mod:`services.sessions.drafts`) in that transaction.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from services.core.auth import Principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
 from services.core.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument, found
-from services.sessions import storage
+from services.sessions import handoff, storage
 from services.sessions.drafts import queue as queue_drafts
+from services.sessions.handoff import Assignment
 from services.sessions.rows import Session
 from services.sessions.storage import Connection
 
@@ -94,6 +98,21 @@ async def find_active(conn: Connection, session_id: uuid.UUID) -> Session:
     return row
 
 
+def require_writable(session: Session, principal: Principal) -> None:
+    """A change needs someone who works the session (PERMISSION_DENIED) and
+    an active session (FAILED_PRECONDITION), in that order."""
+    handoff.require_worker(session, principal)
+    require_active(session)
+
+
+async def find_writable(conn: Connection, session_id: uuid.UUID, principal: Principal) -> Session:
+    """The session locked for ``principal``'s change: NOT_FOUND,
+    PERMISSION_DENIED unless they work it, FAILED_PRECONDITION unless active."""
+    row = await find(conn, session_id, lock=True)
+    require_writable(row, principal)
+    return row
+
+
 @dataclass(frozen=True, slots=True)
 class NewSession:
     ticket_ref: str
@@ -106,6 +125,8 @@ class NewSession:
     request_id: uuid.UUID | None = None
     # Who sent the request and what it asked (services.core.requests).
     fingerprint: str = ""
+    # The L1 walk escalating into it (walks service id, recorded as given).
+    escalated_walk: uuid.UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +146,8 @@ class Created:
     replayed: bool = False
     # The user's active session on the ticket, returned instead of a new one.
     resumed: bool = False
+    # ... and it is the one an L1 escalation opened (resumed too).
+    handed_over: bool = False
 
 
 class Lifecycle:
@@ -151,12 +174,12 @@ class Lifecycle:
                 if earlier is not None:
                     requests.check_replay(earlier.request_fingerprint, new.fingerprint)
                     return Created(earlier, replayed=True)
-            if not new.force_new:
-                active = await storage.active_session_for(
-                    conn, user_id=principal.user_id, ticket_ref=new.ticket_ref
-                )
-                if active is not None:
-                    return Created(active, resumed=True)
+            if not (new.force_new or new.escalated_walk):
+                waiting = await self._waiting(conn, principal, new.ticket_ref)
+                if waiting is not None:
+                    return waiting
+            creator = handoff.person(principal)
+            assignee = handoff.first_assignee(creator, escalated=new.escalated_walk is not None)
             row = await storage.insert_session(
                 conn,
                 account_id=principal.account_id,
@@ -168,6 +191,10 @@ class Lifecycle:
                 created_by=principal.user_id,
                 request_id=new.request_id,
                 request_fingerprint=new.fingerprint if new.request_id is not None else None,
+                created_by_name=creator.name,
+                assignee=assignee.id if assignee else None,
+                assignee_name=assignee.name if assignee else None,
+                escalated_walk_id=new.escalated_walk,
             )
             now = self._clock()
             for (text, source), create_time in zip(new.facts, fact_times(now, len(new.facts)), strict=True):
@@ -184,6 +211,19 @@ class Lifecycle:
                 )
         return Created(row)
 
+    @staticmethod
+    async def _waiting(conn: Connection, principal: Principal, ticket_ref: str) -> Created | None:
+        """What opening the ticket returns instead of a new session: the
+        caller's own active session on it, else the one an L1 escalation
+        opened there (handed over, whoever it is assigned to)."""
+        own = await storage.active_session_for(conn, user_id=principal.user_id, ticket_ref=ticket_ref)
+        if own is not None:
+            return Created(own, resumed=True)
+        escalated = await storage.escalated_session_on(conn, ticket_ref=ticket_ref)
+        if escalated is not None:
+            return Created(escalated, resumed=True, handed_over=True)
+        return None
+
     async def get(self, account: uuid.UUID, session_id: uuid.UUID) -> Session:
         return found(
             await storage.read_session(self._db, account, session_id), "session", f"sessions/{session_id}"
@@ -198,17 +238,50 @@ class Lifecycle:
         after: tuple[datetime, uuid.UUID] | None,
         limit: int,
         whole_lanes: bool,
+        assignee: uuid.UUID | None = None,
+        unassigned: bool = False,
     ) -> list[Session]:
         async with self._db.transaction(account) as conn:
             return await storage.list_sessions(
-                conn, status=status, ticket_ref=ticket_ref, after=after, limit=limit, whole_lanes=whole_lanes
+                conn,
+                status=status,
+                ticket_ref=ticket_ref,
+                after=after,
+                limit=limit,
+                whole_lanes=whole_lanes,
+                assignee=assignee,
+                unassigned=unassigned,
             )
 
-    async def update(self, account: uuid.UUID, session_id: uuid.UUID, edit: Edit) -> Session:
-        async with self._db.transaction(account) as conn:
-            row = await find_active(conn, session_id)
+    async def update(self, principal: Principal, session_id: uuid.UUID, edit: Edit) -> Session:
+        async with self._db.transaction(principal.account_id) as conn:
+            row = await find_writable(conn, session_id, principal)
             check_etag(row, edit.etag)
             return await storage.update_session(conn, session_id, title=edit.title, problem=edit.problem)
+
+    async def claim(self, principal: Principal, session_id: uuid.UUID, etag: int | None) -> Session:
+        """The session, taken by ``principal`` (:func:`handoff.claimed`)."""
+        async with self._db.transaction(principal.account_id) as conn:
+            row = await find_active(conn, session_id)
+            check_etag(row, etag)
+            after = handoff.claimed(row, principal)
+            if after is None:
+                return row
+            return await storage.set_assignee(conn, session_id, assignee=after.id, name=after.name)
+
+    async def assign(
+        self, principal: Principal, session_id: uuid.UUID, assignment: Assignment, etag: int | None
+    ) -> Session:
+        """The session, assigned as a team admin asked (:func:`handoff.assigned`)."""
+        async with self._db.transaction(principal.account_id) as conn:
+            row = await find_active(conn, session_id)
+            check_etag(row, etag)
+            changes, after = handoff.assigned(row, principal, assignment)
+            if not changes:
+                return row
+            return await storage.set_assignee(
+                conn, session_id, assignee=after.id if after else None, name=after.name if after else None
+            )
 
     async def drafts_scripts(self) -> bool:
         """Whether a resolve sends the session's working scripts to the library
@@ -220,44 +293,49 @@ class Lifecycle:
     ) -> Session:
         """Resolves the session; with ``draft_scripts``, its working scripts go to the library."""
         return await self._end(
-            principal.account_id,
+            principal,
             session_id,
             "resolved",
-            principal=principal if draft_scripts else None,
+            draft_scripts=draft_scripts,
             resolution_summary=summary,
         )
 
-    async def escalate(self, account: uuid.UUID, session_id: uuid.UUID, reason: str) -> Session:
-        return await self._end(account, session_id, "escalated", escalation_reason=reason)
+    async def escalate(self, principal: Principal, session_id: uuid.UUID, reason: str) -> Session:
+        return await self._end(principal, session_id, "escalated", escalation_reason=reason)
 
-    async def abandon(self, account: uuid.UUID, session_id: uuid.UUID) -> Session:
-        return await self._end(account, session_id, "abandoned")
+    async def abandon(self, principal: Principal, session_id: uuid.UUID) -> Session:
+        return await self._end(principal, session_id, "abandoned")
 
     async def _end(
         self,
-        account: uuid.UUID,
+        principal: Principal,
         session_id: uuid.UUID,
         status: str,
         *,
-        principal: Principal | None = None,
+        draft_scripts: bool = False,
         resolution_summary: str | None = None,
         escalation_reason: str | None = None,
     ) -> Session:
-        """Moves the session to ``status``; with ``principal``, queues its
-        scripts as drafts by them in the same transaction."""
+        """Moves the session to ``status``, ``principal`` recorded as its
+        closer; with ``draft_scripts``, queues its scripts as drafts by them
+        in the same transaction."""
         queued = False
-        async with self._db.transaction(account) as conn:
+        closer = handoff.person(principal)
+        async with self._db.transaction(principal.account_id) as conn:
             row = await find(conn, session_id, lock=True)
+            handoff.require_worker(row, principal)
             check_transition(row, status)
             row = await storage.end_session(
                 conn,
                 session_id,
                 status=status,
                 end_time=self._clock(),
+                closed_by=closer.id,
+                closed_by_name=closer.name,
                 resolution_summary=resolution_summary,
                 escalation_reason=escalation_reason,
             )
-            if principal is not None:
+            if draft_scripts:
                 queued = await queue_drafts(conn, row, principal)
         if queued and self._kick is not None:
             self._kick()

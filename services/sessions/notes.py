@@ -30,7 +30,7 @@ from services.core.auth import Principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
 from services.core.errors import Aborted, FailedPrecondition
-from services.sessions import lifecycle, storage
+from services.sessions import handoff, lifecycle, storage
 from services.sessions.rows import Fact, Fix, LaneItem, NoteKind, NoteRevision, Preview, Session
 from services.sessions.storage import Connection
 
@@ -228,12 +228,14 @@ class Notes:
                 row = await lifecycle.find(conn, session_id)
                 if await storage.revision_by_external_id(conn, session_id, kind, external_id):
                     return row
+            handoff.require_worker(row, principal)
             check_correction(row, kind)
             preview, _ = await self.preview(account, session_id, kind)
             async with self._db.transaction(account) as conn:
                 row = await lifecycle.find(conn, session_id, lock=True)
                 if await storage.revision_by_external_id(conn, session_id, kind, external_id):
                     return row
+                handoff.require_worker(row, principal)
                 check_correction(row, kind)
                 if row.state_version != preview.state_version:
                     continue  # changed while the note was written: write it again

@@ -13,6 +13,8 @@ FIX = "sessions/{session}/fixes/{fix}"
 LANE_ITEM = "sessions/{session}/laneItems/{lane_item}"
 NOTE_REVISION = "sessions/{session}/noteRevisions/{note_revision}"
 DEAD_LETTER = "deadLetters/{dead_letter}"
+# The walks service's walk (an escalated session records it; never read here).
+WALK = "walks/{walk}"
 
 
 def session_id(name: str, *, field: str = "name") -> uuid.UUID:

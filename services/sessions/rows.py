@@ -74,6 +74,8 @@ class Session:
     closed_by: uuid.UUID | None = None
     closed_by_name: str | None = None
     escalated_walk_id: uuid.UUID | None = None
+    # Why the service abandoned it (the stale-session sweep).
+    abandon_reason: str | None = None
 
     def posting(self, kind: NoteKind) -> Posting:
         return self.resolution_note if kind is NoteKind.RESOLUTION_NOTE else self.escalation_package

@@ -1,6 +1,10 @@
-"""Assembles the sessions service: configuration, database, AI, settings client, server."""
+"""Assembles the sessions service: configuration, database, AI, settings client,
+outbox delivery, stale-session sweep, server."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from flowpilot.library.v1 import library_pb2_grpc
 from flowpilot.sessions.v1 import sessions_pb2, sessions_pb2_grpc
@@ -14,6 +18,7 @@ from services.core.db import Database
 from services.core.server import GrpcServer, Registration, credential_from
 from services.sessions.outbox import OutboxDelivery
 from services.sessions.servicer import SessionsServicer
+from services.sessions.sweep import StaleSessionSweep
 
 DOMAIN = "sessions.flowpilot.internal"
 SERVICE_NAME = sessions_pb2.DESCRIPTOR.services_by_name["SessionsService"].full_name
@@ -33,9 +38,17 @@ class SessionsConfig(SettingsClientConfig):
     outbox_max_attempts: int = Field(default=12, ge=1, le=1000)
     # How often the outbox's figures (backlog, oldest pending, dead letters) are read for metrics.
     outbox_stats_seconds: float = Field(default=15.0, gt=0, le=3600)
+    # How often stale sessions are swept (per account: sessions.stale_after_hours).
+    sweep_interval_seconds: float = Field(default=300.0, gt=0)
 
 
-def build(config: SessionsConfig, db: Database, *, ai: AI | None = None) -> GrpcServer:
+def build(
+    config: SessionsConfig,
+    db: Database,
+    *,
+    ai: AI | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> GrpcServer:
     settings, settings_channel = clients.settings_reader(
         config.settings_address, ttl_seconds=config.settings_cache_seconds
     )
@@ -50,7 +63,10 @@ def build(config: SessionsConfig, db: Database, *, ai: AI | None = None) -> Grpc
         max_attempts=config.outbox_max_attempts,
         stats_seconds=config.outbox_stats_seconds,
     )
-    servicer = SessionsServicer(db, ai or make_ai(), settings, outbox=delivery)
+    sweep = StaleSessionSweep(
+        db, settings, credential_from(config), interval_seconds=config.sweep_interval_seconds, clock=clock
+    )
+    servicer = SessionsServicer(db, ai or make_ai(), settings, outbox=delivery, clock=clock)
 
     async def close() -> None:
         await settings_channel.close()
@@ -64,7 +80,7 @@ def build(config: SessionsConfig, db: Database, *, ai: AI | None = None) -> Grpc
                 SERVICE_NAME, lambda s: sessions_pb2_grpc.add_SessionsServiceServicer_to_server(servicer, s)
             )
         ],
-        background=[delivery.runner, delivery.stats_runner],
+        background=[delivery.runner, delivery.stats_runner, sweep.runner],
         database=db,
         on_stop=[close, db.dispose],
     )

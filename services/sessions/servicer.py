@@ -79,7 +79,9 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         session = convert.session(result.session)
         if not (result.replayed or result.resumed):
             created(session.name)
-        return pb.CreateSessionResponse(session=session, resumed=result.resumed)
+        return pb.CreateSessionResponse(
+            session=session, resumed=result.resumed, handed_over=result.handed_over
+        )
 
     async def GetSession(self, request: pb.GetSessionRequest, context: Context) -> pb.Session:
         row = await self._lifecycle.get(_account(), session_id(request.name))
@@ -91,10 +93,16 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         full = request.view == pb.SESSION_VIEW_FULL
         pagination.page_size(request.page_size)  # a bad page size is named before a bad status
         status = convert.SESSION_STATUS.db(request.status) if request.status else None
+        assignee = convert.assignee_filter(request, me=current_principal().user_id)
+        query: dict[str, object] = {"status": status, "ticket_ref": request.ticket_ref}
+        if assignee is not None:
+            query["assignee"] = str(assignee)  # `me` signed as the caller's id
+        if request.unassigned:
+            query["unassigned"] = True
         paging = pagination.paging(
             request,
             current_principal().account_id,
-            {"status": status, "ticket_ref": request.ticket_ref},
+            query,
             first=datetime.fromisoformat,
             max_page_size=FULL_PAGE_SIZE if full else pagination.MAX_PAGE_SIZE,
         )
@@ -105,6 +113,8 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
             after=paging.after,
             limit=paging.fetch,
             whole_lanes=full,
+            assignee=assignee,
+            unassigned=request.unassigned,
         )
         sessions = convert.session_page(rows, paging.limit, full=full)
         # The next page starts after the last session shown, which may be before the limit.
@@ -113,7 +123,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
 
     async def UpdateSession(self, request: pb.UpdateSessionRequest, context: Context) -> pb.Session:
         sid, edit = convert.session_edit(request)
-        return convert.session(await self._lifecycle.update(_account(), sid, edit))
+        return convert.session(await self._lifecycle.update(current_principal(), sid, edit))
 
     async def ResolveSession(self, request: pb.ResolveSessionRequest, context: Context) -> pb.Session:
         summary = validation.nonblank(request.summary, "summary")
@@ -125,10 +135,11 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
 
     async def EscalateSession(self, request: pb.EscalateSessionRequest, context: Context) -> pb.Session:
         reason = validation.nonblank(request.reason, "reason")
-        return convert.session(await self._lifecycle.escalate(_account(), session_id(request.name), reason))
+        row = await self._lifecycle.escalate(current_principal(), session_id(request.name), reason)
+        return convert.session(row)
 
     async def AbandonSession(self, request: pb.AbandonSessionRequest, context: Context) -> pb.Session:
-        return convert.session(await self._lifecycle.abandon(_account(), session_id(request.name)))
+        return convert.session(await self._lifecycle.abandon(current_principal(), session_id(request.name)))
 
     # --- task lane ---------------------------------------------------------------
 
@@ -141,7 +152,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         item = convert.new_lane_item(
             request.lane_item, item_id=str(uuid.uuid4()), now=self._clock().isoformat()
         )
-        await self._lane.add(_account(), sid, item)
+        await self._lane.add(current_principal(), sid, item)
         lane_item = convert.lane_item(sid, item)
         created(lane_item.name)
         return lane_item
@@ -157,7 +168,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
             prefix="lane_item",
         )
         item = await self._lane.update(
-            _account(), sid, item_id, given.name, convert.lane_changes(given, paths)
+            current_principal(), sid, item_id, given.name, convert.lane_changes(given, paths)
         )
         return convert.lane_item(sid, item)
 
@@ -184,13 +195,13 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
 
     async def UpdateFact(self, request: pb.UpdateFactRequest, context: Context) -> pb.Fact:
         sid, edit = convert.fact_edit(request)
-        return convert.fact(await self._facts.update(_account(), sid, request.fact.name, edit))
+        return convert.fact(await self._facts.update(current_principal(), sid, request.fact.name, edit))
 
     async def DeleteFact(self, request: pb.DeleteFactRequest, context: Context) -> pb.Fact:
-        return convert.fact(await self._facts.set_deleted(_account(), request.name, deleted=True))
+        return convert.fact(await self._facts.set_deleted(current_principal(), request.name, deleted=True))
 
     async def UndeleteFact(self, request: pb.UndeleteFactRequest, context: Context) -> pb.Fact:
-        return convert.fact(await self._facts.set_deleted(_account(), request.name, deleted=False))
+        return convert.fact(await self._facts.set_deleted(current_principal(), request.name, deleted=False))
 
     # --- fixes ---------------------------------------------------------------------
 
@@ -240,10 +251,15 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
     # --- handoff ----------------------------------------------------------------------
 
     async def ClaimSession(self, request: pb.ClaimSessionRequest, context: Context) -> pb.Session:
-        return await super().ClaimSession(request, context)  # type: ignore  # in progress
+        sid = session_id(request.name)
+        etag = ids.parse_etag(request.etag, field="etag")
+        return convert.session(await self._lifecycle.claim(current_principal(), sid, etag))
 
     async def AssignSession(self, request: pb.AssignSessionRequest, context: Context) -> pb.Session:
-        return await super().AssignSession(request, context)  # type: ignore  # in progress
+        sid = session_id(request.name)
+        assignment = convert.assignment(request)
+        etag = ids.parse_etag(request.etag, field="etag")
+        return convert.session(await self._lifecycle.assign(current_principal(), sid, assignment, etag))
 
     # --- notes and packages ---------------------------------------------------------
 

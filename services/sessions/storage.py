@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Row, and_, func, literal, literal_column, select, text, tuple_, update
+from sqlalchemy import Row, and_, func, literal, literal_column, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -91,6 +91,7 @@ def _session(row: _Row) -> Session:
         closed_by=row.closed_by,
         closed_by_name=row.closed_by_name,
         escalated_walk_id=row.escalated_walk_id,
+        abandon_reason=row.abandon_reason,
     )
 
 
@@ -118,9 +119,15 @@ async def insert_session(
     created_by: uuid.UUID,
     request_id: uuid.UUID | None,
     request_fingerprint: str | None,
+    created_by_name: str | None = None,
+    assignee: uuid.UUID | None = None,
+    assignee_name: str | None = None,
+    escalated_walk_id: uuid.UUID | None = None,
 ) -> Session:
-    """A new session; ALREADY_EXISTS (``REQUEST_ID_REUSED``) when its request
-    id is taken, which the caller's lock cannot see: another ticket's request."""
+    """A new session; ALREADY_EXISTS when its request id is taken, which the
+    caller's lock cannot see (another ticket's request: ``REQUEST_ID_REUSED``),
+    or when another session names the same escalated walk
+    (``WALK_ALREADY_ESCALATED``)."""
     query = (
         insert(S)
         .values(
@@ -133,12 +140,20 @@ async def insert_session(
             created_by=created_by,
             request_id=request_id,
             request_fingerprint=request_fingerprint,
+            created_by_name=created_by_name,
+            assignee=assignee,
+            assignee_name=assignee_name,
+            escalated_walk_id=escalated_walk_id,
         )
         .returning(S)
     )
     try:
         return _session((await conn.execute(query)).one())
     except IntegrityError as exc:
+        if "ai_sessions_escalated_walk_key" in str(exc.orig):
+            raise AlreadyExists(
+                f"walks/{escalated_walk_id} already opened a session", reason="WALK_ALREADY_ESCALATED"
+            ) from exc
         if "ai_sessions_request_id_key" not in str(exc.orig):
             raise
         raise AlreadyExists(
@@ -148,9 +163,23 @@ async def insert_session(
 
 
 async def active_session_for(conn: AsyncConnection, *, user_id: uuid.UUID, ticket_ref: str) -> Session | None:
+    """The user's newest active session on the ticket: one assigned to them,
+    or one they created that nobody is assigned to (what they may work on)."""
+    theirs = or_(S.c.assignee == user_id, and_(S.c.assignee.is_(None), S.c.created_by == user_id))
     query = (
         select(S)
-        .where(S.c.created_by == user_id, S.c.ticket_ref == ticket_ref, S.c.status == "active")
+        .where(S.c.ticket_ref == ticket_ref, S.c.status == "active", theirs)
+        .order_by(S.c.create_time.desc())
+        .limit(1)
+    )
+    return _maybe_session((await conn.execute(query)).first())
+
+
+async def escalated_session_on(conn: AsyncConnection, *, ticket_ref: str) -> Session | None:
+    """The newest active session an escalated walk opened on the ticket."""
+    query = (
+        select(S)
+        .where(S.c.ticket_ref == ticket_ref, S.c.status == "active", S.c.escalated_walk_id.is_not(None))
         .order_by(S.c.create_time.desc())
         .limit(1)
     )
@@ -206,13 +235,21 @@ async def list_sessions(
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
     whole_lanes: bool = False,
+    assignee: uuid.UUID | None = None,
+    unassigned: bool = False,
 ) -> list[Session]:
+    """A page newest first; ``assignee`` or ``unassigned`` (the team queue)
+    are read through ``ai_sessions_by_assignee``."""
     columns = list(S.c) if whole_lanes else _BASIC_COLUMNS
     query = select(*columns).order_by(S.c.create_time.desc(), S.c.id.desc()).limit(limit)
     if status:
         query = query.where(S.c.status == status)
     if ticket_ref:
         query = query.where(S.c.ticket_ref == ticket_ref)
+    if assignee is not None:
+        query = query.where(S.c.assignee == assignee)
+    if unassigned:
+        query = query.where(S.c.assignee.is_(None))
     if after:
         query = query.where(tuple_(S.c.create_time, S.c.id) < tuple_(literal(after[0]), literal(after[1])))
     return [_session(row) for row in (await conn.execute(query)).all()]
@@ -258,16 +295,85 @@ async def end_session(
     *,
     status: str,
     end_time: datetime,
+    closed_by: uuid.UUID,
+    closed_by_name: str | None,
     resolution_summary: str | None = None,
     escalation_reason: str | None = None,
 ) -> Session:
     """Moves a session out of active (the given texts set, the others unchanged)."""
-    values: dict[Any, Any] = {S.c.status: status, S.c.end_time: end_time}
+    values: dict[Any, Any] = {
+        S.c.status: status,
+        S.c.end_time: end_time,
+        S.c.closed_by: closed_by,
+        S.c.closed_by_name: closed_by_name,
+    }
     if resolution_summary is not None:
         values[S.c.resolution_summary] = resolution_summary
     if escalation_reason is not None:
         values[S.c.escalation_reason] = escalation_reason
     return await _update_session(conn, session_id, values)
+
+
+async def set_assignee(
+    conn: AsyncConnection, session_id: uuid.UUID, *, assignee: uuid.UUID | None, name: str | None
+) -> Session:
+    """Changes who works the session (None: nobody, the team queue); the
+    notes name them, so the state version moves."""
+    return await _update_session(conn, session_id, {S.c.assignee: assignee, S.c.assignee_name: name})
+
+
+async def abandon_stale(
+    conn: AsyncConnection,
+    *,
+    idle_since: datetime,
+    end_time: datetime,
+    closed_by: uuid.UUID,
+    closed_by_name: str,
+    reason: str,
+    limit: int,
+) -> int:
+    """Abandons up to ``limit`` of the account's active sessions unchanged
+    since ``idle_since`` (their state version moves); returns how many.
+
+    Rows another transaction holds are skipped (they are being changed, so
+    not stale); a row changed while this waited is re-checked by PostgreSQL
+    and left alone."""
+    stale = (
+        select(S.c.id)
+        .where(S.c.status == "active", S.c.update_time < idle_since)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    result = await conn.execute(
+        update(S)
+        .where(S.c.id.in_(stale), S.c.status == "active", S.c.update_time < idle_since)
+        .values(
+            {
+                S.c.status: "abandoned",
+                S.c.end_time: end_time,
+                S.c.closed_by: closed_by,
+                S.c.closed_by_name: closed_by_name,
+                S.c.abandon_reason: reason,
+                S.c.state_version: S.c.state_version + 1,
+                S.c.update_time: func.now(),
+            }
+        )
+        .returning(S.c.id)
+    )
+    return len(result.all())
+
+
+async def accounts_with_stale_sessions(
+    conn: AsyncConnection, *, idle_since: datetime, limit: int = 10_000
+) -> list[uuid.UUID]:
+    """Every account with an active session unchanged since ``idle_since``,
+    through ``sessions.accounts_with_stale_sessions`` (account ids only)."""
+    rows = await conn.execute(
+        text("SELECT * FROM sessions.accounts_with_stale_sessions(:since, :n)"),
+        {"since": idle_since, "n": limit},
+    )
+    return list(rows.scalars().all())
 
 
 async def record_posting(

@@ -74,6 +74,8 @@ ai_sessions = Table(
     Column("closed_by_name", String(200), nullable=True),
     # The L1 walk whose escalation opened it (walks service id; no foreign key).
     Column("escalated_walk_id", UUID(as_uuid=True), nullable=True),
+    # Why the service abandoned it (the stale-session sweep).
+    Column("abandon_reason", Text, nullable=True),
     PrimaryKeyConstraint("account_id", "id", name="ai_sessions_pkey"),
     UniqueConstraint("account_id", "request_id", name="ai_sessions_request_id_key"),
     CheckConstraint("ticket_kind IN ('psa', 'internal')", name="ai_sessions_ticket_kind"),
@@ -89,6 +91,21 @@ ai_sessions = Table(
         "account_id",
         "created_by",
         "ticket_ref",
+        postgresql_where=text("status = 'active'"),
+    ),
+    # One session per escalated walk (sessions_0010).
+    Index(
+        "ai_sessions_escalated_walk_key",
+        "account_id",
+        "escalated_walk_id",
+        unique=True,
+        postgresql_where=text("escalated_walk_id IS NOT NULL"),
+    ),
+    # The stale-session sweep: active sessions by last change (sessions_0010).
+    Index(
+        "ai_sessions_active_by_update_time",
+        "account_id",
+        "update_time",
         postgresql_where=text("status = 'active'"),
     ),
 )

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from flowpilot.sessions.v1 import sessions_pb2 as pb
 
+from services.core.auth import Role
 from tests.sessions.helpers import Caller, mask
 from tests.support import Keys, failure
 
@@ -89,6 +90,10 @@ CALLS: dict[str, Callable[[Caller, dict[str, str]], Awaitable[Any]]] = {
         "EscalateSession", pb.EscalateSessionRequest(name=n["session"], reason="r")
     ),
     "abandon": lambda c, n: c.call("AbandonSession", pb.AbandonSessionRequest(name=n["session"])),
+    "claim": lambda c, n: c.call("ClaimSession", pb.ClaimSessionRequest(name=n["session"])),
+    "assign": lambda c, n: c.as_role(Role.TEAM_ADMIN).call(
+        "AssignSession", pb.AssignSessionRequest(name=n["session"], assignee=str(c.user))
+    ),
     "preview note": lambda c, n: c.call(
         "PreviewResolutionNote", pb.PreviewResolutionNoteRequest(name=n["session"])
     ),
