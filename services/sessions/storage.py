@@ -336,18 +336,22 @@ async def abandon_stale(
     since ``idle_since`` (their state version moves); returns how many.
 
     Rows another transaction holds are skipped (they are being changed, so
-    not stale); a row changed while this waited is re-checked by PostgreSQL
-    and left alone."""
+    not stale). The batch is picked once, in a materialized CTE: as a
+    subquery (``id IN (… LIMIT n FOR UPDATE SKIP LOCKED)``) a nested-loop
+    plan rescans it, each rescan skipping the rows the statement has just
+    updated and locking the next ones, so a batch of 500 abandoned every
+    stale session at once, in seconds (measured: 4,980 in 8.5 s)."""
     stale = (
         select(S.c.id)
         .where(S.c.status == "active", S.c.update_time < idle_since)
         .limit(limit)
         .with_for_update(skip_locked=True)
-        .scalar_subquery()
+        .cte("stale")
+        .prefix_with("MATERIALIZED")
     )
     result = await conn.execute(
         update(S)
-        .where(S.c.id.in_(stale), S.c.status == "active", S.c.update_time < idle_since)
+        .where(S.c.id == stale.c.id, S.c.status == "active")
         .values(
             {
                 S.c.status: "abandoned",

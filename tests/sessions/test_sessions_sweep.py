@@ -24,6 +24,8 @@ from services.core.background import Periodic
 from services.core.clients import SettingsReader
 from services.core.db import Database
 from services.core.server import GrpcServer
+from services.sessions import storage
+from services.sessions.handoff import SWEEP
 from services.sessions.sweep import StaleSessionSweep
 from tests.conftest import FakeClock
 from tests.sessions.helpers import Caller
@@ -143,6 +145,33 @@ async def test_a_change_keeps_a_session_from_going_stale(
     assert await sweep.sweep_account(credential.principal_for(me.account)) == (1, 72)
     assert (await me.get(worked)).status == pb.SESSION_STATUS_ACTIVE
     assert (await me.get(left)).status == pb.SESSION_STATUS_ABANDONED
+
+
+async def test_one_transaction_abandons_at_most_its_batch(
+    sessions_channel: grpc.aio.Channel,
+    keys: Keys,
+    database: RunDatabase,
+    sweep_parts: tuple[Database, SettingsReader, ServiceCredential],
+) -> None:
+    db, _, _ = sweep_parts
+    me = Caller(sessions_channel, keys)
+    for _ in range(5):
+        await _backdate(database, await me.session(), 100)
+    swept = []
+    for _ in range(3):
+        async with db.transaction(me.account) as conn:
+            swept.append(
+                await storage.abandon_stale(
+                    conn,
+                    idle_since=FakeClock().now - timedelta(hours=72),
+                    end_time=FakeClock().now,
+                    closed_by=SWEEP.id,
+                    closed_by_name="sweep",
+                    reason="stale",
+                    limit=2,
+                )
+            )
+    assert swept == [2, 2, 1]
 
 
 async def test_a_round_finds_accounts_through_the_narrow_function_and_survives_a_failing_one(
