@@ -140,14 +140,17 @@ def replace_definer_function(signature: str, definition: str) -> None:
     op.execute(f'SET ROLE "{_opt("flowpilot_owner_role")}"')
 
 
-def across_tenants(qualified: str, statement: str) -> None:
-    """Runs a data migration over every account's rows of ``qualified``.
+def across_tenants(tables: tuple[str, ...], *statements: str) -> None:
+    """Runs a data migration over every account's rows of ``tables``.
 
-    Row-level security is forced on the owner too, so as the owner the
+    Row-level security is forced on the owner too, so as the owner a
     statement would see no row at all (and change nothing, silently). FORCE is
-    lifted for the statement and set again in the same transaction; the
-    ALTER TABLE holds the table's lock until the migration commits, so
+    lifted for the statements and set again in the same transaction; the
+    ALTER TABLE holds each table's lock until the migration commits, so
     nothing else ever runs while it is lifted."""
-    op.execute(f"ALTER TABLE {qualified} NO FORCE ROW LEVEL SECURITY")
-    op.execute(statement)
-    op.execute(f"ALTER TABLE {qualified} FORCE ROW LEVEL SECURITY")
+    for table in tables:
+        op.execute(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")
+    for statement in statements:
+        op.execute(statement)
+    for table in tables:
+        op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")

@@ -1,6 +1,7 @@
 """sessions: handoff rules in the data (sessions worked by their creator
-assigned to them, one session per escalated walk) and the stale-session sweep
-(its index, its narrow cross-tenant function, and the reason it records).
+assigned to them, one session per escalated walk), the stale-session sweep
+(its index, its narrow cross-tenant function, and the reason it records), and
+the note revisions sessions_0009 meant to record but could not see.
 
 Revision ID: sessions_0010
 Revises: sessions_0009
@@ -20,6 +21,20 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 READS = {"sessions.ai_sessions": "account_id, status, update_time"}
+POSTED_BEFORE_REVISIONS = [
+    f"""INSERT INTO sessions.note_revisions
+            (account_id, id, session_id, kind, revision, text, format, state_version,
+             external_id, post_time, posted_by)
+        SELECT account_id, gen_random_uuid(), id, '{kind}', 1, coalesce({kind}_markdown, ''), 'markdown',
+               coalesce({kind}_state_version, 0), {kind}_external_id, coalesce({kind}_post_time, now()), created_by
+        FROM sessions.ai_sessions
+        WHERE {kind}_external_id IS NOT NULL AND {kind}_revision IS NULL"""
+    for kind in ("resolution_note", "escalation_package")
+] + [
+    f"""UPDATE sessions.ai_sessions SET {kind}_revision = 1
+        WHERE {kind}_external_id IS NOT NULL AND {kind}_revision IS NULL"""
+    for kind in ("resolution_note", "escalation_package")
+]
 SIGNATURE = "sessions.accounts_with_stale_sessions(idle_since timestamptz, max_accounts integer)"
 
 
@@ -29,10 +44,14 @@ def upgrade() -> None:
     # walks' sessions wait unassigned in the team queue. Every session so far
     # was its creator's (escalations too: the L1 technician owned them).
     across_tenants(
-        "sessions.ai_sessions",
+        ("sessions.ai_sessions",),
         """UPDATE sessions.ai_sessions SET assignee = created_by, assignee_name = created_by_name
            WHERE assignee IS NULL AND escalated_walk_id IS NULL""",
     )
+    # sessions_0009 meant to record the notes and packages posted before it
+    # as their revision 1, but ran as the owner under forced RLS and saw no
+    # session: done here, for those still without a revision.
+    across_tenants(("sessions.ai_sessions", "sessions.note_revisions"), *POSTED_BEFORE_REVISIONS)
     # One session per escalated walk: a retried escalation replays its
     # request id; another session naming the same walk is refused.
     op.create_index(
