@@ -183,7 +183,7 @@ class Notes:
         async with self._db.transaction(account) as conn:
             row = await lifecycle.find(conn, session_id)
             cached = await storage.get_preview(
-                conn, session_id, kind=kind, state_version=row.state_version, fmt=fmt
+                conn, session_id, kind=kind, state_version=row.state_version, fmt=fmt, time_zone=zone.key
             )
             ctx = None if cached is not None else await context(conn, row, zone)
         return row, cached, ctx
@@ -206,6 +206,7 @@ class Notes:
                 kind=kind,
                 state_version=row.state_version,
                 fmt=prefs.fmt,
+                time_zone=ctx.time_zone,
                 text=text,
                 model=model,
             )

@@ -448,7 +448,9 @@ def _revision(row: Row[Any]) -> NoteRevision:
 async def revision_by_external_id(
     conn: AsyncConnection, session_id: uuid.UUID, kind: NoteKind, external_id: str
 ) -> NoteRevision | None:
-    query = select(R).where(R.c.session_id == session_id, R.c.kind == kind.value, R.c.external_id == external_id)
+    query = select(R).where(
+        R.c.session_id == session_id, R.c.kind == kind.value, R.c.external_id == external_id
+    )
     row = (await conn.execute(query)).first()
     return None if row is None else _revision(row)
 
@@ -716,13 +718,20 @@ def _preview(row: Row[Any]) -> Preview:
 
 
 async def get_preview(
-    conn: AsyncConnection, session_id: uuid.UUID, *, kind: NoteKind, state_version: int, fmt: str
+    conn: AsyncConnection,
+    session_id: uuid.UUID,
+    *,
+    kind: NoteKind,
+    state_version: int,
+    fmt: str,
+    time_zone: str,
 ) -> Preview | None:
     query = select(P).where(
         P.c.session_id == session_id,
         P.c.kind == kind.value,
         P.c.state_version == state_version,
         P.c.format == fmt,
+        P.c.time_zone == time_zone,
     )
     row = (await conn.execute(query)).first()
     return None if row is None else _preview(row)
@@ -736,6 +745,7 @@ async def put_preview(
     kind: NoteKind,
     state_version: int,
     fmt: str,
+    time_zone: str,
     text: str,
     model: str,
 ) -> Preview:
@@ -748,6 +758,7 @@ async def put_preview(
             kind=kind.value,
             state_version=state_version,
             format=fmt,
+            time_zone=time_zone,
             text=text,
             model=model,
         )
@@ -757,6 +768,8 @@ async def put_preview(
     row = (await conn.execute(stmt)).first()
     if row is not None:
         return _preview(row)
-    existing = await get_preview(conn, session_id, kind=kind, state_version=state_version, fmt=fmt)
+    existing = await get_preview(
+        conn, session_id, kind=kind, state_version=state_version, fmt=fmt, time_zone=time_zone
+    )
     assert existing is not None
     return existing

@@ -192,7 +192,7 @@ session_suggested_fixes = Table(
 )
 
 # Generated notes and packages, one per (session, kind, state version,
-# format): an unchanged session is never sent to the model twice, across
+# format, time zone): an unchanged session is never sent to the model twice, across
 # restarts and replicas.
 note_previews = Table(
     "note_previews",
@@ -202,11 +202,13 @@ note_previews = Table(
     Column("kind", String(30), nullable=False),
     Column("state_version", Integer, nullable=False),
     Column("format", String(10), nullable=False),
+    # The notes.time_zone its times are in: another zone is another text.
+    Column("time_zone", String(64), nullable=False, server_default=text("'UTC'")),
     Column("text", Text, nullable=False),
     Column("model", String(100), nullable=False),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     PrimaryKeyConstraint(
-        "account_id", "session_id", "kind", "state_version", "format", name="note_previews_pkey"
+        "account_id", "session_id", "kind", "state_version", "format", "time_zone", name="note_previews_pkey"
     ),
     ForeignKeyConstraint(
         ["account_id", "session_id"],

@@ -263,3 +263,15 @@ async def test_revisions_of_another_account_are_not_found(me: Caller, keys: Keys
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await me.call("ListNoteRevisions", pb.ListNoteRevisionsRequest(parent="sessions/nope"))
     assert failure(caught.value).violations.keys() == {"parent"}
+
+
+async def test_another_time_zone_is_another_note(me: Caller, settings_channel: grpc.aio.Channel) -> None:
+    s = await me.session()
+    utc = await me.call("PreviewResolutionNote", pb.PreviewResolutionNoteRequest(name=s.name))
+    assert "Timeline (UTC)" in utc.text
+    await _set(settings_channel, me, "notes.time_zone", struct_pb2.Value(string_value="Asia/Tokyo"))
+    tokyo = await me.call("PreviewResolutionNote", pb.PreviewResolutionNoteRequest(name=s.name))
+    assert not tokyo.cached and "Timeline (Asia/Tokyo)" in tokyo.text and " JST" in tokyo.text
+    assert tokyo.state_version == utc.state_version
+    again = await me.call("PreviewResolutionNote", pb.PreviewResolutionNoteRequest(name=s.name))
+    assert again.cached and again.text == tokyo.text
