@@ -291,7 +291,9 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
 
     async def _post(self, name: str, external_id: str, kind: NoteKind) -> pb.Session:
         external_id = validation.nonblank(external_id, "external_id").strip()
-        return convert.session(await self._notes.post(current_principal(), session_id(name), kind, external_id))
+        return convert.session(
+            await self._notes.post(current_principal(), session_id(name), kind, external_id)
+        )
 
     async def PostResolutionNote(self, request: pb.PostResolutionNoteRequest, context: Context) -> pb.Session:
         return await self._post(request.name, request.external_id, NoteKind.RESOLUTION_NOTE)

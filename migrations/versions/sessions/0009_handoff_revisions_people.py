@@ -34,7 +34,11 @@ SESSION_COLUMNS: list[tuple[str, sa.types.TypeEngine[Any]]] = [
     ("closed_by_name", NAME),
     ("escalated_walk_id", sa.UUID()),
 ]
-FIX_COLUMNS: list[tuple[str, sa.types.TypeEngine[Any]]] = [("decided_by", sa.UUID()), ("decided_by_name", NAME), ("reject_reason", sa.Text())]
+FIX_COLUMNS: list[tuple[str, sa.types.TypeEngine[Any]]] = [
+    ("decided_by", sa.UUID()),
+    ("decided_by_name", NAME),
+    ("reject_reason", sa.Text()),
+]
 
 
 def upgrade() -> None:
