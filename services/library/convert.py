@@ -63,6 +63,7 @@ def provenance(row: Any, *, lane_item: bool = False) -> pb.Provenance:
     message = pb.Provenance(
         session=names.format_name(SESSION, session=session) if session else "",
         user=str(row.source_user_id) if row.source_user_id else "",
+        user_display_name=row.source_user_name or "",
         ticket_ref=row.source_ticket_ref or "",
     )
     if lane_item and session and row.source_lane_item_id:
@@ -76,7 +77,7 @@ def provenance_summary(row: Any) -> str:
     if row.source_ticket_ref:
         parts.append(f"generated from {row.source_ticket_ref}")
     if row.source_user_id:
-        parts.append(f"resolved by {row.source_user_id}")
+        parts.append(f"resolved by {row.source_user_name or row.source_user_id}")
     uses = row.usage_count
     parts.append(f"used {uses} time{'s' if uses != 1 else ''}")
     return " · ".join(parts)

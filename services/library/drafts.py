@@ -186,6 +186,7 @@ class Drafts:
                     tags=tags,
                     source_session_id=row.source_session_id,
                     source_user_id=row.source_user_id,
+                    source_user_name=row.source_user_name,
                     source_ticket_ref=row.source_ticket_ref,
                     created_by=principal.user_id,
                 )

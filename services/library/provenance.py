@@ -37,6 +37,7 @@ class DraftSource:
     account_id: uuid.UUID
     created_by: uuid.UUID
     source_user_id: uuid.UUID
+    source_user_name: str | None = None
     source_session_id: uuid.UUID | None = None
     source_ticket_ref: str | None = None
 
@@ -45,6 +46,7 @@ class DraftSource:
             "account_id": self.account_id,
             "created_by": self.created_by,
             "source_user_id": self.source_user_id,
+            "source_user_name": self.source_user_name,
             "source_session_id": self.source_session_id,
             "source_ticket_ref": self.source_ticket_ref,
         }
@@ -53,12 +55,15 @@ class DraftSource:
 def by_hand(principal: Principal) -> DraftSource:
     """A draft the caller creates: theirs, from no session."""
     return DraftSource(
-        account_id=principal.account_id, created_by=principal.user_id, source_user_id=principal.user_id
+        account_id=principal.account_id,
+        created_by=principal.user_id,
+        source_user_id=principal.user_id,
+        source_user_name=principal.display_name or None,
     )
 
 
 def from_session(
-    principal: Principal, *, session: str, resolved_by: str, ticket_ref: str
+    principal: Principal, *, session: str, resolved_by: str, resolved_by_name: str, ticket_ref: str
 ) -> tuple[uuid.UUID, DraftSource]:
     """The session's id and the source of its drafts (``session`` is
     ``sessions/{session}``), as the sessions service attests them. Anyone else
@@ -74,6 +79,7 @@ def from_session(
         account_id=principal.account_id,
         created_by=principal.user_id,
         source_user_id=ids.parse_uuid(resolved_by, field="resolved_by", what="user id"),
+        source_user_name=resolved_by_name.strip() or None,
         source_session_id=session_id,
         source_ticket_ref=ticket_ref or None,
     )

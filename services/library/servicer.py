@@ -252,6 +252,7 @@ class LibraryServicer(library_pb2_grpc.LibraryServiceServicer):
             current_principal(),
             session=request.session,
             resolved_by=request.resolved_by,
+            resolved_by_name=request.resolved_by_display_name,
             ticket_ref=request.ticket_ref,
         )
         scripts: list[dict[str, Any]] = []

@@ -52,6 +52,7 @@ class TemplateRow:
     last_use_time: datetime | None
     source_session_id: uuid.UUID | None
     source_user_id: uuid.UUID | None
+    source_user_name: str | None
     source_ticket_ref: str | None
     created_by: uuid.UUID
     revision: int
@@ -76,6 +77,7 @@ class DraftRow:
     template_id: uuid.UUID | None
     source_session_id: uuid.UUID | None
     source_user_id: uuid.UUID | None
+    source_user_name: str | None
     source_ticket_ref: str | None
     source_lane_item_id: str | None
     request_id: uuid.UUID | None

@@ -36,11 +36,12 @@ def dedupe_key(session: Session, item: LaneItem) -> str:
     return f"{session.id}/{item['id']}"
 
 
-def payload(session: Session, item: LaneItem, resolved_by: uuid.UUID) -> dict[str, Any]:
+def payload(session: Session, item: LaneItem, resolved_by: Principal) -> dict[str, Any]:
     """The library's ImportSessionScripts request for one script, as JSON."""
     return {
         "session": session_name(session.id),
-        "resolved_by": str(resolved_by),
+        "resolved_by": str(resolved_by.user_id),
+        "resolved_by_display_name": resolved_by.display_name,
         "ticket_ref": session.ticket_ref,
         "scripts": [
             {
@@ -64,7 +65,7 @@ async def queue(conn: Connection, session: Session, principal: Principal) -> boo
             id=uuid.uuid4(),
             topic=TOPIC_LIBRARY_DRAFTS,
             dedupe_key=dedupe_key(session, item),
-            payload=payload(session, item, principal.user_id),
+            payload=payload(session, item, principal),
             trace=trace_carrier(),
         )
     return bool(items)

@@ -181,6 +181,8 @@ class OutboxDelivery:
             request = library_pb2.ImportSessionScriptsRequest(
                 session=payload["session"],
                 resolved_by=payload["resolved_by"],
+                # Absent from work queued before names were recorded.
+                resolved_by_display_name=payload.get("resolved_by_display_name", ""),
                 ticket_ref=payload["ticket_ref"],
                 scripts=[
                     library_pb2.SessionScript(

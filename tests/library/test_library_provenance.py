@@ -68,6 +68,18 @@ async def test_imported_drafts_take_provenance_from_the_sessions_service(
             resolver,
             "CW #31337",
         )
+    assert {d.provenance.user_display_name for d in imported.draft_templates} == {""}  # none was sent
+    # With the resolver's display name, the chip names the person, not the id.
+    named = session_scripts(uuid.uuid4(), "c3", resolved_by=resolver, ticket_ref="CW #7")
+    named.resolved_by_display_name = "Dana Engineer"
+    [draft] = (await lib.import_scripts(_credential(service_keys, "sessions"), named)).draft_templates
+    assert draft.provenance.user == str(resolver) and draft.provenance.user_display_name == "Dana Engineer"
+    approved = await lib.call("ApproveDraftTemplate", pb.ApproveDraftTemplateRequest(name=draft.name))
+    assert approved.script_template.provenance.user_display_name == "Dana Engineer"
+    assert (
+        approved.script_template.provenance_summary
+        == "generated from CW #7 · resolved by Dana Engineer · used 0 times"
+    )
 
 
 async def test_only_the_sessions_service_acting_as_itself_imports(

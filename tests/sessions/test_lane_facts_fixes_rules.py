@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from services.core.auth import Principal, Role
 from services.core.errors import FailedPrecondition, InvalidArgument
 from services.sessions import drafts, facts, fixes, lane, notes
 from services.sessions.rows import NoteKind, Posting
@@ -122,11 +123,14 @@ def test_only_scripts_that_worked_become_drafts() -> None:
         ]
     )
     assert drafts.drafted(row) == [worked]
-    user = uuid.UUID(int=9)
+    user = Principal(
+        user_id=uuid.UUID(int=9), account_id=uuid.UUID(int=1), role=Role.ENGINEER, token="", display_name="Dana"
+    )
     assert drafts.dedupe_key(row, worked) == f"{row.id}/s1"
     assert drafts.payload(row, worked, user) == {
         "session": f"sessions/{row.id}",
-        "resolved_by": str(user),
+        "resolved_by": str(user.user_id),
+        "resolved_by_display_name": "Dana",
         "ticket_ref": "CW-1",
         "scripts": [
             {

@@ -110,6 +110,7 @@ async def test_resolve_turns_successful_scripts_into_drafts(
     spans: InMemorySpanExporter,
     sessions_server: GrpcServer,
 ) -> None:
+    me = me.named("Dana Engineer")
     s = await _resolved_with_scripts(me)
     drafts = await _drafts(library_channel, me, want=2)
     assert sorted(d.suggested_name for d in drafts) == ["Flush DNS", "Restart spooler"]
@@ -118,6 +119,7 @@ async def test_resolve_turns_successful_scripts_into_drafts(
         assert draft.provenance.session == s.name
         assert draft.provenance.ticket_ref == s.ticket_ref
         assert draft.provenance.user == str(me.user)
+        assert draft.provenance.user_display_name == "Dana Engineer"  # the chip names the person
         assert draft.provenance.lane_item.startswith(s.name + "/laneItems/")
     # Redelivery (as after a crash between the call and the commit, once the
     # claim's lease has run out) changes nothing. The worker is paused and one
