@@ -117,6 +117,7 @@ def flow(row: FlowRow, tree: Tree | None = None) -> pb.Flow:
         version=row.version,
         status=FLOW_STATUS.proto(row.status),
         creator=str(row.created_by),
+        creator_display_name=row.created_by_name or "",
         etag=str(row.revision),
     )
     set_time(message, "create_time", row.create_time)
@@ -135,8 +136,10 @@ def proposal(row: ProposalRow, tree: Tree | None = None) -> pb.FlowProposal:
         rationale=row.rationale,
         status=PROPOSAL_STATUS.proto(row.status),
         reviewer=str(row.reviewer_id) if row.reviewer_id else "",
+        reviewer_display_name=row.reviewer_name or "",
         flow=names.format_name(FLOW, flow=row.flow_id) if row.flow_id else "",
         creator=str(row.created_by),
+        creator_display_name=row.created_by_name or "",
     )
     set_time(message, "review_time", row.review_time)
     set_time(message, "create_time", row.create_time)
@@ -164,6 +167,7 @@ def walk(row: WalkRow, tree: pb.Tree | None) -> pb.Walk:
         else pb.ESCALATION_CATEGORY_UNSPECIFIED,
         session=f"sessions/{row.escalation_session_id}" if row.escalation_session_id else "",
         creator=str(row.created_by_user_id),
+        creator_display_name=row.created_by_name or "",
         acting_as=row.acting_as or "",
     )
     if tree is not None:

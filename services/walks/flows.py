@@ -104,6 +104,7 @@ class Flows:
                 description=description,
                 tree=tree,
                 created_by=principal.user_id,
+                created_by_name=principal.display_name or None,
             )
 
     async def get(self, account: uuid.UUID, flow_id: uuid.UUID, name: str) -> FlowRow:
@@ -157,6 +158,7 @@ class Proposals:
                 source=source,
                 rationale=rationale,
                 created_by=principal.user_id,
+                created_by_name=principal.display_name or None,
             )
 
     async def get(self, account: uuid.UUID, proposal_id: uuid.UUID, name: str) -> ProposalRow:
@@ -186,9 +188,15 @@ class Proposals:
                 tree=row.tree,
                 status="published",
                 created_by=principal.user_id,
+                created_by_name=principal.display_name or None,
             )
             approved = await storage.review_proposal(
-                conn, row.id, status="approved", reviewer_id=principal.user_id, flow_id=made.id
+                conn,
+                row.id,
+                status="approved",
+                reviewer_id=principal.user_id,
+                reviewer_name=principal.display_name or None,
+                flow_id=made.id,
             )
         return approved, dataclasses.replace(made, tree=row.tree)
 
@@ -196,5 +204,9 @@ class Proposals:
         async with self._db.transaction(principal.account_id) as conn:
             check_reviewable(await proposal(conn, proposal_id, name, lock=True))
             return await storage.review_proposal(
-                conn, proposal_id, status="rejected", reviewer_id=principal.user_id
+                conn,
+                proposal_id,
+                status="rejected",
+                reviewer_id=principal.user_id,
+                reviewer_name=principal.display_name or None,
             )

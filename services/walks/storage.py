@@ -33,6 +33,7 @@ class FlowRow:
     create_time: datetime
     update_time: datetime
     tree: Tree | None = None  # None when read without it
+    created_by_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,8 @@ class ProposalRow:
     created_by: uuid.UUID
     create_time: datetime
     tree: Tree | None = None  # None when read without it
+    created_by_name: str | None = None
+    reviewer_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,7 @@ class WalkRow:
     last_step_time: datetime
     end_time: datetime | None
     has_tree: bool
+    created_by_name: str | None = None
 
 
 def _flow(row: Row[Any]) -> FlowRow:
@@ -145,13 +149,20 @@ async def review_proposal(
     *,
     status: str,
     reviewer_id: uuid.UUID,
+    reviewer_name: str | None,
     flow_id: uuid.UUID | None = None,
 ) -> ProposalRow:
     """Records the review (at the database's time) and returns the proposal."""
     query = (
         update(P)
         .where(P.c.id == proposal_id)
-        .values(status=status, reviewer_id=reviewer_id, review_time=func.now(), flow_id=flow_id)
+        .values(
+            status=status,
+            reviewer_id=reviewer_id,
+            reviewer_name=reviewer_name,
+            review_time=func.now(),
+            flow_id=flow_id,
+        )
         .returning(P)
     )
     return _proposal((await conn.execute(query)).one())

@@ -143,6 +143,7 @@ class Walks:
                 account_id=principal.account_id,
                 id=uuid.uuid4(),
                 created_by_user_id=principal.user_id,
+                created_by_name=principal.display_name or None,
                 acting_as=start.acting_as,
                 ticket_ref=start.ticket_ref,
                 ticket_kind=start.ticket_kind,

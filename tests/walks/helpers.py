@@ -47,13 +47,17 @@ class Tech:
     account: uuid.UUID = field(default_factory=uuid.uuid4)
     user: uuid.UUID = field(default_factory=uuid.uuid4)
     role: Role = Role.TEAM_ADMIN
+    name: str | None = None  # the token's display name claim
 
     def as_role(self, role: Role) -> Tech:
-        return Tech(self.channel, self.keys, self.account, self.user, role)
+        return Tech(self.channel, self.keys, self.account, self.user, role, self.name)
+
+    def named(self, name: str) -> Tech:
+        return Tech(self.channel, self.keys, self.account, self.user, self.role, name)
 
     @property
     def md(self) -> tuple[tuple[str, str], ...]:
-        return self.keys.metadata(account_id=self.account, user_id=self.user, role=self.role)
+        return self.keys.metadata(account_id=self.account, user_id=self.user, role=self.role, name=self.name)
 
     def call(self, method: str, request: Any) -> Any:
         return getattr(walks_pb2_grpc.WalksServiceStub(self.channel), method)(request, metadata=self.md)

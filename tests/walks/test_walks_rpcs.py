@@ -330,3 +330,25 @@ async def test_ai_build_walk_offline(tech: Tech) -> None:
     assert "IP address" in walk.tree.nodes[0].text
     walk = await tech.advance(walk, "Yes")
     assert walk.current_node == "fix1"
+
+
+async def test_walks_flows_and_proposals_name_people_by_their_display_name(tech: Tech) -> None:
+    lead = tech.named("Sam Lead")
+    flow = await lead.flow()
+    assert flow.creator == str(tech.user) and flow.creator_display_name == "Sam Lead"
+    technician = tech.as_role(Role.ENGINEER).named("Lee L1")
+    walk = (await technician.start(kind=pb.WALK_KIND_FLOW, flow=flow.name)).walk
+    assert walk.creator_display_name == "Lee L1"
+    proposal = await technician.call(
+        "CreateFlowProposal",
+        pb.CreateFlowProposalRequest(
+            flow_proposal=pb.FlowProposal(
+                display_name="VPN", tree=printer_tree(), source=pb.PROPOSAL_SOURCE_USER
+            )
+        ),
+    )
+    assert proposal.creator_display_name == "Lee L1"
+    rejected = await lead.call("RejectFlowProposal", pb.RejectFlowProposalRequest(name=proposal.name))
+    assert rejected.reviewer == str(tech.user) and rejected.reviewer_display_name == "Sam Lead"
+    unnamed = (await tech.as_role(Role.ENGINEER).start(kind=pb.WALK_KIND_ADHOC)).walk
+    assert unnamed.creator_display_name == ""  # no name claim: the id alone
