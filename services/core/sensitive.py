@@ -36,6 +36,7 @@ runs only on a line that holds one of its anchors.
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ class Finding:
 
 # What a value is not: placeholders, variables, masks.
 _PLACEHOLDER = re.compile(
-    r"""^(?:\$|%[\w.-]+%|\{\{|\{\w*\}$|<[^>]*>?$|\[(?:redacted|hidden|removed)\]|\*+$|[x•·.…_-]{3,}$|\(|@[({]|\[[\w.]+\]::|\S+\.(?:txt|xml|json|ps1|cfg|ini)$)""",
+    r"""^(?:\$|%[\w.-]+%|\{\{|\{\w*\}$|<[^>]*>?$|\[(?:redacted|hidden|removed)|\*+$|[x•·.…_-]{3,}$|\(|@[({]|\[[\w.]+\]::|\S+\.(?:txt|xml|json|ps1|cfg|ini)$)""",
     re.I,
 )
 # Words that say something about a secret rather than being one.
@@ -142,8 +143,8 @@ def take_value(line: str, at: int, *, stop: str = "") -> tuple[int, int]:
         if close > at + 1:
             return at + 1, close
         at += 1
-    end = at
-    while end < len(line) and not line[end].isspace() and line[end] not in "\"'`<" and line[end] not in stop:
+    end, last = at, min(len(line), at + 513)  # longer is no secret (``plausible``)
+    while end < last and not line[end].isspace() and line[end] not in "\"'`<" and line[end] not in stop:
         end += 1
     while end > at + 1 and line[end - 1] in ".,;:)]}>":
         end -= 1
@@ -176,7 +177,7 @@ _KEYWORD = re.compile(
     r"(?i)(?P<k>client[_-]?secret|api[_-]?key|apikey|access[_-]?key|secret[_-]?key|private[_-]?key"
     r"|account[_-]?key|shared[_-]?access[_-]?key|auth[_-]?token|access[_-]?token|refresh[_-]?token"
     r"|session[_-]?token|sas[_-]?token|subscription[_-]?key|password|passwd|passphrase|passcode|pwd|pass|pw"
-    r"|secret|token)(?P<s>\w*)[\"'\]]{0,2}[ \t]*(?::=|=>|==?|:)[ \t]*"
+    r"|secret|token)(?P<s>\w{0,40})[\"'\]]{0,2}[ \t]*(?::=|=>|==?|:)[ \t]*"
 )
 _SUFFIXES = frozenset(
     ["", *"s value text plain plaintext clear cleartext b64 base64 str string hash key accesskey".split()]  # noqa: SIM905
@@ -254,7 +255,7 @@ def _code_ok(match: re.Match[str], line: str) -> bool:
     return bool(match.group("c")) or qualifier in _CODE_QUALIFIERS
 
 
-_VALUE = r"(?P<v>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"':=][^\s\"']*)"
+_VALUE = r"(?P<v>\"[^\"\n]{1,200}\"|'[^'\n]{1,200}'|[^\s\"':=][^\s\"']{0,511})"
 _FREE_KEYWORDS = (
     r"(?P<k>pass(?:word|wd|phrase|code)?|pass\s+phrase|pwd|pw|secret|shared\s+secret|client\s+secret|api\s+key"
     r"|access\s+key|secret\s+key|wi-?fi\s+key|wpa2?\s+key|network\s+key|security\s+key|pre-?shared\s+key|psk"
@@ -286,7 +287,7 @@ _RULES: list[_Rule] = [
         re.compile(
             r"(?i)\b"
             + _FREE_KEYWORDS
-            + r"(?:\s+(?:for|of|on|to|at)\s+(?:[\w.@\\$'-]+\s+){0,3}?[\w.@\\$'-]+)?\s*"
+            + r"(?:\s+(?:for|of|on|to|at)\s+(?:[\w.@\\$'-]{1,64}\s+){0,3}?[\w.@\\$'-]{1,64})?\s*"
             + _COPULA
             + r"\s*[:=]?\s*"
             + _VALUE
@@ -300,8 +301,8 @@ _RULES: list[_Rule] = [
         "password",
         ("pass", "pw", "pin"),
         re.compile(
-            r"(?i)\b(?:set|reset|changed?|updated?|made)\s+(?:the\s+|his\s+|her\s+|their\s+|its\s+|[\w.-]+'s\s+)?"
-            r"(?:[\w-]+\s+){0,2}?(?:" + _PASSWORD_WORDS + r"|pin)\s+(?:to|as|=|:)\s+" + _VALUE
+            r"(?i)\b(?:set|reset|changed?|updated?|made)\s+(?:the\s+|his\s+|her\s+|their\s+|its\s+|[\w.-]{1,64}'s\s+)?"
+            r"(?:[\w-]{1,64}\s+){0,2}?(?:" + _PASSWORD_WORDS + r"|pin)\s+(?:to|as|=|:)\s+" + _VALUE
         ),
     ),
     # "temporary password Summer2025!", "pw Hunter22", "WPA2 key X".
@@ -310,7 +311,7 @@ _RULES: list[_Rule] = [
         ("pass", "pw", "key", "psk"),
         re.compile(
             r"(?i)\b(?:" + _PASSWORD_WORDS + r"|(?:wi-?fi|wpa2?|network|security)\s+key|psk)\s+"
-            r"(?P<v>[^\s\"'/-][^\s\"']{5,})"
+            r"(?P<v>[^\s\"'/-][^\s\"']{5,511})"
         ),
         minimum=6,
         check=lambda m, line: any(not c.isalpha() for c in m.group("v")),
@@ -321,8 +322,8 @@ _RULES: list[_Rule] = [
         ("cred", "login", "logon", "sign", "log in"),
         re.compile(
             r"(?i)\b(?:creds?|credentials|login|logon|sign[- ]?in|log\s+in\s+(?:as|with))\b"
-            r"(?:\s+(?:for|to|on|of|at)\s+(?:[\w.'-]+\s+){0,4}?)?\s*(?:is|are|were|:|=|with|as)?"
-            r"\s*[\w.@\\-]{2,64}\s*(?:/|\s:\s|\|)\s*(?P<v>[^\s\"']+)"
+            r"(?:\s+(?:for|to|on|of|at)\s+(?:[\w.'-]{1,64}\s+){0,4}?)?\s*(?:is|are|were|:|=|with|as)?"
+            r"\s*[\w.@\\-]{2,64}\s*(?:/|\s:\s|\|)\s*(?P<v>[^\s\"']{1,512})"
         ),
     ),
     # "PIN 4821", "pin code: 0000".
@@ -339,7 +340,7 @@ _RULES: list[_Rule] = [
         "one_time_code",
         ("code",),
         re.compile(
-            r"(?i)(?:\b(?P<q>[a-z0-9-]+)\s+)?code\s*(?P<c>is|was|:|=)?\s*(?P<v>\d{4,10}|\d{3}[- ]\d{3})\b"
+            r"(?i)(?:\b(?P<q>[a-z0-9-]{1,40})\s+)?code\s*(?P<c>is|was|:|=)?\s*(?P<v>\d{4,10}|\d{3}[- ]\d{3})\b"
         ),
         strong=False,
         check=_code_ok,
@@ -377,8 +378,8 @@ _RULES: list[_Rule] = [
         "password",
         ("psexec", "paexec", "sshpass", "winrs", "mysql", "login"),
         re.compile(
-            r"(?i)\b(?:psexec|paexec|sshpass|winrs|docker\s+login|podman\s+login)(?:\.exe)?\b[^\n]*?(?<!\S)-p[:\s]\s*"
-            r"|\bmysql(?:dump|admin)?\b[^\n]*?(?<!\S)-p(?=[^\s-])"
+            r"(?i)\b(?:psexec|paexec|sshpass|winrs|docker\s+login|podman\s+login)(?:\.exe)?\b[^\n]{0,300}?(?<!\S)-p[:\s]\s*"
+            r"|\bmysql(?:dump|admin)?\b[^\n]{0,300}?(?<!\S)-p(?=[^\s-])"
         ),
         strong=False,
         parse=True,
@@ -388,7 +389,7 @@ _RULES: list[_Rule] = [
         "password",
         ("-u",),
         re.compile(
-            r"(?<!\S)(?:-u|--user)\s+[\"']?[^\s:\"']+:(?P<v>[^\s\"']+)|(?<!\S)-U\s+[^\s%]+%(?P<w>\S+)"
+            r"(?<!\S)(?:-u|--user)\s+[\"']?[^\s:\"']{1,256}:(?P<v>[^\s\"']{1,512})|(?<!\S)-U\s+[^\s%]{1,256}%(?P<w>\S{1,512})"
         ),
         strong=False,
     ),
@@ -408,8 +409,8 @@ _RULES: list[_Rule] = [
         "password",
         ("securestring", "credential("),
         re.compile(
-            r"(?i)convertto-securestring\s+(?:-string\s+)?(?P<q>[\"'])(?P<v>[^\"'\n]+)(?P=q)"
-            r"|(?:networkcredential|pscredential)\s*\(\s*([\"'])[^\"'\n]*\3\s*,\s*([\"'])(?P<w>[^\"'\n]+)\4"
+            r"(?i)convertto-securestring\s+(?:-string\s+)?(?P<q>[\"'])(?P<v>[^\"'\n]{1,512})(?P=q)"
+            r"|(?:networkcredential|pscredential)\s*\(\s*([\"'])[^\"'\n]{0,256}\3\s*,\s*([\"'])(?P<w>[^\"'\n]{1,512})\4"
         ),
         strong=False,
         minimum=1,
@@ -419,7 +420,7 @@ _RULES: list[_Rule] = [
         "password",
         ("password", "pwd>", "secret", "apikey", "api_key", "token"),
         re.compile(
-            r"(?i)<(?:\w+:)?(?:\w*password|pwd|secret|apikey|api_key|token)\b[^>]*>\s*(?:<value>)?(?P<v>[^<\s][^<]*?)\s*</"
+            r"(?i)<(?:\w{1,40}:)?(?:\w{0,40}password|pwd|secret|apikey|api_key|token)\b[^>]{0,200}>\s*(?:<value>)?(?P<v>[^<\s][^<]{0,511}?)\s*</"
         ),
         strong=False,
         minimum=1,
@@ -430,8 +431,8 @@ _RULES: list[_Rule] = [
         "password",
         ("-value", "/d"),
         re.compile(
-            r"(?i)(?:-name\s+[\"']?\w*(?:password|pwd|secret|token|apikey)\w*[\"']?\s+(?:-type\s+\w+\s+)?-value\s+"
-            r"|/v\s+[\"']?\w*(?:password|pwd|secret|token|apikey)\w*[\"']?\s+(?:/t\s+\w+\s+)?/d\s+)"
+            r"(?i)(?:-name\s+[\"']?\w{0,40}(?:password|pwd|secret|token|apikey)\w{0,40}[\"']?\s+(?:-type\s+\w{1,20}\s+)?-value\s+"
+            r"|/v\s+[\"']?\w{0,40}(?:password|pwd|secret|token|apikey)\w{0,40}[\"']?\s+(?:/t\s+\w{1,20}\s+)?/d\s+)"
         ),
         strong=False,
         parse=True,
@@ -441,8 +442,8 @@ _RULES: list[_Rule] = [
         "password",
         ("value=",),
         re.compile(
-            r"(?i)\bkey\s*=\s*\"[^\"]*?(?:password|pwd|secret|apikey|api_key|token|connectionstring)[^\"]*\"\s+"
-            r"value\s*=\s*\"(?P<v>[^\"]+)\""
+            r"(?i)\bkey\s*=\s*\"[^\"]{0,100}?(?:password|pwd|secret|apikey|api_key|token|connectionstring)[^\"]{0,100}\"\s+"
+            r"value\s*=\s*\"(?P<v>[^\"]{1,512})\""
         ),
         strong=False,
         minimum=1,
@@ -451,7 +452,7 @@ _RULES: list[_Rule] = [
     _Rule(
         "password",
         ("://",),
-        re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@'\"]+:(?P<v>[^\s@/'\"]+)@"),
+        re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@'\"]{1,256}:(?P<v>[^\s@/'\"]{1,256})@"),
         strong=False,
         minimum=1,
     ),
@@ -461,7 +462,7 @@ _RULES: list[_Rule] = [
         ("token=", "key=", "sig=", "signature=", "password=", "pwd=", "secret=", "code="),
         re.compile(
             r"(?i)[?&;](?P<k>access_token|id_token|refresh_token|token|api_key|apikey|api-key|key|sig|signature"
-            r"|password|pwd|secret|client_secret|code)=(?P<v>[^&\s#\"'<>]+)"
+            r"|password|pwd|secret|client_secret|code)=(?P<v>[^&\s#\"'<>]{1,1024})"
         ),
         strong=False,
         check=lambda m, line: (
@@ -474,7 +475,7 @@ _RULES: list[_Rule] = [
     _Rule(
         "bearer_token",
         ("bearer", "basic", "token", "digest"),
-        re.compile(r"(?i)\b(?P<k>bearer|basic|digest|token)\s+(?P<v>[A-Za-z0-9\-._~+/]{8,}=*)"),
+        re.compile(r"(?i)\b(?P<k>bearer|basic|digest|token)\s+(?P<v>[A-Za-z0-9\-._~+/]{8,4096}=*)"),
         strong=False,
         check=lambda m, line: any(c.isdigit() for c in m.group("v")) or len(m.group("v")) >= 24,
         kind_of=lambda m: "basic_auth" if m.group("k").lower() == "basic" else "bearer_token",
@@ -484,7 +485,7 @@ _RULES: list[_Rule] = [
         "api_key",
         ("key:", "token:"),
         re.compile(
-            r"(?i)\b(?:x-api-key|api-key|x-auth-token|ocp-apim-subscription-key|x-functions-key)\s*:\s*(?P<v>\S+)"
+            r"(?i)\b(?:x-api-key|api-key|x-auth-token|ocp-apim-subscription-key|x-functions-key)\s*:\s*(?P<v>\S{1,512})"
         ),
         strong=False,
     ),
@@ -508,7 +509,11 @@ def _keyword_kind_word(word: str) -> str:
 
 # Known shapes: (kind, anchor, pattern); the value is ``v`` or the whole match.
 _SHAPES: list[tuple[str, tuple[str, ...], re.Pattern[str]]] = [
-    ("jwt", ("eyj",), re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")),
+    (
+        "jwt",
+        ("eyj",),
+        re.compile(r"\beyJ[A-Za-z0-9_-]{5,4096}\.[A-Za-z0-9_-]{5,4096}\.[A-Za-z0-9_-]{0,4096}"),
+    ),
     (
         "aws_access_key",
         ("akia", "asia", "a3t", "abia", "acca"),
@@ -564,7 +569,7 @@ _SHAPES: list[tuple[str, tuple[str, ...], re.Pattern[str]]] = [
     (
         "product_key",
         ("-",),
-        re.compile(r"\b(?=[A-Z0-9-]*\d)(?=[A-Z0-9-]*[A-Z])[A-Z0-9]{5}(?:-[A-Z0-9]{5}){4}\b"),
+        re.compile(r"\b(?=[A-Z0-9-]{0,28}\d)(?=[A-Z0-9-]{0,28}[A-Z])[A-Z0-9]{5}(?:-[A-Z0-9]{5}){4}\b"),
     ),
 ]
 # BitLocker recovery keys and product keys: groups of digits or letters.
@@ -584,37 +589,52 @@ _PUTTY = re.compile(
 
 # Recovery/backup code lists: every code-like word after the phrase, on its line.
 _CODE_LIST = re.compile(r"(?i)\b(?:recovery|backup|scratch)\s+(?:codes?|keys?|passwords?)\b")
-_CODE_WORD = re.compile(r"(?<![\w-])(?=[\w-]*\d)[A-Za-z0-9]{3,}(?:[- ][A-Za-z0-9]{3,}){0,7}(?![\w-])")
+_CODE_WORD = re.compile(
+    r"(?<![\w-])(?=[\w-]{0,64}\d)[A-Za-z0-9]{3,64}(?:[- ][A-Za-z0-9]{3,64}){0,7}(?![\w-])"
+)
+# At most this many words of one command line (or code list) are read.
+_WORDS = 24
 # `net use` / `net user` command lines: their bare words after the command.
 _NET = re.compile(r"(?i)\bnet(?:\.exe)?\s+(?P<cmd>use|user)\b")
+_WORD = re.compile(r"\"[^\"\n]{0,512}\"|\S+")
 
 
 def _net_command(line: str, low: str, offset: int, emit: Emit) -> None:
     """``net use [drive] \\\\host\\share [password] [/user:x]`` and ``net user
-    name [password] [/switches]``: the password is the bare word left over."""
-    for match in _NET.finditer(line):
-        user = match.group("cmd").lower() == "user"
-        positional = 0
-        for word in re.finditer(r"\"[^\"]*\"|\S+", line[match.end() :]):
+    name [password] [/switches]``: the password is the word after the share
+    (``use``) or the account (``user``). Where the command is not at the start
+    of a line (prose about it) the word must look like a password."""
+    commands = list(_NET.finditer(line))
+    for match, following in zip(commands, [*commands[1:], None], strict=False):
+        before = line[: match.start()].rstrip()
+        command = not before or before.endswith((">", "&", "|", "$", "`", ":", ";"))
+        expect = "account" if match.group("cmd").lower() == "user" else "share"
+        words = _WORD.finditer(line, match.end(), following.start() if following else len(line))
+        for word in itertools.islice(words, _WORDS):
             token = word.group(0)
             if token in ("&&", "&", "|", "||", ";", ">", ">>") or token.startswith(("&", "|", ">")):
                 break
-            if token.startswith("/") or "=" in token or re.fullmatch(r"[A-Za-z]:|\*|\\\\\S*", token):
+            if token.startswith("/") or "=" in token or re.fullmatch(r"[A-Za-z]:|\*", token):
                 continue
-            positional += 1
-            if user and positional == 1:
-                continue  # the account name
-            start = match.end() + word.start()
-            end = match.end() + word.end()
+            if expect == "share":
+                expect = "password" if token.startswith("\\\\") or "://" in token else expect
+                continue
+            if expect == "account":
+                expect = "password"
+                continue
+            start, end = word.span()
             if token.startswith('"'):
                 start, end = start + 1, end - 1
-            if plausible(line[start:end], strong=False, minimum=1):
+            if plausible(line[start:end], strong=not command, minimum=1 if command else 4):
                 emit("password", offset + start, offset + end)
+            break
 
 
 def _code_lists(line: str, low: str, offset: int, emit: Emit) -> None:
-    for match in _CODE_LIST.finditer(line):
-        for word in _CODE_WORD.finditer(line, match.end()):
+    lists = list(_CODE_LIST.finditer(line))
+    for match, following in zip(lists, [*lists[1:], None], strict=False):
+        words = _CODE_WORD.finditer(line, match.end(), following.start() if following else len(line))
+        for word in itertools.islice(words, _WORDS):
             value = word.group(0)
             if len(value.replace("-", "").replace(" ", "")) >= 6 and not _INNOCENT.match(value):
                 emit("recovery_code", offset + word.start(), offset + word.end())
@@ -712,6 +732,7 @@ class Check:
     scan: Scan
     anchors: tuple[str, ...] = ()
     anchor_pattern: re.Pattern[str] | None = None
+    windowed: bool = False  # long lines in overlapping windows (see _WINDOW)
 
 
 class Lines:
@@ -762,6 +783,14 @@ class Lines:
         return found
 
 
+# A windowed check reads a long line in windows that overlap by more than a
+# secret is long: a pattern that backtracks over a line (some of
+# detect-secrets') then costs the window's length squared at worst, never the
+# line's. FlowPilot's own rules are bounded and read whole lines.
+_WINDOW = 1024
+_OVERLAP = 384
+
+
 class Detector:
     """Checks, run on the lines that hold their anchors. One pass over the
     anchors finds which checks have anything to do; a text holding none costs
@@ -797,7 +826,12 @@ class Detector:
             scan = self.checks[number].scan
             for index in sorted(todo[number]):
                 offset, line, low = lines.line(index)
-                scan(line, low, offset, emit)
+                if not self.checks[number].windowed or len(line) <= _WINDOW:
+                    scan(line, low, offset, emit)
+                    continue
+                for start in range(0, len(line) - _OVERLAP, _WINDOW - _OVERLAP):
+                    end = start + _WINDOW
+                    scan(line[start:end], low[start:end], offset + start, emit)
         return merge(found)
 
     def _todo(self, lines: Lines) -> dict[int, set[int]]:

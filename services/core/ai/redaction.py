@@ -227,10 +227,12 @@ _DETECTOR = sensitive.Detector(
     [
         *sensitive.CHECKS,
         *(
-            sensitive.Check(_plugin_check(kind, plugin), anchors or (), None if anchors else _LONG)
+            sensitive.Check(
+                _plugin_check(kind, plugin), anchors or (), None if anchors else _LONG, windowed=True
+            )
             for kind, anchors, plugin in _PLUGINS
         ),
-        sensitive.Check(_keywords, _KEYWORD_ANCHORS),
+        sensitive.Check(_keywords, _KEYWORD_ANCHORS, windowed=True),
         sensitive.Check(_high_entropy, anchor_pattern=_LONG),
     ]
 )
