@@ -5,10 +5,11 @@ current OpenTelemetry span, and the account, RPC method and request id of the
 request being served. Tokens, secrets and note bodies are never passed to the
 logger; should one slip into a message, a string field or an exception, the
 formatter redacts it with FlowPilot's own rules (``services.core.sensitive``:
-the same rules notes use, without detect-secrets' plugins, which would cost
-18 MB and 130 ms of import in every process, the gateway included). Fields
-the services fill themselves with ids and codes are not scanned; a message
-seen before is looked up, not scanned again.
+the same rules notes use, without detect-secrets' plugins, whose import
+would cost the gateway 18 MB and 130 ms). Fields the services fill
+themselves with ids and codes are not scanned; a message seen before is
+looked up, not scanned again (about 1 µs an access line; 15 to 90 µs for a
+message never seen).
 """
 
 from __future__ import annotations
