@@ -19,7 +19,9 @@ from services.sessions.resources import (
     FACT,
     FIX,
     LANE_ITEM,
+    MESSAGE,
     NOTE_REVISION,
+    PROPOSAL,
     SESSION,
     WALK,
     child_ids,
@@ -30,10 +32,12 @@ from services.sessions.rows import (
     Fact,
     Fix,
     LaneItem,
+    Message,
     NoteKind,
     NoteRevision,
     Posting,
     Preview,
+    Proposal,
     Session,
 )
 
@@ -470,3 +474,78 @@ def note_preview(preview: Preview, *, cached: bool) -> pb.NotePreview:
         cached=cached,
         model=preview.model,
     )
+
+
+# --- the copilot conversation ---------------------------------------------------
+
+MESSAGE_ROLE = EnumMap(
+    pb.MessageRole, {"user": pb.MESSAGE_ROLE_USER, "assistant": pb.MESSAGE_ROLE_ASSISTANT}, field="role"
+)
+PROPOSAL_KIND = EnumMap(
+    pb.ProposalKind,
+    {"fact": pb.PROPOSAL_KIND_FACT, "lane_item": pb.PROPOSAL_KIND_LANE_ITEM, "fix": pb.PROPOSAL_KIND_FIX},
+    field="kind",
+)
+PROPOSAL_STATE = EnumMap(
+    pb.ProposalState,
+    {
+        "pending": pb.PROPOSAL_STATE_PENDING,
+        "applied": pb.PROPOSAL_STATE_APPLIED,
+        "dismissed": pb.PROPOSAL_STATE_DISMISSED,
+    },
+    field="state",
+)
+# ListMessages' order_by: oldest first (the default) or newest first.
+MESSAGE_ORDERS = {"": False, "create_time": False, "create_time asc": False, "create_time desc": True}
+
+
+def message_text(request: pb.SendMessageRequest) -> str:
+    """The engineer's message (its length is the proto's max_size, checked by the runtime)."""
+    return validation.nonblank(request.message.text, "message.text")
+
+
+def newest_first(request: pb.ListMessagesRequest) -> bool:
+    order = " ".join(request.order_by.lower().split())
+    if order not in MESSAGE_ORDERS:
+        raise InvalidArgument(FieldViolation("order_by", "must be `create_time` or `create_time desc`"))
+    return MESSAGE_ORDERS[order]
+
+
+def proposal(row: Proposal) -> pb.Proposal:
+    given = row.payload
+    message = pb.Proposal(
+        name=names.format_name(PROPOSAL, session=row.session_id, message=row.message_id, proposal=row.id),
+        kind=PROPOSAL_KIND.proto(row.kind),
+        state=PROPOSAL_STATE.proto(row.state),
+        title=given.get("text") or given.get("title", ""),
+        detail=given.get("detail") or given.get("summary", ""),
+        lane_item_kind=LANE_KIND.proto(given["lane_kind"])
+        if "lane_kind" in given
+        else pb.LANE_ITEM_KIND_UNSPECIFIED,
+        steps=list(given.get("steps", [])),
+        tool_call_id=row.tool_call_id,
+        result=row.result or "",
+        decider=str(row.decided_by or ""),
+    )
+    set_time(message, "decide_time", row.decide_time)
+    return message
+
+
+def message(row: Message) -> pb.Message:
+    converted = pb.Message(
+        name=names.format_name(MESSAGE, session=row.session_id, message=row.id),
+        role=MESSAGE_ROLE.proto(row.role),
+        text=row.text,
+        proposals=[proposal(p) for p in row.proposals],
+        model=row.model,
+        tier=row.tier,
+        prompt_version=row.prompt_version,
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        author=str(row.author),
+        author_display_name=row.author_name or "",
+        partial=row.partial,
+        state_version=row.state_version,
+    )
+    set_time(converted, "create_time", row.create_time)
+    return converted

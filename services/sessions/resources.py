@@ -12,6 +12,8 @@ FACT = "sessions/{session}/facts/{fact}"
 FIX = "sessions/{session}/fixes/{fix}"
 LANE_ITEM = "sessions/{session}/laneItems/{lane_item}"
 NOTE_REVISION = "sessions/{session}/noteRevisions/{note_revision}"
+MESSAGE = "sessions/{session}/messages/{message}"
+PROPOSAL = "sessions/{session}/messages/{message}/proposals/{proposal}"
 DEAD_LETTER = "deadLetters/{dead_letter}"
 # The walks service's walk (an escalated session records it; never read here).
 WALK = "walks/{walk}"

@@ -165,3 +165,44 @@ class OutboxMessage:
     attempts: int
     next_attempt_time: datetime
     create_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """What a copilot reply proposes (one tool call): written only when applied."""
+
+    id: uuid.UUID
+    session_id: uuid.UUID
+    message_id: uuid.UUID
+    ordinal: int
+    kind: str  # fact | lane_item | fix
+    tool_call_id: str
+    payload: dict[str, Any]
+    state: str  # pending | applied | dismissed
+    result: str | None
+    decided_by: uuid.UUID | None
+    decided_by_name: str | None
+    decide_time: datetime | None
+    create_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message of a session's copilot conversation (immutable)."""
+
+    id: uuid.UUID
+    session_id: uuid.UUID
+    role: str  # user | assistant
+    text: str
+    author: uuid.UUID
+    author_name: str | None
+    tool_calls: list[dict[str, Any]]
+    model: str
+    tier: str
+    prompt_version: int
+    input_tokens: int
+    output_tokens: int
+    partial: bool
+    state_version: int
+    create_time: datetime
+    proposals: tuple[Proposal, ...] = ()

@@ -20,6 +20,7 @@ from services.core.clients import SettingsReader
 from services.core.db import Database
 from services.core.rpc import created
 from services.sessions import convert, lifecycle
+from services.sessions.copilot import Copilot
 from services.sessions.dead_letters import DeadLetters
 from services.sessions.facts import Facts
 from services.sessions.fixes import Fixes
@@ -27,7 +28,7 @@ from services.sessions.lane import Lane
 from services.sessions.notes import NoteKind, Notes
 from services.sessions.outbox import OutboxDelivery
 from services.sessions.resources import FIX, LANE_ITEM, child_ids, dead_letter_id, session_id
-from services.sessions.rows import Fact, Fix, Session
+from services.sessions.rows import Fact, Fix, Message, Session
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -35,7 +36,7 @@ Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 FULL_PAGE_SIZE = 10
 
 
-def _by_create_time(row: Session | Fact | Fix) -> str:
+def _by_create_time(row: Session | Fact | Fix | Message) -> str:
     return row.create_time.isoformat()
 
 
@@ -67,6 +68,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         self._fixes = Fixes(db, ai, settings)
         self._notes = Notes(db, ai, settings)
         self._dead_letters = DeadLetters(db, kick=kick)
+        self._copilot = Copilot(db, ai, settings, clock)
 
     # --- sessions ---------------------------------------------------------------
 
@@ -302,3 +304,24 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         self, request: pb.PostEscalationPackageRequest, context: Context
     ) -> pb.Session:
         return await self._post(request.name, request.external_id, NoteKind.ESCALATION_PACKAGE)
+
+    # --- the copilot conversation ------------------------------------------------------
+
+    async def SendMessage(self, request: pb.SendMessageRequest, context: Context) -> pb.SendMessageResponse:
+        sid = session_id(request.parent, field="parent")
+        text = convert.message_text(request)
+        sent, reply = await self._copilot.send(current_principal(), sid, text)
+        created(convert.message(reply).name)
+        return pb.SendMessageResponse(message=convert.message(sent), reply=convert.message(reply))
+
+    async def ListMessages(
+        self, request: pb.ListMessagesRequest, context: Context
+    ) -> pb.ListMessagesResponse:
+        sid = session_id(request.parent, field="parent")
+        newest_first = convert.newest_first(request)
+        paging = _paging(request, {"messages": str(sid), "newest_first": newest_first})
+        rows = await self._copilot.page(
+            _account(), sid, newest_first=newest_first, after=paging.after, limit=paging.fetch
+        )
+        shown, token = paging.page(rows, key=_by_create_time)
+        return pb.ListMessagesResponse(messages=[convert.message(r) for r in shown], next_page_token=token)

@@ -7,6 +7,7 @@ checks, which bypass row-level security, never reveal another tenant's rows.
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -284,4 +285,85 @@ outbox = Table(
         text("id DESC"),
         postgresql_where=text("dead_time IS NOT NULL AND deliver_time IS NULL"),
     ),
+)
+
+# The copilot conversation (sessions_0012): user and assistant messages,
+# immutable once written. An assistant reply records the model, tier, prompt
+# version and tokens it took, and the tool calls it made as the model made
+# them; each tool call becomes a proposal (below) the engineer confirms.
+session_messages = Table(
+    "session_messages",
+    metadata,
+    Column("account_id", UUID(as_uuid=True), nullable=False),
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("session_id", UUID(as_uuid=True), nullable=False),
+    Column("role", String(10), nullable=False),
+    Column("text", Text, nullable=False),
+    # Who sent a user message (the engineer's user id); for a reply, who asked.
+    Column("author", UUID(as_uuid=True), nullable=False),
+    Column("author_name", String(200), nullable=True),
+    # [{id, name, input}] as the model called its tools (assistant only).
+    Column("tool_calls", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("model", String(100), nullable=False, server_default=text("''")),
+    Column("tier", String(10), nullable=False, server_default=text("''")),
+    Column("prompt_version", Integer, nullable=False, server_default=text("0")),
+    Column("input_tokens", Integer, nullable=False, server_default=text("0")),
+    Column("output_tokens", Integer, nullable=False, server_default=text("0")),
+    # The reply was cut short (the client went away, or the model failed mid-stream).
+    Column("partial", Boolean, nullable=False, server_default=text("false")),
+    # The session state the reply was made from.
+    Column("state_version", Integer, nullable=False),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("account_id", "id", name="session_messages_pkey"),
+    ForeignKeyConstraint(
+        ["account_id", "session_id"],
+        ["sessions.ai_sessions.account_id", "sessions.ai_sessions.id"],
+        name="session_messages_session_fkey",
+        ondelete="CASCADE",
+    ),
+    CheckConstraint("role IN ('user', 'assistant')", name="session_messages_role"),
+    CheckConstraint("length(text) <= 32000", name="session_messages_text_length"),
+    CheckConstraint("jsonb_typeof(tool_calls) = 'array'", name="session_messages_tool_calls_is_array"),
+    Index("session_messages_history", "account_id", "session_id", "create_time", "id"),
+)
+
+# What the copilot proposes (one per tool call of a reply): pending until the
+# engineer applies it (then ``result`` names what it wrote) or dismisses it.
+message_proposals = Table(
+    "message_proposals",
+    metadata,
+    Column("account_id", UUID(as_uuid=True), nullable=False),
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("session_id", UUID(as_uuid=True), nullable=False),
+    Column("message_id", UUID(as_uuid=True), nullable=False),
+    Column("ordinal", Integer, nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("tool_call_id", String(100), nullable=False),
+    # What to write: {text} for a fact; {lane_kind, title, detail} for a lane
+    # item; {title, summary, steps} for a fix.
+    Column("payload", JSONB, nullable=False),
+    Column("state", String(20), nullable=False, server_default=text("'pending'")),
+    Column("result", String(200), nullable=True),
+    Column("decided_by", UUID(as_uuid=True), nullable=True),
+    Column("decided_by_name", String(200), nullable=True),
+    Column("decide_time", DateTime(timezone=True), nullable=True),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("account_id", "id", name="message_proposals_pkey"),
+    ForeignKeyConstraint(
+        ["account_id", "message_id"],
+        ["sessions.session_messages.account_id", "sessions.session_messages.id"],
+        name="message_proposals_message_fkey",
+        ondelete="CASCADE",
+    ),
+    ForeignKeyConstraint(
+        ["account_id", "session_id"],
+        ["sessions.ai_sessions.account_id", "sessions.ai_sessions.id"],
+        name="message_proposals_session_fkey",
+        ondelete="CASCADE",
+    ),
+    CheckConstraint("kind IN ('fact', 'lane_item', 'fix')", name="message_proposals_kind"),
+    CheckConstraint("state IN ('pending', 'applied', 'dismissed')", name="message_proposals_state"),
+    CheckConstraint("jsonb_typeof(payload) = 'object'", name="message_proposals_payload_is_object"),
+    Index("message_proposals_by_message", "account_id", "message_id", "ordinal"),
+    Index("message_proposals_by_session", "account_id", "session_id"),
 )

@@ -16,6 +16,8 @@ on model calls (RESOURCE_EXHAUSTED with a retry delay past it).
 
 from services.core.ai.service import AI, AIConfig, Preferences, make_ai
 from services.core.ai.types import (
+    ChatEvent,
+    ChatRequest,
     DecisionTree,
     Document,
     Event,
@@ -23,17 +25,24 @@ from services.core.ai.types import (
     FixView,
     LaneView,
     Parameter,
+    ProposalDraft,
+    Proposed,
+    ReplyDone,
     ScriptDraft,
     SessionContext,
     Templatized,
+    TextDelta,
     Tier,
     TreeNode,
     TreeOption,
+    Turn,
 )
 
 __all__ = [
     "AI",
     "AIConfig",
+    "ChatEvent",
+    "ChatRequest",
     "DecisionTree",
     "Document",
     "Event",
@@ -42,11 +51,16 @@ __all__ = [
     "LaneView",
     "Parameter",
     "Preferences",
+    "ProposalDraft",
+    "Proposed",
+    "ReplyDone",
     "ScriptDraft",
     "SessionContext",
     "Templatized",
+    "TextDelta",
     "Tier",
     "TreeNode",
     "TreeOption",
+    "Turn",
     "make_ai",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import anthropic
@@ -22,17 +23,24 @@ from anthropic.types import ToolUseBlock
 from pydantic import BaseModel, ValidationError
 
 from services.core import metrics
-from services.core.ai.prompt import session_context
+from services.core.ai.prompt import CHAT_BUDGET_TOKENS, chat_context, session_context
 from services.core.ai.types import (
+    ChatEvent,
+    ChatRequest,
     DecisionTree,
     Document,
     FixSuggestion,
+    ProposalDraft,
+    Proposed,
+    ReplyDone,
     ScriptDraft,
     SessionContext,
     Templatized,
+    TextDelta,
     Tier,
+    Turn,
 )
-from services.core.errors import FailedPrecondition, Internal, Unavailable
+from services.core.errors import FailedPrecondition, FlowPilotError, Internal, Unavailable
 
 log = logging.getLogger("flowpilot.ai")
 
@@ -127,21 +135,9 @@ class AnthropicBackend:
                 tools=[{"name": tool, "description": description, "input_schema": schema}],
                 tool_choice={"type": "tool", "name": tool},
             )
-        except (anthropic.APITimeoutError, anthropic.APIConnectionError) as exc:
-            raise Unavailable(
-                "the AI model could not be reached; retry later", reason="MODEL_UNAVAILABLE"
-            ) from exc
-        except anthropic.APIStatusError as exc:
-            if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
-                raise Unavailable(
-                    "the AI model is overloaded or failing; retry later", reason="MODEL_UNAVAILABLE"
-                ) from exc
-            log.error("model rejected request", extra={"fields": {"status": exc.status_code, "model": model}})
-            raise Internal("the AI model rejected the request", reason="MODEL_REQUEST_REJECTED") from exc
-        usage = getattr(response, "usage", None)
-        if usage is not None:  # tokens as the API counted them
-            for kind, used in (("input", usage.input_tokens), ("output", usage.output_tokens)):
-                metrics.AI_TOKENS.labels(tier.value, model, kind).inc(used or 0)
+        except anthropic.APIError as exc:
+            raise _model_error(exc, model) from exc
+        _count_tokens(response, tier, model)
         tool_input: Any = next(
             (b.input for b in response.content if isinstance(b, ToolUseBlock) and b.name == tool),
             None,
@@ -160,3 +156,153 @@ class AnthropicBackend:
                 "the AI model returned an invalid answer", reason="MODEL_OUTPUT_INVALID"
             ) from exc
         return result
+
+    async def chat(self, request: ChatRequest, *, tier: Tier) -> AsyncIterator[ChatEvent]:
+        """The copilot's reply through the SDK's streaming API: text deltas as
+        they arrive, a proposal per complete tool call, then ReplyDone. The
+        SDK retries (429, 529, 5xx, connection errors) only while no byte of
+        the reply has arrived; once it streams, a failure ends the reply with
+        UNAVAILABLE. Closing the stream early (the client went away) closes
+        the HTTP response: the model request is aborted."""
+        model = self._models[tier]
+        session, turns, omitted = chat_context(request, budget_tokens=CHAT_BUDGET_TOKENS[tier])
+        try:
+            async with self._client.messages.stream(
+                model=model,
+                max_tokens=2048 if tier is Tier.FAST else 4096,
+                system=f"{CHAT_SYSTEM}\n\n{session}",
+                messages=_conversation(turns, omitted, request.question),
+                tools=CHAT_TOOLS,
+            ) as stream:
+                async for event in stream:
+                    if event.type == "text":
+                        yield TextDelta(event.text)
+                    elif event.type == "content_block_stop" and event.content_block.type == "tool_use":
+                        proposal = _proposal(event.content_block)
+                        if proposal is not None:
+                            yield Proposed(proposal)
+                final = await stream.get_final_message()
+        except anthropic.APIError as exc:
+            raise _model_error(exc, model) from exc
+        _count_tokens(final, tier, model)
+        yield ReplyDone(
+            model=final.model or model,
+            input_tokens=final.usage.input_tokens or 0,
+            output_tokens=final.usage.output_tokens or 0,
+        )
+
+
+CHAT_SYSTEM = (
+    "You are FlowPilot's copilot: a senior engineer on the call with an MSP engineer working a client's "
+    "ticket. Answer briefly and concretely from the session below, most likely cause first; quote the facts "
+    "you rely on; never invent facts and never repeat secrets. You cannot change the session yourself: to "
+    "add a fact, add a task-lane item (a check, script or question) or suggest a fix, call the matching "
+    "tool, and the engineer decides whether to apply it. Suggest a fix only when the facts support one."
+)
+CHAT_TOOLS: list[Any] = [
+    {
+        "name": "propose_fact",
+        "description": "Propose recording something now known about the problem.",
+        "input_schema": {
+            "type": "object",
+            "properties": {"text": {"type": "string", "maxLength": 4096}},
+            "required": ["text"],
+        },
+    },
+    {
+        "name": "propose_lane_item",
+        "description": "Propose a next check, script or question for the task lane.",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "kind": {"type": "string", "enum": ["check", "script", "question"]},
+                "title": {"type": "string", "maxLength": 200},
+                "detail": {"type": "string", "maxLength": 4000},
+            },
+            "required": ["kind", "title"],
+        },
+    },
+    {
+        "name": "propose_fix",
+        "description": "Propose a fix (it replaces the session's active suggested fix if applied).",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "title": {"type": "string", "maxLength": 200},
+                "summary": {"type": "string", "maxLength": 4000},
+                "steps": {"type": "array", "items": {"type": "string"}, "maxItems": 30},
+            },
+            "required": ["title", "steps"],
+        },
+    },
+]
+
+
+def _model_error(exc: anthropic.APIError, model: str) -> FlowPilotError:
+    """The suite's error for what the SDK raised (after its own retries)."""
+    if isinstance(exc, anthropic.APIStatusError) and not (
+        exc.status_code in (408, 409, 429) or exc.status_code >= 500 or _overloaded(exc)
+    ):
+        log.error("model rejected request", extra={"fields": {"status": exc.status_code, "model": model}})
+        return Internal("the AI model rejected the request", reason="MODEL_REQUEST_REJECTED")
+    if isinstance(exc, anthropic.APIStatusError):
+        return Unavailable("the AI model is overloaded or failing; retry later", reason="MODEL_UNAVAILABLE")
+    return Unavailable("the AI model could not be reached; retry later", reason="MODEL_UNAVAILABLE")
+
+
+def _overloaded(exc: anthropic.APIStatusError) -> bool:
+    """An error event in the middle of a stream arrives on a 200 response:
+    its body says what it is."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error")
+    kind = error.get("type") if isinstance(error, dict) else None
+    return kind in ("overloaded_error", "api_error", "rate_limit_error")
+
+
+def _count_tokens(response: Any, tier: Tier, model: str) -> None:
+    usage = getattr(response, "usage", None)
+    if usage is not None:  # tokens as the API counted them
+        for kind, used in (("input", usage.input_tokens), ("output", usage.output_tokens)):
+            metrics.AI_TOKENS.labels(tier.value, model, kind).inc(used or 0)
+
+
+def _conversation(turns: tuple[Turn, ...], omitted: int, question: str) -> list[Any]:
+    """The Messages API's alternating turns, starting with the user: the kept
+    conversation, then the new question (consecutive turns of one role joined)."""
+    messages: list[dict[str, str]] = []
+    for role, text in [*((t.role, t.text) for t in turns), ("user", question)]:
+        if not messages and role != "user":
+            continue
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"] += "\n\n" + text
+        else:
+            messages.append({"role": role, "content": text})
+    if omitted:
+        messages[0]["content"] = f"({omitted} older messages left out)\n\n" + messages[0]["content"]
+    return list(messages)
+
+
+_TOOL_KINDS = {"propose_fact": "fact", "propose_lane_item": "lane_item", "propose_fix": "fix"}
+
+
+def _proposal(block: ToolUseBlock) -> ProposalDraft | None:
+    """A proposal from a complete tool call; None (logged) when unusable."""
+    given: Any = block.input
+    kind = _TOOL_KINDS.get(block.name)
+    if kind is None or not isinstance(given, dict):
+        log.warning("model called an unknown tool", extra={"fields": {"tool": block.name}})
+        return None
+    fields: dict[str, Any] = {"kind": kind, "tool_call_id": block.id[:100]}
+    if kind == "fact":
+        fields["title"] = given.get("text", "")
+    elif kind == "lane_item":
+        fields |= {"title": given.get("title", ""), "detail": given.get("detail", "")}
+        fields["lane_kind"] = given.get("kind", "check")
+    else:
+        fields |= {"title": given.get("title", ""), "detail": given.get("summary", "")}
+        fields["steps"] = given.get("steps", [])
+    try:
+        return ProposalDraft.model_validate(fields)
+    except ValidationError:
+        log.warning("model proposal invalid", extra={"fields": {"tool": block.name}})
+        return None

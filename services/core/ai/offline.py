@@ -9,18 +9,26 @@ library of troubleshooting patterns matched on the problem text.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 
+from services.core.ai.prompt import CHAT_BUDGET_TOKENS, chat_context, estimate_tokens
 from services.core.ai.render import Section, render
 from services.core.ai.types import (
+    ChatEvent,
+    ChatRequest,
     DecisionTree,
     Document,
     FixSuggestion,
     FixView,
     LaneView,
     Parameter,
+    ProposalDraft,
+    Proposed,
+    ReplyDone,
     ScriptDraft,
     SessionContext,
     Templatized,
+    TextDelta,
     Tier,
     TreeNode,
     TreeOption,
@@ -90,6 +98,81 @@ class OfflineBackend:
 
     async def build_decision_tree(self, problem: str, *, tier: Tier) -> DecisionTree:
         return decision_tree(problem)
+
+    async def chat(self, request: ChatRequest, *, tier: Tier) -> AsyncIterator[ChatEvent]:
+        """A reply grounded in the session, streamed a few words at a time."""
+        session, turns, omitted = chat_context(request, budget_tokens=CHAT_BUDGET_TOKENS[tier])
+        text, proposals = await chat_reply(request, turns=len(turns), omitted=omitted)
+        words = text.split(" ")
+        for start in range(0, len(words), 8):
+            yield TextDelta(" ".join(words[start : start + 8]) + (" " if start + 8 < len(words) else ""))
+        for proposal in proposals:
+            yield Proposed(proposal)
+        read = session + request.question + "".join(t.text for t in turns)
+        yield ReplyDone(model=MODEL, input_tokens=estimate_tokens(read), output_tokens=estimate_tokens(text))
+
+
+# --- the copilot conversation --------------------------------------------------
+
+_REMEMBER = re.compile(r"^\s*(?:remember|note|fact)\s*(?:that|:)?\s*(?P<fact>.+)$", re.I | re.S)
+
+
+def next_check(ctx: SessionContext) -> str:
+    """The first check of the problem's pattern not in the task lane yet."""
+    lowered = f"{ctx.title} {ctx.problem}".lower()
+    checks = next((steps for words, steps in _PATTERNS if any(w in lowered for w in words)), _GENERIC)
+    titles = {item.title.lower() for item in ctx.lane}
+    for question, _ in [*checks, *_GENERIC]:
+        if question.lower() not in titles:
+            return question
+    return "Reproduce the problem with the user and capture the exact error message."
+
+
+async def chat_reply(request: ChatRequest, *, turns: int, omitted: int) -> tuple[str, list[ProposalDraft]]:
+    """The offline copilot's answer: what the session says (the facts it used,
+    quoted), what is ruled out or open, and one next check it proposes; a
+    fact when asked to remember one, a fix when asked for one."""
+    ctx = request.session
+    lines = [f"On {ctx.ticket_ref} ({ctx.title}): {ctx.problem[:200] or 'no problem stated yet'}."]
+    facts = ctx.facts[-3:]
+    if facts:
+        lines.append("What we know: " + "; ".join(f'"{fact[:300]}"' for fact in reversed(facts)) + ".")
+    else:
+        lines.append("Nothing is recorded as known yet.")
+    failed = [item for item in ctx.lane if item.status == "failed"]
+    if failed:
+        lines.append("Failed so far: " + "; ".join(f"{i.kind} '{i.title}'" for i in failed[-3:]) + ".")
+    for fix in ctx.ruled_out()[-3:]:
+        lines.append(
+            f"Ruled out: {fix.title}" + (f" ({fix.reject_reason})" if fix.reject_reason else "") + "."
+        )
+    for fix in ctx.open_proposals()[-1:]:
+        lines.append(f"Suggested, not applied: {fix.title}.")
+    if turns or omitted:
+        lines.append(f"(I read {turns} earlier message(s) of this conversation; {omitted} older left out.)")
+    check = next_check(ctx)
+    lines.append(f"Next check I propose: {check}")
+    proposals = [
+        ProposalDraft(kind="lane_item", lane_kind="check", title=check[:200], tool_call_id="offline_1")
+    ]
+    remembered = _REMEMBER.match(request.question)
+    if remembered:
+        fact = remembered.group("fact").strip()[:4096]
+        lines.append(f'I propose to record: "{fact[:300]}"')
+        proposals.append(ProposalDraft(kind="fact", title=fact, tool_call_id="offline_2"))
+    if "fix" in request.question.lower():
+        suggested = await OfflineBackend().suggest_fix(ctx, tier=Tier.FAST)
+        lines.append(f"I propose the fix: {suggested.title}")
+        proposals.append(
+            ProposalDraft(
+                kind="fix",
+                title=suggested.title,
+                detail=suggested.summary_markdown[:4000],
+                steps=suggested.steps,
+                tool_call_id="offline_3",
+            )
+        )
+    return "\n".join(lines), proposals
 
 
 def _common_sections(ctx: SessionContext) -> list[Section]:

@@ -9,7 +9,7 @@ the generous side for English and code.
 
 from __future__ import annotations
 
-from services.core.ai.types import FixView, LaneView, SessionContext
+from services.core.ai.types import ChatRequest, FixView, LaneView, SessionContext, Tier, Turn
 
 CHARS_PER_TOKEN = 4
 HEADER_SHARE = 0.25  # at most a quarter of the budget for the problem statement
@@ -95,3 +95,35 @@ def _lane_line(item: LaneView) -> str:
     if item.output:
         line += f"\n  output: {_clip(item.output, 2000)}"
     return line
+
+
+# --- the copilot conversation -----------------------------------------------
+
+# A chat's context per model tier, in tokens: the session first (at most
+# SESSION_SHARE of it, never dropped), then the new message, then as much of
+# the conversation as still fits, newest first.
+CHAT_BUDGET_TOKENS = {Tier.FAST: 12_000, Tier.DEEP: 48_000}
+SESSION_SHARE = 0.5
+
+
+def conversation_window(history: tuple[Turn, ...], *, budget_tokens: int) -> tuple[tuple[Turn, ...], int]:
+    """(the newest turns that fit ``budget_tokens``, oldest first; how many
+    older ones were left out)."""
+    budget = budget_tokens * CHARS_PER_TOKEN
+    kept: list[Turn] = []
+    used = 0
+    for turn in reversed(history):
+        if used + len(turn.text) + 16 > budget:
+            break
+        kept.append(turn)
+        used += len(turn.text) + 16
+    return tuple(reversed(kept)), len(history) - len(kept)
+
+
+def chat_context(request: ChatRequest, *, budget_tokens: int) -> tuple[str, tuple[Turn, ...], int]:
+    """(the session as the model sees it, the conversation turns kept, how
+    many older ones were left out) within ``budget_tokens``."""
+    session = session_context(request.session, budget_tokens=int(budget_tokens * SESSION_SHARE))
+    left = budget_tokens - estimate_tokens(session) - estimate_tokens(request.question)
+    turns, omitted = conversation_window(request.history, budget_tokens=max(0, left))
+    return session, turns, omitted

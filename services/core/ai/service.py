@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
 from pydantic import Field
@@ -16,13 +16,20 @@ from services.core import metrics
 from services.core.ai.prompt import estimate_tokens, session_context
 from services.core.ai.redaction import redact
 from services.core.ai.types import (
+    ChatEvent,
+    ChatRequest,
     DecisionTree,
     Document,
     FixSuggestion,
+    ProposalDraft,
+    Proposed,
+    ReplyDone,
     ScriptDraft,
     SessionContext,
     Templatized,
+    TextDelta,
     Tier,
+    Turn,
 )
 from services.core.auth import current_principal
 from services.core.errors import FlowPilotError, ResourceExhausted
@@ -39,6 +46,7 @@ class Backend(Protocol):
     async def write_escalation_package(self, ctx: SessionContext, *, fmt: str, tier: Tier) -> Document: ...
     async def templatize_script(self, script: ScriptDraft, *, tier: Tier) -> Templatized: ...
     async def build_decision_tree(self, problem: str, *, tier: Tier) -> DecisionTree: ...
+    def chat(self, request: ChatRequest, *, tier: Tier) -> AsyncIterator[ChatEvent]: ...
 
 
 class AIConfig(BaseSettings):
@@ -187,6 +195,77 @@ class AI:
         return await self._measured(
             "decision_tree", tier, self.backend.build_decision_tree(problem, tier=tier)
         )
+
+    async def chat(self, request: ChatRequest, prefs: Preferences) -> AsyncIterator[ChatEvent]:
+        """The copilot's reply to ``request``, as a stream of events ending with
+        ReplyDone (its tier filled in). The call is counted (and refused past
+        the limit) here, before the stream starts; everything sent is redacted
+        when ``prefs.redact``, and so is what comes back: text whole lines at a
+        time (a secret is not split across deltas), proposals whole."""
+        self._spend()
+        if prefs.redact:
+            request = ChatRequest(
+                session=request.session.map_text(redact),
+                history=tuple(Turn(turn.role, redact(turn.text)) for turn in request.history),
+                question=redact(request.question),
+            )
+        size = (
+            self._size(request.session)
+            + sum(estimate_tokens(turn.text) for turn in request.history)
+            + estimate_tokens(request.question)
+        )
+        tier = self._tier(prefs, "chat", size)
+        return self._chat(request, tier, redacting=prefs.redact)
+
+    async def _chat(self, request: ChatRequest, tier: Tier, *, redacting: bool) -> AsyncIterator[ChatEvent]:
+        labels = ("chat", tier.value, self.backend.name)
+        started = time.perf_counter()
+        outcome = "ok"
+        held = ""  # text of the current line, until it ends (when redacting)
+        try:
+            async for event in self.backend.chat(request, tier=tier):
+                if isinstance(event, TextDelta):
+                    if not redacting:
+                        yield event
+                        continue
+                    held += event.text
+                    cut = held.rfind("\n") + 1
+                    if cut == 0 and len(held) > _LONGEST_HELD_LINE:
+                        cut = len(held)
+                    if cut:
+                        yield TextDelta(redact(held[:cut]))
+                        held = held[cut:]
+                elif isinstance(event, Proposed):
+                    yield Proposed(_redacted(event.proposal)) if redacting else event
+                elif isinstance(event, ReplyDone):
+                    if held:
+                        yield TextDelta(redact(held))
+                        held = ""
+                    yield replace(event, tier=tier.value)
+        except FlowPilotError as error:
+            outcome = error.reason
+            raise
+        except BaseException:
+            outcome = "error"
+            raise
+        finally:
+            metrics.AI_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+            metrics.AI_CALLS.labels(*labels, outcome).inc()
+
+
+# A line of a streamed reply held back for redaction is let go past this many
+# characters, so that a reply without line breaks still streams.
+_LONGEST_HELD_LINE = 2000
+
+
+def _redacted(proposal: ProposalDraft) -> ProposalDraft:
+    return proposal.model_copy(
+        update={
+            "title": redact(proposal.title),
+            "detail": redact(proposal.detail),
+            "steps": [redact(step) for step in proposal.steps],
+        }
+    )
 
 
 def make_ai(config: AIConfig | None = None, *, backend: Backend | None = None) -> AI:

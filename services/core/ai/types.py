@@ -168,3 +168,66 @@ class DecisionTree(_Output):
     root: str = Field(min_length=1, max_length=100)
     nodes: list[TreeNode] = Field(min_length=1, max_length=500)
     model: str = "offline"
+
+
+# --- the copilot conversation ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier message of the conversation."""
+
+    role: str  # user | assistant
+    text: str
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """What the copilot is asked: the session, the conversation so far (oldest
+    first; the backend keeps the newest that fit its tier's budget) and the
+    engineer's new message."""
+
+    session: SessionContext
+    history: tuple[Turn, ...]
+    question: str
+
+
+class ProposalDraft(_Output):
+    """One tool call of a reply: a fact, a task-lane item or a fix the copilot
+    proposes (written only when the engineer applies it)."""
+
+    kind: str = Field(pattern=r"^(fact|lane_item|fix)$")
+    # The fact's text (at most 4096 characters), or a lane item's or fix's
+    # title (clipped to 200 when applied).
+    title: str = Field(min_length=1, max_length=4096)
+    detail: str = Field(default="", max_length=4000)
+    lane_kind: str = Field(default="check", pattern=r"^(check|script|question)$")
+    steps: list[str] = Field(default_factory=list, max_length=30)
+    tool_call_id: str = Field(default="", max_length=100)
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of the reply's text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Proposed:
+    """A proposal, once its tool call is complete."""
+
+    proposal: ProposalDraft
+
+
+@dataclass(frozen=True)
+class ReplyDone:
+    """The end of a reply: who wrote it and what it cost."""
+
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tier: str = ""
+
+
+ChatEvent = TextDelta | Proposed | ReplyDone

@@ -1,0 +1,217 @@
+"""The copilot conversation of a session: the engineer's messages, the
+copilot's replies, and what the replies propose.
+
+- **Who talks to it.** Sending a message is working the session: only who may
+  change it (:func:`handoff.require_worker`) and only while it is active.
+  Anyone in the account reads the conversation.
+- **What the model sees** (:func:`services.core.ai.prompt.chat_context`): the
+  session (problem, facts, task lane, active and rejected fixes, timeline),
+  never dropped, then the conversation, newest first, as far as the tier's
+  token budget goes (older turns are left out and counted). Everything is
+  redacted when ``notes.redact_sensitive`` is on (the AI facade).
+- **Limits.** A message is at most :data:`MAX_MESSAGE_CHARS` (the proto's
+  ``max_size``, enforced by the runtime); a conversation holds at most
+  :data:`MAX_CONVERSATION_MESSAGES` messages and
+  :data:`MAX_CONVERSATION_CHARS` characters (FAILED_PRECONDITION
+  ``CONVERSATION_FULL``); every reply takes a token of the account's model
+  call limiter (RESOURCE_EXHAUSTED ``AI_RATE_LIMITED``).
+- **Nothing is written silently.** Messages are immutable; what the copilot
+  would write (a fact, a task-lane item, a fix) is stored as a pending
+  proposal on its reply.
+
+The model is never called inside a transaction: the session and the
+conversation are read, the model called, then the message and its reply
+written in a second transaction that checks the session again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from services.core.ai import (
+    AI,
+    ChatEvent,
+    ChatRequest,
+    Preferences,
+    ProposalDraft,
+    Proposed,
+    ReplyDone,
+    TextDelta,
+    Turn,
+)
+from services.core.auth import Principal
+from services.core.clients import SettingsReader
+from services.core.db import Database
+from services.core.errors import FailedPrecondition
+from services.sessions import copilot_storage, lifecycle, notes
+from services.sessions.rows import Message, Session
+
+MAX_MESSAGE_CHARS = 8000
+MAX_CONVERSATION_MESSAGES = 500
+MAX_CONVERSATION_CHARS = 2_000_000
+# The newest messages read for the model; its budget keeps what fits of them.
+HISTORY_MESSAGES = 100
+# The version of the chat prompt (the prompt lives in code until prompts move
+# to the database; each reply records the version it was written with).
+PROMPT_VERSION = 1
+# The longest reply stored (a model writing past it is cut: ``partial``).
+MAX_REPLY_CHARS = 32_000
+
+
+# --- rules ---------------------------------------------------------------------
+
+
+def check_room(messages: int, chars: int, adding: int) -> None:
+    """A conversation takes a message and its reply only below its bounds."""
+    if messages + 2 > MAX_CONVERSATION_MESSAGES or chars + adding > MAX_CONVERSATION_CHARS:
+        raise FailedPrecondition(
+            f"the conversation holds at most {MAX_CONVERSATION_MESSAGES} messages and "
+            f"{MAX_CONVERSATION_CHARS:,} characters; start a new session to go on",
+            reason="CONVERSATION_FULL",
+            metadata={"messages": str(messages), "characters": str(chars)},
+        )
+
+
+def history(messages: list[Message]) -> tuple[Turn, ...]:
+    return tuple(Turn(role=m.role, text=m.text) for m in messages)
+
+
+def payload(proposal: ProposalDraft) -> dict[str, Any]:
+    """What a proposal stores: only the fields its kind writes."""
+    if proposal.kind == "fact":
+        return {"text": proposal.title}
+    if proposal.kind == "lane_item":
+        return {"lane_kind": proposal.lane_kind, "title": proposal.title[:200], "detail": proposal.detail}
+    return {"title": proposal.title[:200], "summary": proposal.detail, "steps": list(proposal.steps)}
+
+
+@dataclass
+class Reply:
+    """A reply as it arrives: its text, proposals, and who wrote it."""
+
+    text: str = ""
+    proposals: list[ProposalDraft] = field(default_factory=list)
+    done: ReplyDone | None = None
+
+    def add(self, event: ChatEvent) -> None:
+        if isinstance(event, TextDelta):
+            self.text = (self.text + event.text)[:MAX_REPLY_CHARS]
+        elif isinstance(event, Proposed):
+            self.proposals.append(event.proposal)
+        else:
+            self.done = event
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """A message ready for the model: the session as read, the request, the
+    account's preferences and when the message arrived."""
+
+    session: Session
+    request: ChatRequest
+    prefs: Preferences
+    received: datetime
+
+
+class Copilot:
+    def __init__(self, db: Database, ai: AI, settings: SettingsReader, clock: Callable[[], datetime]) -> None:
+        self._db = db
+        self._ai = ai
+        self._settings = settings
+        self._clock = clock
+
+    async def ask(self, principal: Principal, session_id: uuid.UUID, text: str) -> Asked:
+        """Reads what the model needs for ``text`` (NOT_FOUND, PERMISSION_DENIED,
+        FAILED_PRECONDITION as any change of the session)."""
+        received = self._clock()
+        prefs = await self._settings.preferences()
+        zone = ZoneInfo(await self._settings.choice("notes.time_zone"))
+        async with self._db.transaction(principal.account_id) as conn:
+            row = await lifecycle.find(conn, session_id)
+            lifecycle.require_writable(row, principal)
+            check_room(*await copilot_storage.conversation_size(conn, session_id), len(text))
+            ctx = await notes.context(conn, row, zone)
+            earlier = await copilot_storage.recent_messages(conn, session_id, limit=HISTORY_MESSAGES)
+        request = ChatRequest(session=ctx, history=history(earlier), question=text)
+        return Asked(session=row, request=request, prefs=prefs, received=received)
+
+    async def reply(self, asked: Asked) -> AsyncIterator[ChatEvent]:
+        """The model's reply as a stream of events (the call counted, or
+        refused past the account's limit, before the stream starts)."""
+        return await self._ai.chat(asked.request, asked.prefs)
+
+    async def send(self, principal: Principal, session_id: uuid.UUID, text: str) -> tuple[Message, Message]:
+        """(the engineer's message, the copilot's reply), both stored."""
+        asked = await self.ask(principal, session_id, text)
+        reply = Reply()
+        async for event in await self.reply(asked):
+            reply.add(event)
+        return await self.record(principal, asked, reply)
+
+    async def record(
+        self, principal: Principal, asked: Asked, reply: Reply, *, partial: bool = False
+    ) -> tuple[Message, Message]:
+        """Stores the message and its reply (``partial``: cut short) with the
+        reply's proposals pending, the session checked again under its lock."""
+        session_id = asked.session.id
+        done = reply.done or ReplyDone(model="")
+        async with self._db.transaction(principal.account_id) as conn:
+            row = await lifecycle.find(conn, session_id, lock=True)
+            lifecycle.require_writable(row, principal)
+            check_room(
+                *await copilot_storage.conversation_size(conn, session_id),
+                len(asked.request.question) + len(reply.text),
+            )
+            name = principal.display_name or None
+            sent = await copilot_storage.insert_message(
+                conn,
+                account_id=principal.account_id,
+                session_id=session_id,
+                role="user",
+                text=asked.request.question,
+                author=principal.user_id,
+                author_name=name,
+                state_version=asked.session.state_version,
+                create_time=asked.received,
+            )
+            answered = await copilot_storage.insert_message(
+                conn,
+                account_id=principal.account_id,
+                session_id=session_id,
+                role="assistant",
+                text=reply.text,
+                author=principal.user_id,
+                author_name=name,
+                state_version=asked.session.state_version,
+                # After the question, however the clocks of replicas disagree.
+                create_time=max(self._clock(), asked.received + timedelta(microseconds=1)),
+                tool_calls=[p.model_dump(exclude_defaults=True) for p in reply.proposals],
+                model=done.model,
+                tier=done.tier,
+                prompt_version=PROMPT_VERSION,
+                input_tokens=done.input_tokens,
+                output_tokens=done.output_tokens,
+                partial=partial or reply.done is None,
+                proposals=[(p.kind, p.tool_call_id, payload(p)) for p in reply.proposals],
+            )
+        return sent, answered
+
+    async def page(
+        self,
+        account: uuid.UUID,
+        session_id: uuid.UUID,
+        *,
+        newest_first: bool,
+        after: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[Message]:
+        async with self._db.transaction(account) as conn:
+            await lifecycle.find(conn, session_id)
+            return await copilot_storage.list_messages(
+                conn, session_id, newest_first=newest_first, after=after, limit=limit
+            )
