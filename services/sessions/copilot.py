@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from services.core import ids, names
 from services.core.ai import (
     AI,
     ChatEvent,
@@ -47,9 +48,11 @@ from services.core.ai import (
 from services.core.auth import Principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
-from services.core.errors import FailedPrecondition
-from services.sessions import copilot_storage, lifecycle, notes
-from services.sessions.rows import Message, Session
+from services.core.errors import FailedPrecondition, found
+from services.sessions import copilot_storage, lane, lifecycle, notes, storage
+from services.sessions.resources import FACT, FIX, LANE_ITEM, PROPOSAL
+from services.sessions.rows import LaneItem, Message, Proposal, Session
+from services.sessions.storage import Connection
 
 MAX_MESSAGE_CHARS = 8000
 MAX_CONVERSATION_MESSAGES = 500
@@ -88,6 +91,42 @@ def payload(proposal: ProposalDraft) -> dict[str, Any]:
     if proposal.kind == "lane_item":
         return {"lane_kind": proposal.lane_kind, "title": proposal.title[:200], "detail": proposal.detail}
     return {"title": proposal.title[:200], "summary": proposal.detail, "steps": list(proposal.steps)}
+
+
+def require_pending(proposal: Proposal) -> None:
+    """A proposal is applied or dismissed once."""
+    if proposal.state != "pending":
+        raise FailedPrecondition(
+            f"the proposal is {proposal.state} already",
+            reason="PROPOSAL_NOT_PENDING",
+            metadata={"state": proposal.state},
+        )
+
+
+def proposal_ids(name: str) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    """(session, message, proposal) ids of a proposal's name (INVALID_ARGUMENT on ``name``)."""
+    parts = names.parse(name, PROPOSAL, field="name")
+    return (
+        ids.parse_uuid(parts["session"], field="name", what="session id"),
+        ids.parse_uuid(parts["message"], field="name", what="message id"),
+        ids.parse_uuid(parts["proposal"], field="name", what="proposal id"),
+    )
+
+
+def new_lane_item(given: dict[str, Any], now: datetime) -> LaneItem:
+    at = now.isoformat()
+    return {
+        "id": str(uuid.uuid4()),
+        "kind": given["lane_kind"],
+        "title": given["title"],
+        "detail": given.get("detail", ""),
+        "script_body": "",
+        "script_language": "",
+        "status": "pending",
+        "output": "",
+        "create_time": at,
+        "update_time": at,
+    }
 
 
 @dataclass
@@ -215,3 +254,85 @@ class Copilot:
             return await copilot_storage.list_messages(
                 conn, session_id, newest_first=newest_first, after=after, limit=limit
             )
+
+    # --- proposals ----------------------------------------------------------------
+
+    async def _decided(self, principal: Principal, name: str, conn: Connection) -> tuple[Session, Proposal]:
+        """The session (locked) and the pending proposal ``name``, for ``principal`` to decide."""
+        session_id, message_id, proposal_id = proposal_ids(name)
+        row = await lifecycle.find(conn, session_id, lock=True)
+        proposal = found(
+            await copilot_storage.get_proposal(conn, session_id, message_id, proposal_id), "proposal", name
+        )
+        lifecycle.require_writable(row, principal)
+        require_pending(proposal)
+        return row, proposal
+
+    async def apply(self, principal: Principal, name: str) -> Proposal:
+        """Writes what the proposal proposes, as the engineer's own write would
+        (the state version moves), and marks it applied, in one transaction."""
+        async with self._db.transaction(principal.account_id) as conn:
+            row, proposal = await self._decided(principal, name, conn)
+            result = await self._write(conn, principal, row, proposal)
+            decided = await copilot_storage.decide_proposal(
+                conn,
+                proposal.id,
+                "applied",
+                result=result,
+                decided_by=principal.user_id,
+                decided_by_name=principal.display_name or None,
+            )
+        return found(decided, "proposal", name)
+
+    async def dismiss(self, principal: Principal, name: str) -> Proposal:
+        async with self._db.transaction(principal.account_id) as conn:
+            _, proposal = await self._decided(principal, name, conn)
+            decided = await copilot_storage.decide_proposal(
+                conn,
+                proposal.id,
+                "dismissed",
+                result=None,
+                decided_by=principal.user_id,
+                decided_by_name=principal.display_name or None,
+            )
+        return found(decided, "proposal", name)
+
+    async def _write(self, conn: Connection, principal: Principal, row: Session, proposal: Proposal) -> str:
+        """Applies ``proposal`` to the locked session ``row`` by the rules of
+        facts, the task lane and fixes; the name of what it wrote."""
+        given = proposal.payload
+        if proposal.kind == "fact":
+            fact = await storage.insert_fact(
+                conn,
+                account_id=principal.account_id,
+                id=uuid.uuid4(),
+                session_id=row.id,
+                text=given["text"],
+                source="ai",
+                created_by=principal.user_id,
+            )
+            await storage.bump_state(conn, row.id)
+            return names.format_name(FACT, session=row.id, fact=fact.id)
+        if proposal.kind == "lane_item":
+            lane.check_room(row.pending_task_lane)
+            item = new_lane_item(given, self._clock())
+            items = [*row.pending_task_lane, item]
+            lane.check_size(items)
+            await storage.update_session(conn, row.id, lane=items)
+            return names.format_name(LANE_ITEM, session=row.id, lane_item=item["id"])
+        await storage.supersede_active_fix(conn, row.id)
+        fix = await storage.insert_fix(
+            conn,
+            account_id=principal.account_id,
+            id=uuid.uuid4(),
+            session_id=row.id,
+            title=given["title"],
+            summary_markdown=given.get("summary") or given["title"],
+            steps=list(given.get("steps", [])),
+            confidence=0.5,
+            rationale="Proposed by the copilot in the conversation and applied by the engineer.",
+            model="copilot",
+            state_version=row.state_version,
+        )
+        await storage.bump_state(conn, row.id)
+        return names.format_name(FIX, session=row.id, fix=fix.id)

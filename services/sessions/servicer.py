@@ -325,3 +325,9 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         )
         shown, token = paging.page(rows, key=_by_create_time)
         return pb.ListMessagesResponse(messages=[convert.message(r) for r in shown], next_page_token=token)
+
+    async def ApplyProposal(self, request: pb.ApplyProposalRequest, context: Context) -> pb.Proposal:
+        return convert.proposal(await self._copilot.apply(current_principal(), request.name))
+
+    async def DismissProposal(self, request: pb.DismissProposalRequest, context: Context) -> pb.Proposal:
+        return convert.proposal(await self._copilot.dismiss(current_principal(), request.name))

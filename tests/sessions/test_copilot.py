@@ -176,3 +176,90 @@ async def test_secrets_never_reach_the_model_or_the_reply(
     assert "sk-ant-api03-AAAA" not in reply.text
     assert all("sk-ant-api03-AAAA" not in p.title for p in reply.proposals)
     assert "expired" in reply.text  # the fact is quoted, its secret is not
+
+
+async def test_proposals_are_applied_or_dismissed_once_by_who_works_the_session(
+    sessions_channel: grpc.aio.Channel, keys: Keys
+) -> None:
+    me = Caller(sessions_channel, keys)
+    s = await me.session(problem="Printer jobs stuck in the queue")
+    reply = (await send(me, s, "remember: the spooler crashed at 09:12; what fix?")).reply
+    check, fact, fix = reply.proposals
+    version = (await me.get(s)).state_version
+
+    # A colleague who does not work it, a viewer, another account: refused, nothing written.
+    await expect_error(
+        me.other_user().call("ApplyProposal", pb.ApplyProposalRequest(name=check.name)),
+        grpc.StatusCode.PERMISSION_DENIED,
+        reason="NOT_SESSION_ASSIGNEE",
+    )
+    await expect_error(
+        me.as_role(Role.VIEWER).call("ApplyProposal", pb.ApplyProposalRequest(name=check.name)),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    await expect_error(
+        Caller(sessions_channel, keys).call("DismissProposal", pb.DismissProposalRequest(name=check.name)),
+        grpc.StatusCode.NOT_FOUND,
+    )
+    await expect_error(
+        me.call("ApplyProposal", pb.ApplyProposalRequest(name=f"{s.name}/messages/x/proposals/y")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        field="name",
+    )
+    assert (await me.get(s)).state_version == version
+
+    applied = await me.call("ApplyProposal", pb.ApplyProposalRequest(name=check.name))
+    assert applied.state == pb.PROPOSAL_STATE_APPLIED and applied.decider == str(me.user)
+    assert applied.result.startswith(f"{s.name}/laneItems/")
+    item = await me.call("GetLaneItem", pb.GetLaneItemRequest(name=applied.result))
+    assert item.title == check.title and item.kind == pb.LANE_ITEM_KIND_CHECK
+    assert item.status == pb.LANE_ITEM_STATUS_PENDING
+    assert (await me.get(s)).state_version == version + 1
+
+    applied = await me.call("ApplyProposal", pb.ApplyProposalRequest(name=fact.name))
+    written = await me.call("GetFact", pb.GetFactRequest(name=applied.result))
+    assert written.text == "the spooler crashed at 09:12; what fix?" and written.source == pb.FACT_SOURCE_AI
+    assert (await me.get(s)).state_version == version + 2
+
+    dismissed = await me.call("DismissProposal", pb.DismissProposalRequest(name=fix.name))
+    assert dismissed.state == pb.PROPOSAL_STATE_DISMISSED and not dismissed.result
+    assert (await me.get(s)).state_version == version + 2
+    await expect_error(
+        me.call("GetActiveFix", pb.GetActiveFixRequest(parent=s.name)), grpc.StatusCode.NOT_FOUND
+    )
+    # Once only.
+    for method, request in (
+        ("ApplyProposal", pb.ApplyProposalRequest(name=fix.name)),
+        ("DismissProposal", pb.DismissProposalRequest(name=check.name)),
+    ):
+        await expect_error(
+            me.call(method, request), grpc.StatusCode.FAILED_PRECONDITION, reason="PROPOSAL_NOT_PENDING"
+        )
+    listed = await me.call("ListMessages", pb.ListMessagesRequest(parent=s.name))
+    assert [p.state for p in listed.messages[1].proposals] == [
+        pb.PROPOSAL_STATE_APPLIED,
+        pb.PROPOSAL_STATE_APPLIED,
+        pb.PROPOSAL_STATE_DISMISSED,
+    ]
+
+    # A fix proposal applied supersedes the active fix, as SuggestFix does.
+    await me.call("SuggestFix", pb.SuggestFixRequest(parent=s.name))
+    fix2 = (await send(me, s, "another fix please")).reply.proposals[-1]
+    applied = await me.call("ApplyProposal", pb.ApplyProposalRequest(name=fix2.name))
+    active = await me.call("GetActiveFix", pb.GetActiveFixRequest(parent=s.name))
+    assert (
+        active.name == applied.result
+        and active.title == fix2.title
+        and list(active.steps) == list(fix2.steps)
+    )
+    fixes = await me.call("ListFixes", pb.ListFixesRequest(parent=s.name))
+    assert len(fixes.fixes) == 2 and not fixes.fixes[1].active
+
+    # Not once the session is closed.
+    pending = (await send(me, s, "what now?")).reply.proposals[0]
+    await me.call("ResolveSession", pb.ResolveSessionRequest(name=s.name, summary="spooler restarted"))
+    await expect_error(
+        me.call("ApplyProposal", pb.ApplyProposalRequest(name=pending.name)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        reason="SESSION_NOT_ACTIVE",
+    )
