@@ -151,8 +151,10 @@ def compile_routes(services: Iterable[descriptor.ServiceDescriptor]) -> list[Rou
             options = method.GetOptions()
             if not options.HasExtension(annotations_pb2.http):
                 continue
-            if method.client_streaming or method.server_streaming:
-                raise RouteError(f"{method.full_name}: streaming methods are not transcoded")
+            if method.client_streaming:
+                raise RouteError(f"{method.full_name}: client streaming methods are not transcoded")
+            if method.server_streaming:
+                continue  # not served over HTTP yet
             if options.Extensions[access_pb2.minimum_role] == access_pb2.ROLE_SERVICE:
                 raise RouteError(f"{method.full_name}: internal methods are never served over HTTP")
             for rule in _bindings(options.Extensions[annotations_pb2.http]):

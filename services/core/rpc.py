@@ -20,7 +20,7 @@ import logging
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -103,8 +103,8 @@ def method_rules(service_names: Iterable[str]) -> dict[str, MethodRule]:
     for service_name in service_names:
         service: descriptor.ServiceDescriptor = pool.FindServiceByName(service_name)
         for method in service.methods:
-            if method.client_streaming or method.server_streaming:
-                raise RuntimeError(f"{method.full_name}: streaming methods are not supported")
+            if method.client_streaming:
+                raise RuntimeError(f"{method.full_name}: client streaming methods are not supported")
             options = method.GetOptions()
             role = options.Extensions[access_pb2.minimum_role]
             if role == access_pb2.ROLE_UNSPECIFIED:
@@ -187,6 +187,12 @@ class Runtime:
         # caller as UNKNOWN with the library's text.
         decode = cast(Decoder, handler.request_deserializer)
         input_type = descriptor_pool.Default().FindMethodByName(rule.full_name).input_type
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _StreamMethod(self, rule, cast(Any, handler.unary_stream), decode, input_type).handle,
+                request_deserializer=None,
+                response_serializer=handler.response_serializer,
+            )
         return grpc.unary_unary_rpc_method_handler(
             self._behavior(rule, cast(Handler, handler.unary_unary), decode, input_type),
             request_deserializer=None,
@@ -371,6 +377,85 @@ class _Method:
         if made:
             context.set_trailing_metadata(((CREATED_METADATA, made[-1]),))
         return response
+
+
+StreamHandler = Callable[[Message, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Message]]
+
+
+class _StreamMethod(_Method):
+    """A wrapped server-streaming method: admitted, decoded and checked like a
+    unary one before its first message; its deadline (the caller's, else the
+    runtime's default) covers the whole stream; an error, before or after
+    messages were sent, ends the stream with its rich status. When the
+    caller goes away the handler is cancelled where it waits."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        rule: MethodRule,
+        inner: StreamHandler,
+        decode: Decoder,
+        input_type: descriptor.Descriptor,
+    ) -> None:
+        super().__init__(runtime, rule, cast(Handler, inner), decode, input_type)
+        self.stream_inner = inner
+        service_name, _, method_name = rule.full_name.rpartition(".")
+        self.labels = ("server_stream", service_name, method_name)
+        self.started_total = metrics.GRPC_STARTED.labels(*self.labels)
+        self.handling_seconds = metrics.GRPC_SECONDS.labels(*self.labels)
+        self.handled = {"OK": metrics.GRPC_HANDLED.labels(*self.labels, "OK")}
+
+    async def handle(  # type: ignore[override]  # a stream, not one reply
+        self, raw: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Message]:
+        started = time.perf_counter()
+        metadata = dict(context.invocation_metadata() or ())
+        self.calls.started()
+        context.add_done_callback(cast(Any, self.calls.ended_with))
+        span_token, log_token = self.begin(metadata)
+        principal_token = None
+        outcome = "OK"
+        try:
+            principal = self.admit(metadata)
+            if len(raw) >= COUNTED_FROM_BYTES:
+                check_wire(raw, self.input_type)
+            request = self.checked(raw)
+            principal_token = bind_principal(principal)
+            remaining = context.time_remaining()
+            try:
+                async with asyncio.timeout(self.default_deadline if remaining is None else None):
+                    async for response in self.stream_inner(request, context):
+                        yield response
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"the stream took longer than {self.default_deadline:g} s, the limit for calls "
+                    "without a deadline"
+                ) from None
+        except FlowPilotError as error:
+            outcome = error.code.name
+            traceback.clear_frames(error.__traceback__)
+            await context.abort_with_status(to_grpc_status(error, domain=self.domain))
+            raise
+        except grpc.aio.AbortError:
+            code = context.code()
+            outcome = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            remaining = context.time_remaining()
+            outcome = "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+            raise
+        except Exception:
+            outcome = "INTERNAL"
+            log.exception("unhandled error in %s", self.rule.full_name)
+            traceback.clear_frames(sys.exc_info()[2])
+            await context.abort_with_status(
+                internal_status(domain=self.domain, trace_id=logs.current_trace_id())
+            )
+            raise
+        finally:
+            if principal_token is not None:
+                unbind_principal(principal_token)
+            self.end(outcome, started, span_token, log_token)
 
 
 def _decoded(decode: Decoder, raw: bytes) -> Message:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from flowpilot.sessions.v1 import sessions_pb2 as pb
 
 from services.core import auth, ids, names, validation
+from services.core.ai import ProposalDraft
 from services.core.enums import TICKET_KIND, EnumMap
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.messages import set_time
@@ -549,3 +550,18 @@ def message(row: Message) -> pb.Message:
     )
     set_time(converted, "create_time", row.create_time)
     return converted
+
+
+def proposal_draft(draft: ProposalDraft) -> pb.Proposal:
+    """A proposal as it streams, before it is stored (no name yet)."""
+    return pb.Proposal(
+        kind=PROPOSAL_KIND.proto(draft.kind),
+        state=pb.PROPOSAL_STATE_PENDING,
+        title=draft.title,
+        detail=draft.detail,
+        lane_item_kind=LANE_KIND.proto(draft.lane_kind)
+        if draft.kind == "lane_item"
+        else pb.LANE_ITEM_KIND_UNSPECIFIED,
+        steps=list(draft.steps),
+        tool_call_id=draft.tool_call_id,
+    )

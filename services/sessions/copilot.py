@@ -26,6 +26,7 @@ written in a second transaction that checks the session again.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from services.core.ai import (
 from services.core.auth import Principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
-from services.core.errors import FailedPrecondition, found
+from services.core.errors import FailedPrecondition, FlowPilotError, found
 from services.sessions import copilot_storage, lane, lifecycle, notes, storage
 from services.sessions.resources import FACT, FIX, LANE_ITEM, PROPOSAL
 from services.sessions.rows import LaneItem, Message, Proposal, Session
@@ -191,6 +192,32 @@ class Copilot:
         async for event in await self.reply(asked):
             reply.add(event)
         return await self.record(principal, asked, reply)
+
+    async def stream(
+        self, principal: Principal, session_id: uuid.UUID, text: str
+    ) -> AsyncIterator[TextDelta | Proposed | tuple[Message, Message]]:
+        """The reply as it arrives (text deltas, proposals), then (the stored
+        message, the stored reply). Refusals come before the first event.
+        Cut short, by the caller going away (the model request is closed with
+        the stream) or by a model failure after something arrived, what
+        arrived is stored as a partial reply."""
+        asked = await self.ask(principal, session_id, text)
+        events = await self.reply(asked)
+        reply = Reply()
+        try:
+            async for event in events:
+                reply.add(event)
+                if isinstance(event, TextDelta | Proposed):
+                    yield event
+        except (asyncio.CancelledError, GeneratorExit):
+            await _aclose(events)
+            await asyncio.shield(self.record(principal, asked, reply, partial=True))
+            raise
+        except FlowPilotError:
+            if reply.text or reply.proposals:
+                await self.record(principal, asked, reply, partial=True)
+            raise
+        yield await self.record(principal, asked, reply)
 
     async def record(
         self, principal: Principal, asked: Asked, reply: Reply, *, partial: bool = False
@@ -336,3 +363,10 @@ class Copilot:
         )
         await storage.bump_state(conn, row.id)
         return names.format_name(FIX, session=row.id, fix=fix.id)
+
+
+async def _aclose(events: AsyncIterator[ChatEvent]) -> None:
+    """Closes the model's stream now (its HTTP response with it)."""
+    close = getattr(events, "aclose", None)
+    if close is not None:
+        await close()

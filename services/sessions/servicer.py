@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
@@ -14,7 +14,7 @@ from flowpilot.sessions.v1 import sessions_pb2 as pb
 from flowpilot.sessions.v1 import sessions_pb2_grpc
 
 from services.core import ids, pagination, requests, validation
-from services.core.ai import AI
+from services.core.ai import AI, Proposed, TextDelta
 from services.core.auth import current_principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
@@ -331,3 +331,17 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
 
     async def DismissProposal(self, request: pb.DismissProposalRequest, context: Context) -> pb.Proposal:
         return convert.proposal(await self._copilot.dismiss(current_principal(), request.name))
+
+    async def StreamMessage(
+        self, request: pb.StreamMessageRequest, context: Context
+    ) -> AsyncIterator[pb.StreamMessageResponse]:
+        sid = session_id(request.parent, field="parent")
+        text = validation.nonblank(request.message.text, "message.text")
+        async for event in self._copilot.stream(current_principal(), sid, text):
+            if isinstance(event, TextDelta):
+                yield pb.StreamMessageResponse(text_delta=event.text)
+            elif isinstance(event, Proposed):
+                yield pb.StreamMessageResponse(proposal=convert.proposal_draft(event.proposal))
+            else:
+                sent, reply = event
+                yield pb.StreamMessageResponse(message=convert.message(sent), reply=convert.message(reply))

@@ -28,7 +28,8 @@ class Replay:
         if isinstance(reply, Exception):
             raise reply
         status, name = reply
-        headers = {"content-type": "application/json", "request-id": f"req_{len(self.requests)}"}
+        kind = "text/event-stream" if name.endswith(".sse") else "application/json"  # recorded streams
+        headers = {"content-type": kind, "request-id": f"req_{len(self.requests)}"}
         if status in (429, 529):
             headers["retry-after-ms"] = "5"
         return httpx2.Response(status, content=(RECORDED / name).read_bytes(), headers=headers)
