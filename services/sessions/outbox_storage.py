@@ -113,18 +113,25 @@ async def outbox_accounts_due(engine: AsyncEngine) -> Sequence[uuid.UUID]:
 
 async def claim_outbox(conn: AsyncConnection, *, batch: int, lease: timedelta) -> list[OutboxMessage]:
     """Claims up to ``batch`` due rows, skipping rows another worker holds:
-    they are due again only after ``lease``. Oldest first."""
+    they are due again only after ``lease``. Oldest first.
+
+    The due rows are picked once, in a materialized CTE: as ``id IN (…
+    LIMIT n FOR UPDATE SKIP LOCKED)`` PostgreSQL may run the subquery again
+    while it updates, and each run finds the next rows still due, so one
+    claim could take every due row instead of ``batch``."""
     due = (
         select(outbox.c.id)
         .where(outbox.c.deliver_time.is_(None), outbox.c.next_attempt_time <= func.now())
         .order_by(outbox.c.create_time)
         .limit(batch)
         .with_for_update(skip_locked=True)
+        .cte("due")
+        .prefix_with("MATERIALIZED")
     )
     rows = (
         await conn.execute(
             update(outbox)
-            .where(outbox.c.id.in_(due))
+            .where(outbox.c.id == due.c.id)
             .values(next_attempt_time=func.now() + lease)
             .returning(outbox)
         )

@@ -124,7 +124,11 @@ def test_only_scripts_that_worked_become_drafts() -> None:
     )
     assert drafts.drafted(row) == [worked]
     user = Principal(
-        user_id=uuid.UUID(int=9), account_id=uuid.UUID(int=1), role=Role.ENGINEER, token="", display_name="Dana"
+        user_id=uuid.UUID(int=9),
+        account_id=uuid.UUID(int=1),
+        role=Role.ENGINEER,
+        token="",
+        display_name="Dana",
     )
     assert drafts.dedupe_key(row, worked) == f"{row.id}/s1"
     assert drafts.payload(row, worked, user) == {

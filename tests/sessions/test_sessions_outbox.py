@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from services.core.ai.service import make_ai
 from services.core.auth import Role, ServiceCredential
 from services.core.db import Database
+from services.sessions import outbox_storage
 from services.sessions.outbox import OutboxDelivery
 from services.sessions.service import SessionsConfig
 from services.sessions.service import build as build_sessions
@@ -241,3 +243,22 @@ async def test_a_claim_outlived_by_its_lease_is_taken_over_and_its_late_outcome_
     )
     # Delivered, one attempt counted (the second replica's), never a dead letter.
     assert await admin_scalar(database, sql, k=session.name.split("/")[1] + "/%") == 110
+
+
+async def test_a_claim_takes_at_most_its_batch(
+    sessions_channel: grpc.aio.Channel, keys: Keys, database: RunDatabase, only_this_replica_delivers: None
+) -> None:
+    """A claim takes ``batch`` due rows however many are due (the rows it
+    claims stop being due as it claims them, so a subquery run again would
+    find more)."""
+    me = Caller(sessions_channel, keys)
+    await _resolve_with_scripts(me, 5)
+    db = Database.connect(database.runtime_url("sessions"), pool_size=1, read_pool_size=1)
+    try:
+        async with db.transaction(me.account) as conn:
+            claimed = await outbox_storage.claim_outbox(conn, batch=2, lease=timedelta(seconds=60))
+            assert len(claimed) == 2
+            rest = await outbox_storage.claim_outbox(conn, batch=10, lease=timedelta(seconds=60))
+            assert len(rest) == 3 and not {m.id for m in rest} & {m.id for m in claimed}
+    finally:
+        await db.dispose()
