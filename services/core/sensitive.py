@@ -248,6 +248,31 @@ def _strong_or_digits(value: str, *, digits: bool) -> bool:
     return plausible(value, strong=True)
 
 
+# Words that describe a password rather than being one, beyond _NOT_SECRETS
+# ("the password is known", "… is too short"): adjectives of state.
+_STATE_WORDS = frozenset(
+    """
+    known short long complex simple easy hard visible shown needed available due different similar current
+    previous right ready active inactive case-sensitive sensitive compromised leaked stale correct same
+    """.split()  # noqa: SIM905
+)
+
+
+def _plain_word(value: str) -> bool:
+    """A password written as one plain word ("the password is sunshine"):
+    letters only, not a word about passwords, not a participle or adverb
+    ("expired", "working", "currently")."""
+    word = value.strip("\"'").rstrip(_TRAILING)
+    lowered = word.lower()
+    return (
+        4 <= len(word) <= 64
+        and word.isalpha()
+        and lowered not in _NOT_SECRETS
+        and lowered not in _STATE_WORDS
+        and not lowered.endswith(("ed", "ing", "ly"))
+    )
+
+
 def _code_ok(match: re.Match[str], line: str) -> bool:
     qualifier = (match.group("q") or "").lower()
     if qualifier in _CODE_BLOCKLIST:
@@ -293,7 +318,10 @@ _RULES: list[_Rule] = [
             + _VALUE
         ),
         strong=False,
-        check=lambda m, line: _strong_or_digits(m.group("v"), digits=m.group("k").lower() == "passcode"),
+        check=lambda m, line: (
+            _strong_or_digits(m.group("v"), digits=m.group("k").lower() == "passcode")
+            or _plain_word(m.group("v"))
+        ),
         kind_of=lambda m: "password" if m.group("k").lower().startswith(("pass", "pw", "psk")) else "secret",
     ),
     # "reset jdoe's password to X", "set the wifi passphrase to X".

@@ -22,6 +22,10 @@ from services.core.ai.redaction import MASK, find_secrets, redact
 
 # (text, the secret values in it). Plain sentences first.
 SENTENCES: list[tuple[str, tuple[str, ...]]] = [
+    # A password that is one plain word.
+    ("The password is sunshine, she wrote it on a sticky note", ("sunshine",)),
+    ("wifi password is coffeeshop", ("coffeeshop",)),
+    ("Her new password was Bluebird per the call", ("Bluebird",)),
     (
         "The local admin password is Winter2024!Pw and the wifi passphrase is CoffeeShop99",
         ("Winter2024!Pw", "CoffeeShop99"),
@@ -209,6 +213,12 @@ SHAPES: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 INNOCENT: list[str] = [
+    # Words about a password, not a password.
+    "The password is expired and the account is locked",
+    "the password is known to the user and stored in ITGlue",
+    "password is too short for the policy",
+    "The password was reset yesterday by the helpdesk",
+    "the password is currently unknown",
     "Connected to ws-042.contoso.local over RDP",
     "Pinged 10.0.0.15 and 192.168.1.1, both respond",
     "CW #48213 updated with the fix",
