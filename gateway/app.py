@@ -35,7 +35,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Route as HttpRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway import errors, headers, observe, tracing, transcode
+from gateway import errors, headers, observe, streaming, tracing, transcode
 from gateway.config import GatewayConfig
 from gateway.errors import HttpError
 from gateway.observe import ROUTE_SCOPE_KEY, AccessLog
@@ -86,6 +86,7 @@ class Gateway:
         self.traced = traced
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
+        self._stream_calls: dict[str, grpc.aio.UnaryStreamMultiCallable[Any, Any]] = {}
         missing = {r.service.rsplit(".", 1)[0] for r in self.routes} - set(backends)
         if missing:
             raise ValueError(f"no backend address for {', '.join(sorted(missing))}")
@@ -156,6 +157,18 @@ class Gateway:
                 _registered_method=True,  # type: ignore[call-arg]  # (not in grpc's stubs yet)
             )
             self._calls[route.rpc_path] = call
+        return call
+
+    def _stream_call(self, route: Route) -> grpc.aio.UnaryStreamMultiCallable[Any, Any]:
+        call = self._stream_calls.get(route.rpc_path)
+        if call is None:
+            call = self._channel(self._address(route)).unary_stream(
+                route.rpc_path,
+                request_serializer=_serialize,
+                response_deserializer=route.output_class.FromString,
+                _registered_method=True,  # type: ignore[call-arg]  # (as in _call)
+            )
+            self._stream_calls[route.rpc_path] = call
         return call
 
     async def close(self) -> None:
@@ -244,10 +257,14 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         status, body, reply = await self.answer(scope, receive)
         await send({"type": "http.response.start", "status": status, "headers": reply})
-        await send({"type": "http.response.body", "body": body})
+        if isinstance(body, bytes):
+            await send({"type": "http.response.body", "body": body})
+        else:
+            await body.send_body(send)
 
-    async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
-        """Status, body and headers of the answer to one API request."""
+    async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes | streaming.Stream, Headers]:
+        """Status, body and headers of the answer to one API request (the body
+        of a server-streaming method's answer is a ``Stream``, sent after the headers)."""
         reply_headers: dict[str, str] = {}
         call: Any = None
         try:
@@ -263,6 +280,16 @@ class Gateway:
             timeout = self._timeout(given.get(b"grpc-timeout"))
             query = _query(scope["query_string"])
             message = transcode.build_request(route, values, query, await self._body(given, receive))
+            if route.streams:
+                return await self._open_stream(
+                    route,
+                    message,
+                    metadata=metadata,
+                    seconds=timeout,
+                    given=given,
+                    receive=receive,
+                    reply_headers=reply_headers,
+                )
             call = self._call(route)(message, metadata=metadata, timeout=timeout)
             # gRPC enforces the deadline; this bounds anything else that could
             # keep the request waiting (the call is cancelled with it).
@@ -293,6 +320,41 @@ class Gateway:
             reply_headers["location"] = created
             return _answer(201, transcode.render(route, response), reply_headers)
         return _answer(200, transcode.render(route, response), reply_headers)
+
+    async def _open_stream(
+        self,
+        route: Route,
+        message: Any,
+        *,
+        metadata: list[tuple[str, str]],
+        seconds: float,
+        given: dict[bytes, bytes],
+        receive: Receive,
+        reply_headers: dict[str, str],
+    ) -> tuple[int, streaming.Stream, Headers]:
+        """Starts a server-streaming call and waits for its first message (or
+        its end): a refusal before it raises as a unary call's error does."""
+        deadline = asyncio.get_running_loop().time() + seconds + _DEADLINE_SLACK_SECONDS
+        call = self._stream_call(route)(message, metadata=metadata, timeout=seconds)
+        gone = streaming.Disconnect(receive, call)
+        try:
+            async with asyncio.timeout_at(deadline):
+                first = await call.read()
+                if self._reply_metadata:
+                    await self._copy_reply_metadata(call, reply_headers)
+        except asyncio.CancelledError:
+            if gone.happened and not streaming.cancelling():
+                raise ClientGone from None
+            call.cancel()
+            gone.stop()
+            raise
+        except BaseException:
+            call.cancel()
+            gone.stop()
+            raise
+        sse = streaming.wants_sse(given.get(b"accept"))
+        stream = streaming.Stream(route, call, first, deadline=deadline, sse=sse, gone=gone)
+        return 200, stream, [*_encode(reply_headers), *streaming.response_headers(sse)]
 
     def _metadata(
         self, given: dict[bytes, bytes], raw_headers: Headers, request_id: str
@@ -444,7 +506,10 @@ class _Front:
             request_id = observe.reply_request_id(reply)
             reply.append(_VARY)
             await send({"type": "http.response.start", "status": status, "headers": reply})
-            await send({"type": "http.response.body", "body": body})
+            if isinstance(body, bytes):
+                await send({"type": "http.response.body", "body": body})
+            else:
+                await body.send_body(send)
         finally:
             metrics.HTTP_ACTIVE.dec()
             observe.record(scope, status, request_id, started)

@@ -400,7 +400,9 @@ def _body_and_responses(operation: dict[str, Any], route: Route, schemas: _Schem
             "required": True,
             "content": {"application/json": {"schema": body_schema}},
         }
-    if route.empty_response:
+    if route.streams:
+        operation["responses"]["200"] = _stream_response(route, schemas)
+    elif route.empty_response:
         operation["responses"]["204"] = {"description": "Done"}
     else:
         if route.response_body:
@@ -422,6 +424,40 @@ def _body_and_responses(operation: dict[str, Any], route: Route, schemas: _Schem
             }
         else:
             operation["responses"]["200"] = {"description": "OK", "content": content}
+
+
+def _stream_response(route: Route, schemas: _Schemas) -> dict[str, Any]:
+    """A server-streaming method's 200: NDJSON lines or Server-Sent Events
+    (``gateway.streaming``), each carrying one stream message or the error."""
+    if route.response_body:
+        message = schemas.field(route.method.output_type.fields_by_name[route.response_body])
+    else:
+        message = schemas.message(route.method.output_type)
+    status = {"$ref": f"#/components/schemas/{STATUS}"}
+    line = {
+        "description": "One line of the body: `result`, a stream message; or `error`, the last line "
+        "when the stream failed after it began.",
+        "oneOf": [
+            {"type": "object", "properties": {"result": message}, "required": ["result"]},
+            {"type": "object", "properties": {"error": status}, "required": ["error"]},
+        ],
+    }
+    events = (
+        "Server-Sent Events: `event: message` with `data:` one stream message (JSON, as the "
+        "`application/x-ndjson` lines' `result`) per message, then exactly one of `event: end` "
+        "(`data: {}`: the stream completed) and `event: error` (`data:` a `google.rpc.Status`)."
+    )
+    return {
+        "description": "A stream: sent message by message as the service produces them. "
+        "`Accept: text/event-stream` selects Server-Sent Events; otherwise newline-delimited JSON "
+        "(grpc-gateway's convention), one JSON object per line. Errors before the first message "
+        "are the usual 4XX/5XX answers; after it, the status stays 200 and the error is the last "
+        "line or event.",
+        "content": {
+            "application/x-ndjson": {"schema": line},
+            "text/event-stream": {"schema": {"type": "string", "description": events}},
+        },
+    }
 
 
 def document(routes: list[Route]) -> dict[str, Any]:

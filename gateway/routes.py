@@ -40,6 +40,11 @@ class Route:
         return f"/{self.service}/{self.method.name}"
 
     @functools.cached_property
+    def streams(self) -> bool:
+        """A server-streaming method: answered message by message (``gateway.streaming``)."""
+        return bool(self.method.server_streaming)
+
+    @functools.cached_property
     def empty_response(self) -> bool:
         """Answered 204: the response is Empty and nothing of it is returned."""
         return self.method.output_type.full_name == "google.protobuf.Empty" and not self.response_body
@@ -153,8 +158,6 @@ def compile_routes(services: Iterable[descriptor.ServiceDescriptor]) -> list[Rou
                 continue
             if method.client_streaming:
                 raise RouteError(f"{method.full_name}: client streaming methods are not transcoded")
-            if method.server_streaming:
-                continue  # not served over HTTP yet
             if options.Extensions[access_pb2.minimum_role] == access_pb2.ROLE_SERVICE:
                 raise RouteError(f"{method.full_name}: internal methods are never served over HTTP")
             for rule in _bindings(options.Extensions[annotations_pb2.http]):
