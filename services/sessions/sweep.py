@@ -18,71 +18,50 @@ active sessions are stale, and a session changed meanwhile is left alone.
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+import uuid
+from datetime import datetime, timedelta
 
 from services.core import metrics
-from services.core.auth import Principal, ServiceCredential, bind_principal, unbind_principal
-from services.core.background import Periodic
-from services.core.clients import SettingsReader
-from services.core.db import Database
+from services.core.sweep import StaleSweep, SweepMetrics
 from services.sessions import storage
 from services.sessions.handoff import SWEEP
-
-log = logging.getLogger("flowpilot.sessions.sweep")
+from services.sessions.storage import Connection
 
 SETTING = "sessions.stale_after_hours"
 # The setting's smallest value (the settings catalogue's bound): no session
 # unchanged for less than this is stale in any account.
 SHORTEST_HOURS = 1
+METRICS = SweepMetrics(
+    runs=metrics.SESSION_SWEEP_RUNS,
+    seconds=metrics.SESSION_SWEEP_SECONDS,
+    account_failures=metrics.SESSION_SWEEP_ACCOUNT_FAILURES,
+    abandoned=metrics.SESSION_SWEEP_ABANDONED,
+)
 
 
 def reason(hours: int) -> str:
     return f"No change for {hours} hours: abandoned by the stale-session sweep ({SETTING})."
 
 
-class StaleSessionSweep:
-    def __init__(
-        self,
-        db: Database,
-        settings: SettingsReader,
-        credential: ServiceCredential | None,
-        *,
-        interval_seconds: float = 300.0,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        batch: int = 500,
-    ) -> None:
-        self._db = db
-        self._settings = settings
-        self._credential = credential
-        self._clock = clock
-        self._batch = batch
-        self.runner = Periodic(
-            "stale-session-sweep",
-            self.sweep_all,
-            interval_seconds,
-            first_round_now=False,
-            enabled=credential is not None,
-            off_reason="no service key (FLOWPILOT_SERVICE_PRIVATE_KEY)",
+class StaleSessionSweep(StaleSweep):
+    name = "stale-session-sweep"
+    what = "sessions"
+    setting = SETTING
+    metrics = METRICS
+
+    async def accounts(self, conn: Connection, now: datetime) -> list[uuid.UUID]:
+        return await storage.accounts_with_stale_sessions(
+            conn, idle_since=now - timedelta(hours=SHORTEST_HOURS)
         )
 
-    async def sweep_account(self, principal: Principal) -> tuple[int, int]:
-        """(sessions abandoned, hours used) for the principal's account."""
-        token = bind_principal(principal)
-        try:
-            hours = await self._settings.number(SETTING)
-        finally:
-            unbind_principal(token)
-        now = self._clock()
-        idle_since = now - timedelta(hours=hours)
+    async def abandon(self, account: uuid.UUID, *, hours: int, now: datetime) -> int:
+        """In transactions of at most ``batch`` sessions each."""
         abandoned = 0
         while True:
-            async with self._db.transaction(principal.account_id) as conn:
+            async with self._db.transaction(account) as conn:
                 count = await storage.abandon_stale(
                     conn,
-                    idle_since=idle_since,
+                    idle_since=now - timedelta(hours=hours),
                     end_time=now,
                     closed_by=SWEEP.id,
                     closed_by_name=SWEEP.name or "",
@@ -91,39 +70,4 @@ class StaleSessionSweep:
                 )
             abandoned += count
             if count < self._batch:
-                break
-        if abandoned:
-            metrics.SESSION_SWEEP_ABANDONED.inc(abandoned)
-            log.info(
-                "abandoned stale sessions",
-                extra={"fields": {"account_id": str(principal.account_id), "count": abandoned}},
-            )
-        return abandoned, hours
-
-    async def sweep_all(self) -> int:
-        """One round over every account with a possibly stale session (counted
-        in ``flowpilot_session_sweep_*``); returns the sessions abandoned."""
-        started = time.perf_counter()
-        try:
-            total = await self._sweep_all()
-        except Exception:
-            metrics.SESSION_SWEEP_RUNS.labels("failed").inc()
-            raise
-        finally:
-            metrics.SESSION_SWEEP_SECONDS.observe(time.perf_counter() - started)
-        metrics.SESSION_SWEEP_RUNS.labels("ok").inc()
-        return total
-
-    async def _sweep_all(self) -> int:
-        assert self._credential is not None
-        idle_since = self._clock() - timedelta(hours=SHORTEST_HOURS)
-        async with self._db.engine.connect() as conn:
-            accounts = await storage.accounts_with_stale_sessions(conn, idle_since=idle_since)
-        total = 0
-        for account in accounts:
-            try:
-                total += (await self.sweep_account(self._credential.principal_for(account)))[0]
-            except Exception:  # one account's failure must not stop the others
-                metrics.SESSION_SWEEP_ACCOUNT_FAILURES.inc()
-                log.exception("sweep failed for an account", extra={"fields": {"account_id": str(account)}})
-        return total
+                return abandoned
