@@ -13,6 +13,11 @@ began at the start of a read from the socket, as every request on a
 connection without pipelining does; a refusal that cannot be read again
 (a pipelined request, or one refused in its body) is llhttp's 400.
 
+A response without ``Content-Length`` (a streamed answer, ``gateway.streaming``)
+is chunked for HTTP/1.1, as uvicorn writes it; an HTTP/1.0 client cannot read
+chunks, so for it such a body is written as it is and ends when the
+connection closes (h11 does both by itself).
+
 Without httptools, h11 serves every connection.
 """
 
@@ -26,10 +31,38 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 PROTOCOL: type[asyncio.Protocol]
 try:
     import httptools  # type: ignore[import-not-found, import-untyped, unused-ignore]
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 except ImportError:  # pragma: no cover (httptools is a dependency; this is a safe default)
     PROTOCOL = H11Protocol
 else:
+
+    class CloseDelimited(RequestResponseCycle):
+        """The cycle of an HTTP/1.0 request: a response without a length is not
+        chunked (HTTP/1.0 has no chunks) but ended by closing the connection."""
+
+        _until_close = False
+
+        async def send(self, message: Any) -> None:
+            if message["type"] == "http.response.start" and not self.response_started:
+                given = message.get("headers", ())
+                if not any(name.lower() == b"content-length" for name, _ in given):
+                    self._until_close = True
+                    self.chunked_encoding = False  # so uvicorn adds no Transfer-Encoding
+                    self.keep_alive = False
+            elif self._until_close and message["type"] == "http.response.body" and not self.response_complete:
+                if self.flow.write_paused and not self.disconnected:
+                    await self.flow.drain()
+                if self.disconnected:
+                    return
+                if self.scope["method"] != "HEAD":
+                    self.transport.write(message.get("body", b""))
+                if not message.get("more_body", False):
+                    self.response_complete = True
+                    self.message_event.set()
+                    self.transport.close()
+                    self.on_response()
+                return
+            await super().send(message)
 
     class LlhttpThenH11(HttpToolsProtocol):
         """httptools, and h11 for a connection once llhttp refuses a request's head."""
@@ -69,6 +102,12 @@ else:
         def on_headers_complete(self) -> None:
             self._head = None
             super().on_headers_complete()
+            if (
+                self.scope.get("http_version") == "1.0"
+                and self.cycle is not None
+                and self.cycle.scope is self.scope
+            ):
+                self.cycle.__class__ = CloseDelimited  # (its task has not run yet)
 
         def on_message_complete(self) -> None:
             # A next request in the same read began somewhere inside it.

@@ -278,3 +278,49 @@ async def test_the_deadline_covers_the_whole_stream(
     assert lines[0] == {"result": {"textDelta": "The first piece.\n"}}
     assert lines[-1]["error"]["code"] == 4  # DEADLINE_EXCEEDED
     await asyncio.wait_for(backend.aborted.wait(), 5)
+
+
+async def test_a_browser_stream_has_cors_headers(
+    client: httpx.AsyncClient, keys: Keys, gateway_url: str
+) -> None:
+    ui = Ui(client, keys, uuid.uuid4())
+    name = await new_session(ui)
+    async with client.stream(
+        "POST",
+        f"/v1/{name}/messages:stream",
+        json={"message": {"text": "what next?"}},
+        headers={**ui.headers(), "Origin": "http://evil.example", "Accept": "text/event-stream"},
+    ) as response:
+        assert response.status_code == 200 and response.headers["x-request-id"]
+        body = (await response.aread()).decode()
+    assert sse_events(body)[-1] == ("end", {})
+
+
+async def test_an_http_1_0_client_gets_the_stream_unchunked(
+    client: httpx.AsyncClient, keys: Keys, gateway_url: str
+) -> None:
+    ui = Ui(client, keys, uuid.uuid4())
+    name = await new_session(ui)
+    host, port = gateway_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    body = b'{"message": {"text": "hi"}}'
+    writer.write(
+        f"POST /v1/{name}/messages:stream HTTP/1.0\r\nAuthorization: {ui.headers()['Authorization']}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    raw = await asyncio.wait_for(reader.read(), 10)  # to the connection's close
+    writer.close()
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"transfer-encoding" not in head.lower() and b"connection: close" in head.lower()
+    lines = [json.loads(line) for line in rest.decode().splitlines()]
+    assert "reply" in lines[-1]["result"]
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET /v1/{name} HTTP/1.0\r\nAuthorization: {ui.headers()['Authorization']}\r\n\r\n".encode()
+    )
+    raw = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"content-length: %d" % len(rest) in head.lower() and json.loads(rest)["name"] == name
