@@ -12,7 +12,7 @@ from services.core.ai import ProposalDraft
 from services.core.enums import TICKET_KIND, EnumMap
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.messages import set_time
-from services.sessions import facts, lane, lifecycle
+from services.sessions import facts, lane, lifecycle, usage
 from services.sessions.handoff import Assignment
 from services.sessions.lifecycle import NewSession
 from services.sessions.resources import (
@@ -29,6 +29,7 @@ from services.sessions.resources import (
     session_id,
 )
 from services.sessions.rows import (
+    AiUsage,
     DeadLetter,
     Fact,
     Fix,
@@ -565,3 +566,18 @@ def proposal_draft(draft: ProposalDraft) -> pb.Proposal:
         steps=list(draft.steps),
         tool_call_id=draft.tool_call_id,
     )
+
+
+def ai_usage(row: AiUsage, budget: int) -> pb.AiUsage:
+    converted = pb.AiUsage(
+        name=usage.usage_name(row.month),
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        total_tokens=row.total_tokens,
+        model_calls=row.model_calls,
+        budget_tokens=budget,
+        budget_spent=budget > 0 and row.total_tokens >= budget,
+    )
+    set_time(converted, "start_time", usage.month_start(row.month))
+    set_time(converted, "reset_time", usage.reset_time(row.month))
+    return converted

@@ -14,7 +14,10 @@ copilot's replies, and what the replies propose.
   :data:`MAX_CONVERSATION_MESSAGES` messages and
   :data:`MAX_CONVERSATION_CHARS` characters (FAILED_PRECONDITION
   ``CONVERSATION_FULL``); every reply takes a token of the account's model
-  call limiter (RESOURCE_EXHAUSTED ``AI_RATE_LIMITED``).
+  call limiter (RESOURCE_EXHAUSTED ``AI_RATE_LIMITED``) and is refused once
+  the account's monthly token budget is spent (RESOURCE_EXHAUSTED
+  ``AI_TOKEN_BUDGET_SPENT``, :mod:`usage`); its tokens are added to the
+  month's usage in the transaction that stores it.
 - **Nothing is written silently.** Messages are immutable; what the copilot
   would write (a fact, a task-lane item, a fix) is stored as a pending
   proposal on its reply.
@@ -50,7 +53,7 @@ from services.core.auth import Principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
 from services.core.errors import FailedPrecondition, FlowPilotError, found
-from services.sessions import copilot_storage, lane, lifecycle, notes, storage
+from services.sessions import copilot_storage, lane, lifecycle, notes, storage, usage
 from services.sessions.resources import FACT, FIX, LANE_ITEM, PROPOSAL
 from services.sessions.rows import LaneItem, Message, Proposal, Session
 from services.sessions.storage import Connection
@@ -171,10 +174,14 @@ class Copilot:
         received = self._clock()
         prefs = await self._settings.preferences()
         zone = ZoneInfo(await self._settings.choice("notes.time_zone"))
+        budget = await self._settings.number(usage.BUDGET_SETTING)
         async with self._db.transaction(principal.account_id) as conn:
             row = await lifecycle.find(conn, session_id)
             lifecycle.require_writable(row, principal)
             check_room(*await copilot_storage.conversation_size(conn, session_id), len(text))
+            if budget > 0:
+                spent = await copilot_storage.month_usage(conn, usage.month_of(received))
+                usage.require_budget(spent, budget, received)
             ctx = await notes.context(conn, row, zone)
             earlier = await copilot_storage.recent_messages(conn, session_id, limit=HISTORY_MESSAGES)
         request = ChatRequest(session=ctx, history=history(earlier), question=text)
@@ -264,6 +271,14 @@ class Copilot:
                 output_tokens=done.output_tokens,
                 partial=partial or reply.done is None,
                 proposals=[(p.kind, p.tool_call_id, payload(p)) for p in reply.proposals],
+            )
+            # The model was called whatever arrived: the call and its known tokens count.
+            await copilot_storage.add_usage(
+                conn,
+                account_id=principal.account_id,
+                month=usage.month_of(answered.create_time),
+                input_tokens=done.input_tokens,
+                output_tokens=done.output_tokens,
             )
         return sent, answered
 

@@ -1,4 +1,5 @@
-"""SQL for the copilot conversation: a session's messages and their proposals.
+"""SQL for the copilot conversation: a session's messages and their proposals,
+and the account's monthly AI token usage.
 
 Functions take the RPC's connection (tenant already set) and never commit;
 rows leave as typed rows (``services.sessions.rows``).
@@ -8,17 +9,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Row, func, literal, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.sessions.rows import Message, Proposal
-from services.sessions.tables import message_proposals, session_messages
+from services.sessions.rows import AiUsage, Message, Proposal
+from services.sessions.tables import ai_usage, message_proposals, session_messages
 
-M, P = session_messages, message_proposals
+M, P, U = session_messages, message_proposals, ai_usage
 
 
 def _proposal(row: Row[Any]) -> Proposal:
@@ -213,3 +214,45 @@ async def decide_proposal(
     )
     row = (await conn.execute(query)).first()
     return None if row is None else _proposal(row)
+
+
+async def month_usage(conn: AsyncConnection, month: date) -> AiUsage:
+    """The account's usage in ``month`` (its first day); zeros before its first call."""
+    row = (
+        await conn.execute(
+            select(U.c.input_tokens, U.c.output_tokens, U.c.model_calls).where(U.c.month == month)
+        )
+    ).first()
+    if row is None:
+        return AiUsage(month=month)
+    return AiUsage(
+        month=month,
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        model_calls=row.model_calls,
+    )
+
+
+async def add_usage(
+    conn: AsyncConnection, *, account_id: uuid.UUID, month: date, input_tokens: int, output_tokens: int
+) -> None:
+    """Adds one model call and its tokens to the account's ``month`` (one
+    statement: concurrent replies add up, none is lost)."""
+    statement = insert(U).values(
+        account_id=account_id,
+        month=month,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        model_calls=1,
+    )
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[U.c.account_id, U.c.month],
+            set_={
+                "input_tokens": U.c.input_tokens + statement.excluded.input_tokens,
+                "output_tokens": U.c.output_tokens + statement.excluded.output_tokens,
+                "model_calls": U.c.model_calls + 1,
+                "update_time": func.now(),
+            },
+        )
+    )

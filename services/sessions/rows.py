@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Required, TypedDict
 
 
@@ -206,3 +206,17 @@ class Message:
     state_version: int
     create_time: datetime
     proposals: tuple[Proposal, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AiUsage:
+    """An account's AI token usage in one calendar month (UTC)."""
+
+    month: date  # its first day
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model_calls: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens

@@ -29,6 +29,7 @@ from services.sessions.notes import NoteKind, Notes
 from services.sessions.outbox import OutboxDelivery
 from services.sessions.resources import FIX, LANE_ITEM, child_ids, dead_letter_id, session_id
 from services.sessions.rows import Fact, Fix, Message, Session
+from services.sessions.usage import Usage
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -69,6 +70,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         self._notes = Notes(db, ai, settings)
         self._dead_letters = DeadLetters(db, kick=kick)
         self._copilot = Copilot(db, ai, settings, clock)
+        self._usage = Usage(db, settings, clock)
 
     # --- sessions ---------------------------------------------------------------
 
@@ -345,3 +347,6 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
             else:
                 sent, reply = event
                 yield pb.StreamMessageResponse(message=convert.message(sent), reply=convert.message(reply))
+
+    async def GetAiUsage(self, request: pb.GetAiUsageRequest, context: Context) -> pb.AiUsage:
+        return convert.ai_usage(*await self._usage.get(_account(), request.name))

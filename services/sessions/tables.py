@@ -7,9 +7,11 @@ checks, which bypass row-level security, never reveal another tenant's rows.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Float,
     ForeignKeyConstraint,
@@ -366,4 +368,23 @@ message_proposals = Table(
     CheckConstraint("jsonb_typeof(payload) = 'object'", name="message_proposals_payload_is_object"),
     Index("message_proposals_by_message", "account_id", "message_id", "ordinal"),
     Index("message_proposals_by_session", "account_id", "session_id"),
+)
+
+# The account's AI token usage per calendar month (UTC; ``month`` is its first
+# day): added to in the transaction that stores each copilot reply, read
+# against ``ai.monthly_token_budget`` before every copilot model call.
+ai_usage = Table(
+    "ai_usage",
+    metadata,
+    Column("account_id", UUID(as_uuid=True), nullable=False),
+    Column("month", Date, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False, server_default=text("0")),
+    Column("output_tokens", BigInteger, nullable=False, server_default=text("0")),
+    Column("model_calls", BigInteger, nullable=False, server_default=text("0")),
+    Column("update_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("account_id", "month", name="ai_usage_pkey"),
+    CheckConstraint("EXTRACT(day FROM month) = 1", name="ai_usage_month_is_first_day"),
+    CheckConstraint(
+        "input_tokens >= 0 AND output_tokens >= 0 AND model_calls >= 0", name="ai_usage_nonnegative"
+    ),
 )

@@ -85,6 +85,16 @@ CATALOGUE: dict[str, Entry] = {
             "of the work, fast is quickest, deep reasons longest.",
         ),
         Entry(
+            key="ai.monthly_token_budget",
+            kind=Kind.INTEGER,
+            default=0,
+            minimum=0,
+            maximum=1_000_000_000,
+            description="AI tokens (input and output) the account's copilot may use per calendar month "
+            "(UTC); 0 is unlimited. Once spent, the copilot answers RESOURCE_EXHAUSTED until the first "
+            "of next month; fix suggestions and notes are not counted.",
+        ),
+        Entry(
             key="library.auto_draft_scripts",
             kind=Kind.BOOL,
             default=True,
