@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from flowpilot.walks.v1 import walks_pb2 as pb
 
@@ -38,7 +39,11 @@ PROPOSAL_STATUS = EnumMap(
 )
 PROPOSAL_SOURCE = EnumMap(
     pb.ProposalSource,
-    {"user": pb.PROPOSAL_SOURCE_USER, "ai_analysis": pb.PROPOSAL_SOURCE_AI_ANALYSIS},
+    {
+        "user": pb.PROPOSAL_SOURCE_USER,
+        "ai_analysis": pb.PROPOSAL_SOURCE_AI_ANALYSIS,
+        "walk": pb.PROPOSAL_SOURCE_WALK,
+    },
     field="flow_proposal.source",
 )
 WALK_KIND = EnumMap(
@@ -143,7 +148,20 @@ def proposal(row: ProposalRow, tree: Tree | None = None) -> pb.FlowProposal:
     )
     set_time(message, "review_time", row.review_time)
     set_time(message, "create_time", row.create_time)
+    if row.source_walk_id is not None:
+        provenance = message.provenance
+        provenance.walk = names.format_name(WALK, walk=row.source_walk_id)
+        provenance.ticket_ref = row.source_ticket_ref or ""
+        provenance.technician = str(row.source_user_id) if row.source_user_id else ""
+        provenance.technician_display_name = row.source_user_name or ""
+        _path(provenance.path, row.walked_path or [])
     return message
+
+
+def _path(into: Any, steps: list[dict[str, Any]]) -> None:
+    for step in steps:
+        item = into.add(node=step["node"], choice=step["choice"], next=step["next"])
+        set_time(item, "time", step["time"])
 
 
 def walk(row: WalkRow, tree: pb.Tree | None) -> pb.Walk:
@@ -174,9 +192,7 @@ def walk(row: WalkRow, tree: pb.Tree | None) -> pb.Walk:
         message.tree.CopyFrom(tree)
     if row.helpful is not None:
         message.helpful = row.helpful
-    for step in row.walked_path:
-        item = message.path.add(node=step["node"], choice=step["choice"], next=step["next"])
-        set_time(item, "time", step["time"])
+    _path(message.path, row.walked_path)
     for note in row.walk_notes:
         entry = message.notes.add(node=note.get("node", ""), text=note["text"])
         set_time(entry, "time", note["time"])

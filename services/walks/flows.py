@@ -8,11 +8,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from services.core.auth import Principal
+from services.core.auth import Principal, Role
 from services.core.db import Database
-from services.core.errors import Aborted, FailedPrecondition, found
+from services.core.errors import Aborted, FailedPrecondition, PermissionDenied, found
 from services.walks import storage
-from services.walks.storage import Connection, FlowRow, ProposalRow, Tree
+from services.walks.storage import Connection, FlowRow, ProposalRow, Tree, WalkRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +79,23 @@ def check_reviewable(row: ProposalRow) -> None:
         raise FailedPrecondition(
             f"proposal is {row.status}; only pending ones can be reviewed", reason="PROPOSAL_NOT_PENDING"
         )
+
+
+def check_savable(row: WalkRow, principal: Principal) -> None:
+    """Only the walk's technician or a team_admin saves a walk, and only an
+    AI-built walk has a tree of its own to save."""
+    if row.created_by_user_id != principal.user_id and principal.role < Role.TEAM_ADMIN:
+        raise PermissionDenied("only the walk's technician or a team_admin can save it as a proposal")
+    if row.session_kind != "ai_build":
+        raise FailedPrecondition(
+            f"a {row.session_kind} walk cannot be saved as a proposal; only AI-built walks can",
+            reason="WALK_NOT_AI_BUILT",
+        )
+
+
+def walk_proposal_name(row: WalkRow) -> str:
+    """The default display name of a walk's proposal."""
+    return f"AI-built flow from {row.ticket_ref}"
 
 
 async def flow(conn: Connection, flow_id: uuid.UUID, name: str, *, lock: bool = False) -> FlowRow:
@@ -164,6 +181,45 @@ class Proposals:
     async def get(self, account: uuid.UUID, proposal_id: uuid.UUID, name: str) -> ProposalRow:
         async with self._db.transaction(account) as conn:
             return await proposal(conn, proposal_id, name)
+
+    async def save_walk(
+        self,
+        principal: Principal,
+        walk_id: uuid.UUID,
+        name: str,
+        *,
+        display_name: str,
+        description: str,
+        rationale: str,
+    ) -> ProposalRow:
+        """The proposal made of an AI-built walk: its tree snapshot and its path
+        (as of now), the walk and its technician as provenance. One per walk:
+        the walk's lock serializes saves, and a second save returns the first."""
+        async with self._db.transaction(principal.account_id) as conn:
+            row = found(await storage.get_walk(conn, walk_id, lock=True), "walk", name)
+            check_savable(row, principal)
+            existing = await storage.proposal_of_walk(conn, row.id)
+            if existing is not None:
+                return existing
+            tree = (await storage.walk_trees(conn, [row.id]))[row.id]  # AI-built walks have one
+            made = await storage.insert_proposal(
+                conn,
+                account_id=principal.account_id,
+                id=uuid.uuid4(),
+                name=display_name or walk_proposal_name(row),
+                description=description,
+                tree=tree,
+                source="walk",
+                rationale=rationale,
+                created_by=principal.user_id,
+                created_by_name=principal.display_name or None,
+                source_walk_id=row.id,
+                source_ticket_ref=row.ticket_ref,
+                source_user_id=row.created_by_user_id,
+                source_user_name=row.created_by_name,
+                walked_path=row.walked_path,
+            )
+        return dataclasses.replace(made, tree=tree)
 
     async def page(
         self, account: uuid.UUID, *, status: str | None, after: tuple[Any, uuid.UUID] | None, limit: int

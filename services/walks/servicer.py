@@ -17,6 +17,7 @@ from services.core.ai import AI
 from services.core.auth import current_principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
+from services.core.errors import FieldViolation, InvalidArgument
 from services.core.rpc import created
 from services.walks import convert, trees
 from services.walks.convert import FLOW, PROPOSAL, WALK
@@ -109,6 +110,10 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         self, request: pb.CreateFlowProposalRequest, context: Context
     ) -> pb.FlowProposal:
         given = request.flow_proposal
+        if given.source == pb.PROPOSAL_SOURCE_WALK:
+            raise InvalidArgument(
+                FieldViolation("flow_proposal.source", "WALK proposals are made by SaveWalkAsProposal")
+            )
         tree = trees.from_proto(given.tree, prefix="flow_proposal.tree")
         row = await self._proposals.create(
             current_principal(),
@@ -230,6 +235,23 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
     async def AbandonWalk(self, request: pb.AbandonWalkRequest, context: Context) -> pb.Walk:
         walk_id = names.parse_id(request.name, WALK, field="name")
         return await self._walk(await self._walks.abandon(_account(), walk_id, request.name))
+
+    async def SaveWalkAsProposal(
+        self, request: pb.SaveWalkAsProposalRequest, context: Context
+    ) -> pb.FlowProposal:
+        walk_id = names.parse_id(request.name, WALK, field="name")
+        display_name = (
+            validation.nonblank(request.display_name, "display_name") if request.display_name else ""
+        )
+        row = await self._proposals.save_walk(
+            current_principal(),
+            walk_id,
+            request.name,
+            display_name=display_name,
+            description=request.description,
+            rationale=request.rationale,
+        )
+        return convert.proposal(row)
 
     async def SweepStaleWalks(
         self, request: pb.SweepStaleWalksRequest, context: Context

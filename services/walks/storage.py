@@ -53,6 +53,11 @@ class ProposalRow:
     tree: Tree | None = None  # None when read without it
     created_by_name: str | None = None
     reviewer_name: str | None = None
+    source_walk_id: uuid.UUID | None = None  # source 'walk': provenance below
+    source_ticket_ref: str | None = None
+    source_user_id: uuid.UUID | None = None
+    source_user_name: str | None = None
+    walked_path: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,12 @@ async def list_flows(
 async def insert_proposal(conn: AsyncConnection, **values: Any) -> ProposalRow:
     """The new proposal's row without its tree (the caller has it)."""
     return _proposal((await conn.execute(insert(P).values(**values).returning(*_without_tree(P)))).one())
+
+
+async def proposal_of_walk(conn: AsyncConnection, walk_id: uuid.UUID) -> ProposalRow | None:
+    """The proposal saved from the walk, if any (with its tree)."""
+    row = (await conn.execute(select(P).where(P.c.source_walk_id == walk_id))).first()
+    return None if row is None else _proposal(row)
 
 
 def _without_tree(table: Any) -> list[Any]:

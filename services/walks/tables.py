@@ -66,6 +66,14 @@ flow_proposals = Table(
     Column("created_by", UUID(as_uuid=True), nullable=False),
     Column("created_by_name", String(200), nullable=True),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    # Provenance of a proposal saved from an AI-built walk (source 'walk'):
+    # the walk (one proposal per walk), its ticket, its technician, and the
+    # path it took through the tree.
+    Column("source_walk_id", UUID(as_uuid=True), nullable=True),
+    Column("source_ticket_ref", String(64), nullable=True),
+    Column("source_user_id", UUID(as_uuid=True), nullable=True),
+    Column("source_user_name", String(200), nullable=True),
+    Column("walked_path", JSONB, nullable=True),
     PrimaryKeyConstraint("account_id", "id", name="flow_proposals_pkey"),
     ForeignKeyConstraint(
         ["account_id", "flow_id"],
@@ -73,10 +81,20 @@ flow_proposals = Table(
         name="flow_proposals_flow_fkey",
         ondelete="RESTRICT",
     ),
-    CheckConstraint("source IN ('user', 'ai_analysis')", name="flow_proposals_source"),
+    ForeignKeyConstraint(
+        ["account_id", "source_walk_id"],
+        ["walks.l1_walk_sessions.account_id", "walks.l1_walk_sessions.id"],
+        name="flow_proposals_source_walk_fkey",
+        ondelete="RESTRICT",
+        use_alter=True,  # walks refer to proposals too: a cycle, added after both tables
+    ),
+    CheckConstraint("source IN ('user', 'ai_analysis', 'walk')", name="flow_proposals_source"),
+    CheckConstraint("(source = 'walk') = (source_walk_id IS NOT NULL)", name="flow_proposals_walk_source"),
     CheckConstraint("status IN ('pending', 'approved', 'rejected')", name="flow_proposals_status"),
     Index("flow_proposals_recent", "account_id", text("create_time DESC"), text("id DESC")),
     Index("flow_proposals_by_flow", "account_id", "flow_id"),  # under the foreign key
+    # One proposal per walk; also under the foreign key.
+    Index("flow_proposals_by_source_walk", "account_id", "source_walk_id", unique=True),
 )
 
 l1_walk_sessions = Table(

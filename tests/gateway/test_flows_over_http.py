@@ -1,0 +1,58 @@
+"""The flywheel's walks surface through HTTP: an AI-built walk saved as a
+proposal, the flow catalogue, flow statistics."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+from services.core.auth import Role
+from tests.gateway.test_end_to_end import Ui, _violations, client  # noqa: F401  (fixture)
+from tests.support import Keys
+
+
+async def _ai_walk(l1: Ui) -> dict[str, Any]:
+    started = await l1.request(
+        "POST",
+        "/v1/walks",
+        json={
+            "ticketRef": "CW #1",
+            "ticketKind": "TICKET_KIND_PSA",
+            "kind": "WALK_KIND_AI_BUILD",
+            "problem": "VPN drops",
+        },
+    )
+    assert started.status_code == 201, started.text
+    walk = started.json()["walk"]
+    root = next(n for n in walk["tree"]["nodes"] if n["id"] == walk["tree"]["root"])
+    advanced = await l1.request(
+        "POST", f"/v1/{walk['name']}:advance", json={"choice": root["options"][0]["label"]}
+    )
+    assert advanced.status_code == 200, advanced.text
+    return dict(advanced.json())
+
+
+async def test_an_ai_built_walk_saved_as_a_proposal_over_http(
+    client: httpx.AsyncClient,  # noqa: F811
+    keys: Keys,
+) -> None:
+    account = uuid.uuid4()
+    l1 = Ui(client, keys, account, role=Role.ENGINEER)
+    walk = await _ai_walk(l1)
+    saved = await l1.request("POST", f"/v1/{walk['name']}:saveAsProposal", json={"rationale": "fixed it"})
+    assert saved.status_code == 200, saved.text
+    body = saved.json()
+    assert body["source"] == "PROPOSAL_SOURCE_WALK" and body["status"] == "PROPOSAL_STATUS_PENDING"
+    assert body["provenance"]["walk"] == walk["name"]
+    assert body["provenance"]["technician"] == str(l1.user)
+    assert body["provenance"]["path"] == walk["path"]
+    assert body["tree"] == walk["tree"]
+    again = await l1.request("POST", f"/v1/{walk['name']}:saveAsProposal", json={})
+    assert again.json()["name"] == body["name"]
+    too_long = await l1.request("POST", f"/v1/{walk['name']}:saveAsProposal", json={"displayName": "x" * 201})
+    assert too_long.status_code == 400 and "displayName" in _violations(too_long)
+    stranger = Ui(client, keys, uuid.uuid4())
+    hidden = await stranger.request("POST", f"/v1/{walk['name']}:saveAsProposal", json={})
+    assert hidden.status_code == 404
