@@ -548,6 +548,7 @@ def message(row: Message) -> pb.Message:
         author_display_name=row.author_name or "",
         partial=row.partial,
         state_version=row.state_version,
+        citations=[pb.Citation(name=c.name, title=c.title) for c in row.citations],
     )
     set_time(converted, "create_time", row.create_time)
     return converted

@@ -18,6 +18,12 @@ copilot's replies, and what the replies propose.
   the account's monthly token budget is spent (RESOURCE_EXHAUSTED
   ``AI_TOKEN_BUDGET_SPENT``, :mod:`usage`); its tokens are added to the
   month's usage in the transaction that stores it.
+- **Grounded in the account's knowledge** (:mod:`knowledge`): similar
+  resolved sessions (full-text search, under RLS) and matching library
+  templates (the library's API, with the caller's token, outside any
+  transaction; a library down means no templates, not a failed reply) go
+  into the model's context, and the reply cites every one of them
+  (``citations``).
 - **Nothing is written silently.** Messages are immutable; what the copilot
   would write (a fact, a task-lane item, a fix) is stored as a pending
   proposal on its reply.
@@ -53,9 +59,9 @@ from services.core.auth import Principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
 from services.core.errors import FailedPrecondition, FlowPilotError, found
-from services.sessions import copilot_storage, lane, lifecycle, notes, storage, usage
+from services.sessions import copilot_storage, knowledge, lane, lifecycle, notes, storage, usage
 from services.sessions.resources import FACT, FIX, LANE_ITEM, PROPOSAL
-from services.sessions.rows import LaneItem, Message, Proposal, Session
+from services.sessions.rows import Citation, LaneItem, Message, Proposal, Session
 from services.sessions.storage import Connection
 
 MAX_MESSAGE_CHARS = 8000
@@ -162,7 +168,15 @@ class Asked:
 
 
 class Copilot:
-    def __init__(self, db: Database, ai: AI, settings: SettingsReader, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        ai: AI,
+        settings: SettingsReader,
+        clock: Callable[[], datetime],
+        library: knowledge.Library | None = None,
+    ) -> None:
+        self._library = library or knowledge.Library(None)
         self._db = db
         self._ai = ai
         self._settings = settings
@@ -184,7 +198,14 @@ class Copilot:
                 usage.require_budget(spent, budget, received)
             ctx = await notes.context(conn, row, zone)
             earlier = await copilot_storage.recent_messages(conn, session_id, limit=HISTORY_MESSAGES)
-        request = ChatRequest(session=ctx, history=history(earlier), question=text)
+            words = knowledge.terms(text, row.title, row.problem)
+            similar = await copilot_storage.similar_resolved(
+                conn, words=words, exclude=session_id, limit=knowledge.MAX_SESSIONS
+            )
+        # After the transaction: no transaction is held across another service's call.
+        templates = await self._library.templates(words)
+        references = (*(knowledge.session_reference(s) for s in similar), *templates)
+        request = ChatRequest(session=ctx, history=history(earlier), question=text, references=references)
         return Asked(session=row, request=request, prefs=prefs, received=received)
 
     async def reply(self, asked: Asked) -> AsyncIterator[ChatEvent]:
@@ -270,6 +291,7 @@ class Copilot:
                 input_tokens=done.input_tokens,
                 output_tokens=done.output_tokens,
                 partial=partial or reply.done is None,
+                citations=[Citation(name=r.name, title=r.title) for r in asked.request.references],
                 proposals=[(p.kind, p.tool_call_id, payload(p)) for p in reply.proposals],
             )
             # The model was called whatever arrived: the call and its known tokens count.

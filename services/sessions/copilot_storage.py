@@ -12,14 +12,23 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Row, func, literal, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Row, func, literal, literal_column, select, tuple_, update
+from sqlalchemy.dialects.postgresql import REGCONFIG, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
 
-from services.sessions.rows import AiUsage, Message, Proposal
-from services.sessions.tables import ai_usage, message_proposals, session_messages
+from services.sessions.rows import AiUsage, Citation, Message, Proposal, SimilarSession
+from services.sessions.tables import (
+    SESSION_SEARCH,
+    ai_sessions,
+    ai_usage,
+    message_proposals,
+    session_messages,
+    session_suggested_fixes,
+)
 
 M, P, U = session_messages, message_proposals, ai_usage
+S, X = ai_sessions, session_suggested_fixes
 
 
 def _proposal(row: Row[Any]) -> Proposal:
@@ -58,6 +67,7 @@ def _message(row: Row[Any], proposals: Sequence[Proposal] = ()) -> Message:
         state_version=row.state_version,
         create_time=row.create_time,
         proposals=tuple(proposals),
+        citations=tuple(Citation(name=c["name"], title=c["title"]) for c in row.citations),
     )
 
 
@@ -100,6 +110,7 @@ async def insert_message(
     output_tokens: int = 0,
     partial: bool = False,
     proposals: Sequence[tuple[str, str, dict[str, Any]]] = (),
+    citations: Sequence[Citation] = (),
 ) -> Message:
     """A new message, and its proposals ((kind, tool call id, payload), pending) in order."""
     message_id = uuid.uuid4()
@@ -121,6 +132,7 @@ async def insert_message(
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 partial=partial,
+                citations=[{"name": c.name, "title": c.title} for c in citations],
                 state_version=state_version,
                 create_time=create_time,
             )
@@ -256,3 +268,48 @@ async def add_usage(
             },
         )
     )
+
+
+_SEARCH: ColumnElement[Any] = literal_column(SESSION_SEARCH)
+
+
+async def similar_resolved(
+    conn: AsyncConnection, *, words: Sequence[str], exclude: uuid.UUID, limit: int
+) -> list[SimilarSession]:
+    """Resolved sessions matching any of ``words`` (letters and digits only),
+    best first, each with its accepted fix (the newest); ``exclude`` left out.
+    The match uses sessions_0014's GIN index (the same expression)."""
+    if not words:
+        return []
+    query = func.to_tsquery(literal("english").cast(REGCONFIG), " | ".join(words))
+    rank = func.ts_rank_cd(_SEARCH, query)
+    rows = (
+        await conn.execute(
+            select(S.c.id, S.c.ticket_ref, S.c.title, S.c.problem, S.c.resolution_summary)
+            .where(S.c.status == "resolved", S.c.id != exclude, _SEARCH.bool_op("@@")(query))
+            .order_by(rank.desc(), S.c.end_time.desc().nulls_last(), S.c.id)
+            .limit(limit)
+        )
+    ).all()
+    if not rows:
+        return []
+    fixes: dict[uuid.UUID, Any] = {}
+    accepted = await conn.execute(
+        select(X.c.session_id, X.c.title, X.c.steps)
+        .where(X.c.session_id.in_([r.id for r in rows]), X.c.status == "accepted")
+        .order_by(X.c.session_id, X.c.decide_time.desc().nulls_last())
+    )
+    for fix in accepted.all():
+        fixes.setdefault(fix.session_id, fix)
+    return [
+        SimilarSession(
+            id=r.id,
+            ticket_ref=r.ticket_ref,
+            title=r.title,
+            problem=r.problem,
+            resolution_summary=r.resolution_summary or "",
+            fix_title=fixes[r.id].title if r.id in fixes else "",
+            fix_steps=tuple(str(step) for step in fixes[r.id].steps) if r.id in fixes else (),
+        )
+        for r in rows
+    ]

@@ -206,6 +206,7 @@ class Message:
     state_version: int
     create_time: datetime
     proposals: tuple[Proposal, ...] = ()
+    citations: tuple[Citation, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,3 +221,24 @@ class AiUsage:
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """What a copilot reply cites: a resolved session or a library template."""
+
+    name: str
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarSession:
+    """A resolved session like the one being worked, with its accepted fix."""
+
+    id: uuid.UUID
+    ticket_ref: str
+    title: str
+    problem: str
+    resolution_summary: str
+    fix_title: str = ""
+    fix_steps: tuple[str, ...] = ()

@@ -16,6 +16,7 @@ from services.core.ai import AI, make_ai
 from services.core.config import SettingsClientConfig
 from services.core.db import Database
 from services.core.server import GrpcServer, Registration, credential_from
+from services.sessions.knowledge import Library
 from services.sessions.outbox import OutboxDelivery
 from services.sessions.servicer import SessionsServicer
 from services.sessions.sweep import StaleSessionSweep
@@ -31,6 +32,8 @@ class SessionsConfig(SettingsClientConfig):
     port: int = 50051
     metrics_port: int = 9651
     library_address: str = "127.0.0.1:50052"
+    # The copilot's template search: past this, it answers without templates.
+    library_search_seconds: float = Field(default=2.0, gt=0, le=30)
     outbox_poll_seconds: float = 2.0
     outbox_base_backoff_seconds: float = 1.0
     outbox_max_backoff_seconds: float = 300.0
@@ -55,7 +58,7 @@ def build(
     library_channel = clients.channel(config.library_address)
     delivery = OutboxDelivery(
         db,
-        library_pb2_grpc.LibraryServiceStub(library_channel),
+        library_pb2_grpc.LibraryServiceStub(library_channel),  # acts as the service, not the caller
         credential_from(config),
         poll_seconds=config.outbox_poll_seconds,
         base_backoff_seconds=config.outbox_base_backoff_seconds,
@@ -66,7 +69,15 @@ def build(
     sweep = StaleSessionSweep(
         db, settings, credential_from(config), interval_seconds=config.sweep_interval_seconds, clock=clock
     )
-    servicer = SessionsServicer(db, ai or make_ai(), settings, outbox=delivery, clock=clock)
+    library = library_pb2_grpc.LibraryServiceStub(library_channel)
+    servicer = SessionsServicer(
+        db,
+        ai or make_ai(),
+        settings,
+        outbox=delivery,
+        library=Library(library, timeout_seconds=config.library_search_seconds),
+        clock=clock,
+    )
 
     async def close() -> None:
         await settings_channel.close()

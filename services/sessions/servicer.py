@@ -24,6 +24,7 @@ from services.sessions.copilot import Copilot
 from services.sessions.dead_letters import DeadLetters
 from services.sessions.facts import Facts
 from services.sessions.fixes import Fixes
+from services.sessions.knowledge import Library
 from services.sessions.lane import Lane
 from services.sessions.notes import NoteKind, Notes
 from services.sessions.outbox import OutboxDelivery
@@ -59,6 +60,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         settings: SettingsReader,
         *,
         outbox: OutboxDelivery | None = None,
+        library: Library | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         kick = outbox.kick if outbox is not None else None
@@ -69,7 +71,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         self._fixes = Fixes(db, ai, settings)
         self._notes = Notes(db, ai, settings)
         self._dead_letters = DeadLetters(db, kick=kick)
-        self._copilot = Copilot(db, ai, settings, clock)
+        self._copilot = Copilot(db, ai, settings, clock, library)
         self._usage = Usage(db, settings, clock)
 
     # --- sessions ---------------------------------------------------------------

@@ -29,6 +29,13 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 metadata = MetaData(schema="sessions")
 
+# What a session is found by (sessions_0014's index; a query must use the same text).
+# (As SQLAlchemy reflects it back, so that the index compares equal to this model.)
+SESSION_SEARCH = (
+    "to_tsvector('english'::regconfig, (((title::text || ' '::text) || problem) || ' '::text) "
+    "|| COALESCE(resolution_summary, ''::text))"
+)
+
 
 ai_sessions = Table(
     "ai_sessions",
@@ -111,6 +118,10 @@ ai_sessions = Table(
         "update_time",
         postgresql_where=text("status = 'active'"),
     ),
+    # Full-text search for the copilot's similar resolved sessions (an
+    # expression index: no stored column every read would carry). A GIN index
+    # cannot lead with account_id without btree_gin; RLS scopes every match.
+    Index("ai_sessions_search", text(SESSION_SEARCH), postgresql_using="gin"),
 )
 
 session_facts = Table(
@@ -316,6 +327,9 @@ session_messages = Table(
     # The session state the reply was made from.
     Column("state_version", Integer, nullable=False),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    # [{name, title}]: the account's resolved sessions and library templates
+    # the reply was given (and cites), best first.
+    Column("citations", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     PrimaryKeyConstraint("account_id", "id", name="session_messages_pkey"),
     ForeignKeyConstraint(
         ["account_id", "session_id"],
@@ -326,6 +340,7 @@ session_messages = Table(
     CheckConstraint("role IN ('user', 'assistant')", name="session_messages_role"),
     CheckConstraint("length(text) <= 32000", name="session_messages_text_length"),
     CheckConstraint("jsonb_typeof(tool_calls) = 'array'", name="session_messages_tool_calls_is_array"),
+    CheckConstraint("jsonb_typeof(citations) = 'array'", name="session_messages_citations_is_array"),
     Index("session_messages_history", "account_id", "session_id", "create_time", "id"),
 )
 

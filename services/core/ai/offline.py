@@ -148,6 +148,8 @@ async def chat_reply(request: ChatRequest, *, turns: int, omitted: int) -> tuple
         )
     for fix in ctx.open_proposals()[-1:]:
         lines.append(f"Suggested, not applied: {fix.title}.")
+    for reference in request.references:
+        lines.append(f"Seen before in this account: [{reference.name}] {reference.title[:200]}.")
     if turns or omitted:
         lines.append(f"(I read {turns} earlier message(s) of this conversation; {omitted} older left out.)")
     check = next_check(ctx)

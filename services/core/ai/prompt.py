@@ -9,7 +9,7 @@ the generous side for English and code.
 
 from __future__ import annotations
 
-from services.core.ai.types import ChatRequest, FixView, LaneView, SessionContext, Tier, Turn
+from services.core.ai.types import ChatRequest, FixView, LaneView, Reference, SessionContext, Tier, Turn
 
 CHARS_PER_TOKEN = 4
 HEADER_SHARE = 0.25  # at most a quarter of the budget for the problem statement
@@ -120,10 +120,34 @@ def conversation_window(history: tuple[Turn, ...], *, budget_tokens: int) -> tup
     return tuple(reversed(kept)), len(history) - len(kept)
 
 
+# The account's knowledge (similar resolved sessions, library templates): at
+# most this share of a chat's budget, split evenly, so that every reference
+# given fits (and can be cited) in every tier.
+KNOWLEDGE_SHARE = 0.15
+MAX_REFERENCE_CHARS = 1200
+
+
+def knowledge_context(references: tuple[Reference, ...], *, budget_tokens: int) -> str:
+    """The references, best first, each clipped to its even share of ``budget_tokens``."""
+    if not references:
+        return ""
+    each = min(MAX_REFERENCE_CHARS, budget_tokens * CHARS_PER_TOKEN // len(references))
+    lines = [
+        "From this account's own knowledge (cite what you rely on by its name in brackets, "
+        "e.g. [sessions/…]; these are other tickets, not this one):"
+    ]
+    lines += [_clip(f"- [{r.name}] {r.title}: {r.text}", each) for r in references]
+    return "\n".join(lines)
+
+
 def chat_context(request: ChatRequest, *, budget_tokens: int) -> tuple[str, tuple[Turn, ...], int]:
-    """(the session as the model sees it, the conversation turns kept, how
-    many older ones were left out) within ``budget_tokens``."""
+    """(the session and the account's knowledge as the model sees them, the
+    conversation turns kept, how many older ones were left out) within
+    ``budget_tokens``."""
     session = session_context(request.session, budget_tokens=int(budget_tokens * SESSION_SHARE))
+    knowledge = knowledge_context(request.references, budget_tokens=int(budget_tokens * KNOWLEDGE_SHARE))
+    if knowledge:
+        session += "\n\n" + knowledge
     left = budget_tokens - estimate_tokens(session) - estimate_tokens(request.question)
     turns, omitted = conversation_window(request.history, budget_tokens=max(0, left))
     return session, turns, omitted

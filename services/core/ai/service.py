@@ -23,6 +23,7 @@ from services.core.ai.types import (
     FixSuggestion,
     ProposalDraft,
     Proposed,
+    Reference,
     ReplyDone,
     ScriptDraft,
     SessionContext,
@@ -208,11 +209,15 @@ class AI:
                 session=request.session.map_text(redact),
                 history=tuple(Turn(turn.role, redact(turn.text)) for turn in request.history),
                 question=redact(request.question),
+                references=tuple(
+                    Reference(r.name, redact(r.title), redact(r.text)) for r in request.references
+                ),
             )
         size = (
             self._size(request.session)
             + sum(estimate_tokens(turn.text) for turn in request.history)
             + estimate_tokens(request.question)
+            + sum(estimate_tokens(r.text) for r in request.references)
         )
         tier = self._tier(prefs, "chat", size)
         return self._chat(request, tier, redacting=prefs.redact)

@@ -182,14 +182,27 @@ class Turn:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """Something of the account's own knowledge the copilot is given, and
+    cites: a similar resolved session (its problem and accepted fix) or a
+    library script template."""
+
+    name: str  # sessions/{session} or scriptTemplates/{script_template}
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
 class ChatRequest:
     """What the copilot is asked: the session, the conversation so far (oldest
-    first; the backend keeps the newest that fit its tier's budget) and the
-    engineer's new message."""
+    first; the backend keeps the newest that fit its tier's budget), the
+    engineer's new message, and the account's knowledge found for it (best
+    first; every one fits the context, so every one is cited)."""
 
     session: SessionContext
     history: tuple[Turn, ...]
     question: str
+    references: tuple[Reference, ...] = ()
 
 
 class ProposalDraft(_Output):
