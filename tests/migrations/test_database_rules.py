@@ -285,7 +285,7 @@ async def test_every_function_runs_with_a_fixed_search_path(catalogue: AsyncConn
     """What Supabase's splinter lints as ``function_search_path_mutable``, for
     every function of the service schemas and ``tenancy`` but one:
     ``tenancy.current_account_id()`` must stay inlinable into the policies
-    (``SET`` would stop that; see the test above and the README, "Deviations")."""
+    (``SET`` would stop that; see the test above and docs/deviations.md)."""
     functions = (
         await catalogue.execute(
             text(
