@@ -12,10 +12,12 @@ from services.core.enums import TICKET_KIND, EnumMap
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.messages import set_time
 from services.walks import trees
-from services.walks.storage import FlowRow, ProposalRow, Tree, WalkRow
+from services.walks.catalogue import CategoryRef
+from services.walks.storage import CategoryRow, FlowRow, ProposalRow, Tree, WalkRow
 from services.walks.walking import Start
 
 FLOW = "flows/{flow}"
+CATEGORY_NAME = "flowCategories/{flow_category}"
 PROPOSAL = "flowProposals/{flow_proposal}"
 WALK = "walks/{walk}"
 
@@ -45,6 +47,16 @@ PROPOSAL_SOURCE = EnumMap(
         "walk": pb.PROPOSAL_SOURCE_WALK,
     },
     field="flow_proposal.source",
+)
+FLOW_ORDER = EnumMap(
+    pb.FlowOrder,
+    {
+        "name": pb.FLOW_ORDER_NAME,
+        "relevance": pb.FLOW_ORDER_RELEVANCE,
+        "recency": pb.FLOW_ORDER_RECENCY,
+        "usage": pb.FLOW_ORDER_USAGE,
+    },
+    field="order_by",
 )
 WALK_KIND = EnumMap(
     pb.WalkKind,
@@ -124,9 +136,30 @@ def flow(row: FlowRow, tree: Tree | None = None) -> pb.Flow:
         creator=str(row.created_by),
         creator_display_name=row.created_by_name or "",
         etag=str(row.revision),
+        category=names.format_name(CATEGORY_NAME, flow_category=row.category_id) if row.category_id else "",
+        tags=row.tags,
+        usage_count=row.usage_count,
     )
     set_time(message, "create_time", row.create_time)
     set_time(message, "update_time", row.update_time)
+    return message
+
+
+def category_ref(given: str, field: str) -> CategoryRef:
+    """A category a request names; "" names none."""
+    if not given:
+        return CategoryRef(id=None, name="")
+    return CategoryRef(id=names.parse_id(given, CATEGORY_NAME, field=field), name=given)
+
+
+def category(row: CategoryRow) -> pb.FlowCategory:
+    message = pb.FlowCategory(
+        name=names.format_name(CATEGORY_NAME, flow_category=row.id),
+        display_name=row.name,
+        parent=names.format_name(CATEGORY_NAME, flow_category=row.parent_id) if row.parent_id else "",
+        depth=row.depth,
+    )
+    set_time(message, "create_time", row.create_time)
     return message
 
 

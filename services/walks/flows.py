@@ -11,8 +11,9 @@ from typing import Any
 from services.core.auth import Principal, Role
 from services.core.db import Database
 from services.core.errors import Aborted, FailedPrecondition, PermissionDenied, found
-from services.walks import storage
-from services.walks.storage import Connection, FlowRow, ProposalRow, Tree, WalkRow
+from services.walks import catalogue, storage
+from services.walks.catalogue import CategoryRef
+from services.walks.storage import Connection, FlowFilter, FlowRow, ProposalRow, Tree, WalkRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,8 @@ class FlowChanges:
     name: str | None = None
     description: str | None = None
     tree: Tree | None = None
+    category: CategoryRef | None = None  # its id None: no category
+    tags: list[str] | None = None
 
 
 def changed_values(row: FlowRow, changes: FlowChanges, expected_revision: int | None) -> dict[str, Any]:
@@ -36,6 +39,8 @@ def changed_values(row: FlowRow, changes: FlowChanges, expected_revision: int | 
         values["name"] = changes.name
     if changes.description is not None:
         values["description"] = changes.description
+    if changes.tags is not None:
+        values["tags"] = changes.tags
     if changes.tree is not None:
         values["tree"] = changes.tree
         if changes.tree != row.tree:
@@ -111,7 +116,16 @@ class Flows:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def create(self, principal: Principal, *, name: str, description: str, tree: Tree) -> FlowRow:
+    async def create(
+        self,
+        principal: Principal,
+        *,
+        name: str,
+        description: str,
+        tree: Tree,
+        category: CategoryRef | None = None,
+        tags: list[str] | None = None,
+    ) -> FlowRow:
         async with self._db.transaction(principal.account_id) as conn:
             return await storage.insert_flow(
                 conn,
@@ -120,6 +134,8 @@ class Flows:
                 name=name,
                 description=description,
                 tree=tree,
+                category_id=await catalogue.referable(conn, category),
+                tags=tags or [],
                 created_by=principal.user_id,
                 created_by_name=principal.display_name or None,
             )
@@ -129,10 +145,10 @@ class Flows:
             return await flow(conn, flow_id, name)
 
     async def page(
-        self, account: uuid.UUID, *, status: str | None, after: tuple[str, uuid.UUID] | None, limit: int
+        self, account: uuid.UUID, *, where: FlowFilter, order: str, after: Any, limit: int
     ) -> list[FlowRow]:
         async with self._db.transaction(account) as conn:
-            return await storage.list_flows(conn, status=status, after=after, limit=limit)
+            return await storage.list_flows(conn, where=where, order=order, after=after, limit=limit)
 
     async def update(
         self,
@@ -144,7 +160,10 @@ class Flows:
     ) -> FlowRow:
         async with self._db.transaction(account) as conn:
             row = await flow(conn, flow_id, name, lock=True)
-            return await storage.update_flow(conn, row.id, **changed_values(row, changes, expected_revision))
+            values = changed_values(row, changes, expected_revision)
+            if changes.category is not None:
+                values["category_id"] = await catalogue.referable(conn, changes.category)
+            return await storage.update_flow(conn, row.id, **values)
 
     async def publish(self, account: uuid.UUID, flow_id: uuid.UUID, name: str) -> FlowRow:
         async with self._db.transaction(account) as conn:

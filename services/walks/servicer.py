@@ -11,6 +11,7 @@ from typing import Any, TypeAlias
 import grpc
 from flowpilot.walks.v1 import walks_pb2 as pb
 from flowpilot.walks.v1 import walks_pb2_grpc
+from google.protobuf import empty_pb2
 
 from services.core import ids, names, pagination, validation
 from services.core.ai import AI
@@ -19,16 +20,33 @@ from services.core.clients import SettingsReader
 from services.core.db import Database
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.rpc import created
-from services.walks import convert, trees
-from services.walks.convert import FLOW, PROPOSAL, WALK
+from services.library import search
+from services.walks import catalogue, convert, trees
+from services.walks.catalogue import Categories
+from services.walks.convert import CATEGORY_NAME, FLOW, PROPOSAL, WALK
 from services.walks.escalation import SessionsEscalator
 from services.walks.flows import FlowChanges, Flows, Proposals
 from services.walks.snapshots import Snapshots
-from services.walks.storage import WalkRow
+from services.walks.storage import FlowFilter, FlowRow, WalkRow
 from services.walks.sweep import StaleWalkSweep
 from services.walks.walking import Walks
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+
+# A flow listing's position: the sort key of its last flow, as it is in the token.
+SORT_KEYS: dict[str, Callable[[str], Any]] = {
+    "name": str,
+    "relevance": float,
+    "usage": int,
+    "recency": datetime.fromisoformat,
+}
+SORTED_BY: dict[str, Callable[[FlowRow], object]] = {
+    "name": lambda row: row.name,
+    "relevance": lambda row: row.rank,
+    "usage": lambda row: row.usage_count,
+    "recency": lambda row: row.create_time.isoformat(),
+}
 
 
 def _account() -> uuid.UUID:
@@ -49,6 +67,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
     ) -> None:
         self._flows = Flows(db)
         self._proposals = Proposals(db)
+        self._categories = Categories(db)
         self._walks = Walks(db, ai, settings, escalator, clock=clock)
         self._snapshots = Snapshots(db)
         self._sweep = sweep
@@ -62,6 +81,8 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
             name=validation.nonblank(request.flow.display_name, "flow.display_name"),
             description=request.flow.description,
             tree=tree,
+            category=convert.category_ref(request.flow.category, "flow.category"),
+            tags=catalogue.check_tags(request.flow.tags, field="flow.tags"),
         )
         flow = convert.flow(row, tree)
         created(flow.name)
@@ -73,17 +94,43 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         )
 
     async def ListFlows(self, request: pb.ListFlowsRequest, context: Context) -> pb.ListFlowsResponse:
-        status = convert.FLOW_STATUS.optional(request.status)
-        paging = pagination.paging(request, current_principal().account_id, {"flows": status}, first=str)
-        rows = await self._flows.page(_account(), status=status, after=paging.after, limit=paging.fetch)
-        shown, token = paging.page(rows, key=lambda r: r.name)
+        searched = search.parse(request.query)
+        where = FlowFilter(
+            status=convert.FLOW_STATUS.optional(request.status),
+            search=searched,
+            category_id=convert.category_ref(request.category, "category").id,
+            tag=catalogue.check_tag_filter(request.tag),
+        )
+        order = catalogue.list_order(
+            convert.FLOW_ORDER.optional(request.order_by), searching=searched is not None
+        )
+        paging = pagination.paging(
+            request,
+            current_principal().account_id,
+            {
+                "s": where.status,
+                "q": request.query.strip() or None,
+                "c": str(where.category_id) if where.category_id else None,
+                "t": where.tag,
+                "o": order,
+            },
+            first=SORT_KEYS[order],
+        )
+        rows = await self._flows.page(
+            _account(), where=where, order=order, after=paging.after, limit=paging.fetch
+        )
+        shown, token = paging.page(rows, key=SORTED_BY[order])
         return pb.ListFlowsResponse(flows=[convert.flow(r) for r in shown], next_page_token=token)
 
     async def UpdateFlow(self, request: pb.UpdateFlowRequest, context: Context) -> pb.Flow:
         given = request.flow
-        allowed = {"display_name", "description", "tree"}
+        default = {"display_name", "description", "tree"}
         paths = validation.update_paths(
-            given, request.update_mask.paths, allowed=allowed, default=allowed, prefix="flow"
+            given,
+            request.update_mask.paths,
+            allowed=default | {"category", "tags"},
+            default=default,
+            prefix="flow",
         )
         changes = FlowChanges(
             name=validation.nonblank(given.display_name, "flow.display_name")
@@ -91,6 +138,8 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
             else None,
             description=given.description if "description" in paths else None,
             tree=trees.from_proto(given.tree, prefix="flow.tree") if "tree" in paths else None,
+            category=convert.category_ref(given.category, "flow.category") if "category" in paths else None,
+            tags=catalogue.check_tags(given.tags, field="flow.tags") if "tags" in paths else None,
         )
         expected = ids.parse_etag(given.etag, field="flow.etag")
         flow_id = names.parse_id(given.name, FLOW, field="flow.name")
@@ -103,6 +152,44 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
     async def ArchiveFlow(self, request: pb.ArchiveFlowRequest, context: Context) -> pb.Flow:
         flow_id = names.parse_id(request.name, FLOW, field="name")
         return convert.flow(await self._flows.archive(_account(), flow_id, request.name))
+
+    # --- categories ----------------------------------------------------------------------
+
+    async def CreateFlowCategory(
+        self, request: pb.CreateFlowCategoryRequest, context: Context
+    ) -> pb.FlowCategory:
+        given = request.flow_category
+        name = validation.nonblank(given.display_name, "flow_category.display_name")
+        parent = convert.category_ref(given.parent, "flow_category.parent") if given.parent else None
+        category = convert.category(await self._categories.create(_account(), name=name, parent=parent))
+        created(category.name)
+        return category
+
+    async def GetFlowCategory(self, request: pb.GetFlowCategoryRequest, context: Context) -> pb.FlowCategory:
+        category_id = names.parse_id(request.name, CATEGORY_NAME, field="name")
+        return convert.category(await self._categories.get(_account(), category_id, request.name))
+
+    async def ListFlowCategories(
+        self, request: pb.ListFlowCategoriesRequest, context: Context
+    ) -> pb.ListFlowCategoriesResponse:
+        parent = convert.category_ref(request.parent, "parent").id
+        paging = pagination.paging(
+            request, current_principal().account_id, {"p": str(parent) if parent else None}, first=str
+        )
+        rows = await self._categories.page(
+            _account(), parent_id=parent, after=paging.after, limit=paging.fetch
+        )
+        shown, token = paging.page(rows, key=lambda r: r.name)
+        return pb.ListFlowCategoriesResponse(
+            flow_categories=[convert.category(r) for r in shown], next_page_token=token
+        )
+
+    async def DeleteFlowCategory(
+        self, request: pb.DeleteFlowCategoryRequest, context: Context
+    ) -> empty_pb2.Empty:
+        category_id = names.parse_id(request.name, CATEGORY_NAME, field="name")
+        await self._categories.delete(_account(), category_id, request.name)
+        return empty_pb2.Empty()
 
     # --- proposals ---------------------------------------------------------------------
 

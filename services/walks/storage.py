@@ -3,19 +3,42 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, literal, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Row,
+    Select,
+    UnaryExpression,
+    and_,
+    cast,
+    exists,
+    false,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TSQUERY, insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.operators import custom_op
 
-from services.walks.tables import flow_proposals, flows, l1_walk_sessions
+from services.library.search import Search
+from services.walks.tables import flow_categories, flow_proposals, flows, l1_walk_sessions
 
-F, P, W = flows, flow_proposals, l1_walk_sessions
+F, P, W, C = flows, flow_proposals, l1_walk_sessions, flow_categories
 Tree = dict[str, Any]  # a decision tree as stored (see services.walks.trees)
 Connection = AsyncConnection  # what the domain modules pass through, unopened
 
@@ -34,6 +57,24 @@ class FlowRow:
     update_time: datetime
     tree: Tree | None = None  # None when read without it
     created_by_name: str | None = None
+    category_id: uuid.UUID | None = None
+    tags: list[str] = dataclasses.field(default_factory=list)
+    usage_count: int = 0
+    rank: float = 0.0  # a search's relevance, when listed by one
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryRow:
+    account_id: uuid.UUID
+    id: uuid.UUID
+    parent_id: uuid.UUID | None
+    name: str
+    depth: int
+    create_time: datetime
+
+
+class CategoryNameTaken(Exception):
+    """A sibling of the category has its name (the transaction is aborted)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,31 +145,149 @@ def _walk(row: Row[Any]) -> WalkRow:
     return WalkRow(**row._mapping)
 
 
+# A flow as read: every column but its search document.
+FLOW = [c for c in F.c if c.name != "search"]
+
+
 async def insert_flow(conn: AsyncConnection, **values: Any) -> FlowRow:
     """The new flow's row without its tree (the caller has it; it can be megabytes)."""
-    return _flow((await conn.execute(insert(F).values(**values).returning(*_without_tree(F)))).one())
+    returned = [c for c in FLOW if c.name != "tree"]
+    return _flow((await conn.execute(insert(F).values(**values).returning(*returned))).one())
 
 
 async def get_flow(conn: AsyncConnection, flow_id: uuid.UUID, *, lock: bool = False) -> FlowRow | None:
-    query = select(F).where(F.c.id == flow_id)
-    row = (await conn.execute(query.with_for_update() if lock else query)).first()
+    query = select(*FLOW).where(F.c.id == flow_id)
+    row = (await conn.execute(query.with_for_update(of=F) if lock else query)).first()
     return None if row is None else _flow(row)
 
 
 async def update_flow(conn: AsyncConnection, flow_id: uuid.UUID, **values: Any) -> FlowRow:
     values.update(revision=F.c.revision + 1, update_time=func.now())
-    return _flow((await conn.execute(update(F).where(F.c.id == flow_id).values(**values).returning(F))).one())
+    query = update(F).where(F.c.id == flow_id).values(**values).returning(*FLOW)
+    return _flow((await conn.execute(query)).one())
+
+
+async def count_walk_started(conn: AsyncConnection, flow_id: uuid.UUID) -> None:
+    """One more walk started on the flow (neither a change nor a new revision)."""
+    await conn.execute(update(F).where(F.c.id == flow_id).values(usage_count=F.c.usage_count + 1))
+
+
+_ENGLISH: ColumnElement[Any] = literal_column("'english'::regconfig")
+_NOT: custom_op[Any] = custom_op("!!")
+
+
+def _tsquery(search: Search) -> ColumnElement[Any] | None:
+    """The terms joined with ``&&`` (an excluded one under ``!!``), each bound
+    as plain text for ``phraseto_tsquery`` (as the library's search does);
+    None when there is no term."""
+    parts: list[ColumnElement[Any]] = []
+    for term in search.terms:
+        part: ColumnElement[Any] = func.phraseto_tsquery(_ENGLISH, term.text, type_=TSQUERY)
+        if term.exclude:
+            part = UnaryExpression(part, operator=_NOT, type_=TSQUERY).self_group()
+        parts.append(part)
+    if not parts:
+        return None
+    return functools.reduce(lambda a, b: a.op("&&", return_type=TSQUERY)(b), parts)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowFilter:
+    status: str | None = None
+    search: Search | None = None
+    category_id: uuid.UUID | None = None  # with its subcategories
+    tag: str | None = None
 
 
 async def list_flows(
-    conn: AsyncConnection, *, status: str | None, after: tuple[str, uuid.UUID] | None, limit: int
+    conn: AsyncConnection, *, where: FlowFilter, order: str, after: Sequence[Any] | None, limit: int
 ) -> list[FlowRow]:
-    query = select(F).order_by(F.c.name, F.c.id).limit(limit)
-    if status:
-        query = query.where(F.c.status == status)
+    """``order`` is name (ascending), relevance (needs a search), recency or
+    usage (descending); ``after`` the keyset position of the previous page's
+    last row. Filters combine."""
+    ts_query = _tsquery(where.search) if where.search is not None else None
+    rank_expr: ColumnElement[Any] = (
+        cast(func.ts_rank(F.c.search, ts_query), Float) if ts_query is not None else literal(0.0, Float)
+    )
+    statement: Select[Any] = select(*FLOW, rank_expr.label("rank"))
+    if ts_query is not None:
+        statement = statement.where(F.c.search.op("@@")(ts_query))
+    elif where.search is not None:  # a query with no term left matches nothing
+        statement = statement.where(false())
+    if where.status:
+        statement = statement.where(F.c.status == where.status)
+    if where.tag:
+        statement = statement.where(F.c.tags.contains([where.tag]))
+    if where.category_id is not None:
+        subtree = select(C.c.id).where(C.c.id == where.category_id).cte("subtree", recursive=True)
+        subtree = subtree.union_all(select(C.c.id).where(C.c.parent_id == subtree.c.id))
+        statement = statement.where(F.c.category_id.in_(select(subtree.c.id)))
+    if order == "name":
+        statement = statement.order_by(F.c.name, F.c.id)
+        if after is not None:
+            statement = statement.where(
+                tuple_(F.c.name, F.c.id) > tuple_(literal(after[0]), literal(after[1]))
+            )
+    else:
+        key = {"relevance": rank_expr, "usage": F.c.usage_count, "recency": F.c.create_time}[order]
+        statement = statement.order_by(key.desc(), F.c.id.desc())
+        if after is not None:
+            first, last_id = after
+            statement = statement.where(
+                or_(key < literal(first), and_(key == literal(first), F.c.id < literal(last_id)))
+            )
+    return [_flow(r) for r in await conn.execute(statement.limit(limit))]
+
+
+# --- categories -------------------------------------------------------------------
+
+
+def _category(row: Row[Any]) -> CategoryRow:
+    return CategoryRow(**row._mapping)
+
+
+async def insert_category(conn: AsyncConnection, **values: Any) -> CategoryRow:
+    """CategoryNameTaken when a sibling has the name (the caller holds the parent)."""
+    try:
+        return _category((await conn.execute(insert(C).values(**values).returning(C))).one())
+    except IntegrityError as exc:
+        raise CategoryNameTaken(values["name"]) from exc
+
+
+async def get_category(
+    conn: AsyncConnection, category_id: uuid.UUID, *, lock: str | None = None
+) -> CategoryRow | None:
+    """``lock``: "update" (to delete it) or "key_share" (to refer to it: holds off a delete)."""
+    query = select(C).where(C.c.id == category_id)
+    if lock == "update":
+        query = query.with_for_update()
+    elif lock == "key_share":
+        query = query.with_for_update(read=True, key_share=True)
+    row = (await conn.execute(query)).first()
+    return None if row is None else _category(row)
+
+
+async def list_categories(
+    conn: AsyncConnection, *, parent_id: uuid.UUID | None, after: tuple[str, uuid.UUID] | None, limit: int
+) -> list[CategoryRow]:
+    query = select(C).order_by(C.c.name, C.c.id).limit(limit)
+    if parent_id is not None:
+        query = query.where(C.c.parent_id == parent_id)
     if after:
-        query = query.where(tuple_(F.c.name, F.c.id) > tuple_(literal(after[0]), literal(after[1])))
-    return [_flow(r) for r in await conn.execute(query)]
+        query = query.where(tuple_(C.c.name, C.c.id) > tuple_(literal(after[0]), literal(after[1])))
+    return [_category(r) for r in await conn.execute(query)]
+
+
+async def category_in_use(conn: AsyncConnection, category_id: uuid.UUID) -> tuple[bool, bool]:
+    """Whether the category has subcategories, and whether it has flows."""
+    children = exists().where(C.c.parent_id == category_id)
+    used = exists().where(F.c.category_id == category_id)
+    row = (await conn.execute(select(children.label("children"), used.label("flows")))).one()
+    return bool(row.children), bool(row.flows)
+
+
+async def delete_category(conn: AsyncConnection, category_id: uuid.UUID) -> None:
+    await conn.execute(C.delete().where(C.c.id == category_id))
 
 
 async def insert_proposal(conn: AsyncConnection, **values: Any) -> ProposalRow:

@@ -10,9 +10,11 @@ delete outright instead of failing on the CHECK.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
+    Computed,
     DateTime,
     ForeignKeyConstraint,
     Index,
@@ -24,9 +26,50 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 
 metadata = MetaData(schema="walks")
+
+# A flow's search document: title (A), description (B), node text (C), ranked
+# like the library's templates. The node text is cut at 100,000 characters so
+# that no tree (up to 500 nodes of 2,000) exceeds a tsvector's 1 MiB.
+FLOW_SEARCH = (
+    "setweight(to_tsvector('english'::regconfig, coalesce(name, '')), 'A') || "
+    "setweight(to_tsvector('english'::regconfig, coalesce(description, '')), 'B') || "
+    "setweight(to_tsvector('english'::regconfig, "
+    '"left"((jsonb_path_query_array(tree, \'$."nodes"[*]."text"\'::jsonpath))::text, 100000)), \'C\')'
+)
+MAX_CATEGORY_DEPTH = 3
+
+flow_categories = Table(
+    "flow_categories",
+    metadata,
+    Column("account_id", UUID(as_uuid=True), nullable=False),
+    Column("id", UUID(as_uuid=True), nullable=False),
+    Column("parent_id", UUID(as_uuid=True), nullable=True),
+    Column("name", String(100), nullable=False),
+    Column("depth", Integer, nullable=False),
+    Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("account_id", "id", name="flow_categories_pkey"),
+    ForeignKeyConstraint(
+        ["account_id", "parent_id"],
+        ["walks.flow_categories.account_id", "walks.flow_categories.id"],
+        name="flow_categories_parent_fkey",
+        ondelete="RESTRICT",
+    ),
+    CheckConstraint(f"depth BETWEEN 1 AND {MAX_CATEGORY_DEPTH}", name="flow_categories_depth"),
+    CheckConstraint("(parent_id IS NULL) = (depth = 1)", name="flow_categories_top"),
+    # Names unique among siblings (the top level being one set of siblings).
+    Index(
+        "flow_categories_sibling_name",
+        "account_id",
+        text("coalesce(parent_id, '00000000-0000-0000-0000-000000000000'::uuid)"),
+        text("lower(name)"),
+        unique=True,
+    ),
+    Index("flow_categories_by_parent", "account_id", "parent_id"),  # under the foreign key
+    Index("flow_categories_by_name", "account_id", "name", "id"),
+)
 
 flows = Table(
     "flows",
@@ -43,9 +86,28 @@ flows = Table(
     Column("revision", Integer, nullable=False, server_default=text("1")),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("update_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    # The catalogue: a category, tags, walks started (every version), and the
+    # search document.
+    Column("category_id", UUID(as_uuid=True), nullable=True),
+    Column("tags", ARRAY(String(40)), nullable=False, server_default=text("'{}'::character varying[]")),
+    Column("usage_count", BigInteger, nullable=False, server_default=text("0")),
+    Column("search", TSVECTOR, Computed(FLOW_SEARCH, persisted=True)),
     PrimaryKeyConstraint("account_id", "id", name="flows_pkey"),
+    ForeignKeyConstraint(
+        ["account_id", "category_id"],
+        ["walks.flow_categories.account_id", "walks.flow_categories.id"],
+        name="flows_category_fkey",
+        ondelete="RESTRICT",
+    ),
     CheckConstraint("status IN ('draft', 'published', 'archived')", name="flows_status"),
+    CheckConstraint("cardinality(tags) <= 20", name="flows_tags"),
     Index("flows_by_name", "account_id", "name", "id"),
+    Index("flows_by_category", "account_id", "category_id"),  # under the foreign key
+    Index("flows_recent", "account_id", text("create_time DESC"), text("id DESC")),
+    Index("flows_by_usage", "account_id", text("usage_count DESC"), text("id DESC")),
+    # A GIN index cannot lead with account_id without btree_gin (see README).
+    Index("flows_search", "search", postgresql_using="gin"),
+    Index("flows_tags", "tags", postgresql_using="gin"),
 )
 
 flow_proposals = Table(

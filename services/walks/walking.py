@@ -138,6 +138,8 @@ class Walks:
             if start.proposal is not None:
                 # Reviewed since it was read? The lock holds off a review until this commits.
                 flows.check_walkable_proposal(await flows.proposal(conn, *start.proposal, lock=True))
+            if target["flow_id"] is not None:
+                await storage.count_walk_started(conn, target["flow_id"])
             row = await storage.insert_walk(
                 conn,
                 account_id=principal.account_id,

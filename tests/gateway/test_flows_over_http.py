@@ -56,3 +56,52 @@ async def test_an_ai_built_walk_saved_as_a_proposal_over_http(
     stranger = Ui(client, keys, uuid.uuid4())
     hidden = await stranger.request("POST", f"/v1/{walk['name']}:saveAsProposal", json={})
     assert hidden.status_code == 404
+
+
+TREE = {
+    "root": "r",
+    "nodes": [{"id": "r", "kind": "NODE_KIND_RESOLUTION", "text": "Reinstall the scanner driver"}],
+}
+
+
+async def test_the_flow_catalogue_over_http(
+    client: httpx.AsyncClient,  # noqa: F811
+    keys: Keys,
+) -> None:
+    lead = Ui(client, keys, uuid.uuid4())
+    made = await lead.request("POST", "/v1/flowCategories", json={"displayName": "Printing"})
+    assert made.status_code == 201, made.text
+    category = made.json()
+    assert category["depth"] == 1
+    flow = await lead.request(
+        "POST",
+        "/v1/flows",
+        json={"displayName": "Scanner offline", "tree": TREE, "category": category["name"], "tags": ["Scan"]},
+    )
+    assert flow.status_code == 201, flow.text
+    assert flow.json()["tags"] == ["scan"] and flow.json()["category"] == category["name"]
+    found = await lead.request(
+        "GET",
+        "/v1/flows",
+        params={
+            "query": "driver",
+            "tag": "scan",
+            "category": category["name"],
+            "orderBy": "FLOW_ORDER_RELEVANCE",
+        },
+    )
+    assert found.status_code == 200, found.text
+    assert [f["displayName"] for f in found.json()["flows"]] == ["Scanner offline"]
+    listed = await lead.request("GET", "/v1/flowCategories")
+    assert [c["name"] for c in listed.json()["flowCategories"]] == [category["name"]]
+    busy = await lead.request("DELETE", f"/v1/{category['name']}")
+    assert busy.status_code == 400 and busy.json()["details"][0]["reason"] == "CATEGORY_NOT_EMPTY"
+    tags = await lead.request(
+        "POST", "/v1/flows", json={"displayName": "x", "tree": TREE, "tags": ["x" * 41]}
+    )
+    assert tags.status_code == 400 and "flow.tags[0]" in _violations(tags)
+    stranger = Ui(client, keys, uuid.uuid4())
+    assert (await stranger.request("GET", f"/v1/{category['name']}")).status_code == 404
+    assert (await stranger.request("DELETE", f"/v1/{category['name']}")).status_code == 404
+    hidden = await stranger.request("GET", "/v1/flows", params={"category": category["name"]})
+    assert hidden.json().get("flows", []) == []

@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from migrations.tenancy import across_tenants
+
 revision: str = "walks_0006"
 down_revision: str | None = "walks_0005"
 branch_labels: str | Sequence[str] | None = None
@@ -56,7 +58,10 @@ def downgrade() -> None:
     op.drop_constraint("flow_proposals_walk_source", T, schema="walks", type_="check")
     op.drop_constraint("flow_proposals_source", T, schema="walks", type_="check")
     # Walks may refer to those proposals: they stay, as AI proposals.
-    op.execute("UPDATE walks.flow_proposals SET source = 'ai_analysis' WHERE source = 'walk'")
+    across_tenants(
+        ("walks.flow_proposals",),
+        "UPDATE walks.flow_proposals SET source = 'ai_analysis' WHERE source = 'walk'",
+    )
     op.create_check_constraint(
         "flow_proposals_source", T, "source IN ('user', 'ai_analysis')", schema="walks"
     )
