@@ -12,8 +12,8 @@ from typing import Any
 from services.core.auth import Principal
 from services.core.db import Database
 from services.core.errors import Aborted, AlreadyExists, found, not_found
+from services.core.search import Search
 from services.library import convert, credentials, storage, templates
-from services.library.search import Search
 from services.library.storage import Connection, NameTaken, TemplateRow
 
 

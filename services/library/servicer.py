@@ -13,14 +13,14 @@ from flowpilot.library.v1 import library_pb2 as pb
 from flowpilot.library.v1 import library_pb2_grpc
 from google.protobuf.empty_pb2 import Empty
 
-from services.core import ids, names, pagination, requests, validation
+from services.core import ids, names, pagination, requests, search, validation
 from services.core.ai import AI
 from services.core.auth import current_principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.rpc import created
-from services.library import convert, provenance, search, templates
+from services.library import convert, provenance, templates
 from services.library.catalogue import Templates
 from services.library.convert import LANE_ITEM
 from services.library.drafts import Drafts

@@ -4,7 +4,6 @@ template name taken is ``NameTaken``."""
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,19 +18,17 @@ from sqlalchemy import (
     false,
     func,
     literal,
-    literal_column,
     or_,
     select,
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import TSQUERY, insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
-from sqlalchemy.sql.operators import custom_op
+from sqlalchemy.sql.elements import ColumnElement
 
-from services.library.search import Search
+from services.core.search import Search, tsquery
 from services.library.tables import draft_templates, script_templates
 
 T, D = script_templates, draft_templates
@@ -152,25 +149,6 @@ async def record_use(conn: AsyncConnection, template_id: uuid.UUID) -> int | Non
     return None if count is None else int(count)
 
 
-_ENGLISH: ColumnElement[Any] = literal_column("'english'::regconfig")
-_NOT: custom_op[Any] = custom_op("!!")
-
-
-def _tsquery(search: Search) -> ColumnElement[Any] | None:
-    """The terms joined with ``&&`` (an excluded one under ``!!``). Each term
-    is bound as plain text for ``phraseto_tsquery``, so none of it is parsed
-    as tsquery syntax. None when there is no term."""
-    parts: list[ColumnElement[Any]] = []
-    for term in search.terms:
-        part: ColumnElement[Any] = func.phraseto_tsquery(_ENGLISH, term.text, type_=TSQUERY)
-        if term.exclude:
-            part = UnaryExpression(part, operator=_NOT, type_=TSQUERY).self_group()
-        parts.append(part)
-    if not parts:
-        return None
-    return functools.reduce(lambda a, b: a.op("&&", return_type=TSQUERY)(b), parts)
-
-
 async def list_templates(
     conn: AsyncConnection,
     *,
@@ -183,7 +161,7 @@ async def list_templates(
 ) -> list[TemplateRow]:
     """``order`` is relevance (needs ``search``), usage or recency; ``after`` the
     keyset position of the last row of the previous page."""
-    ts_query = _tsquery(search) if search is not None else None
+    ts_query = tsquery(search) if search is not None else None
     rank_expr = (
         cast(func.ts_rank(T.c.search, ts_query), Float) if ts_query is not None else literal(0.0, Float)
     )

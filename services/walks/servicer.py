@@ -13,14 +13,13 @@ from flowpilot.walks.v1 import walks_pb2 as pb
 from flowpilot.walks.v1 import walks_pb2_grpc
 from google.protobuf import empty_pb2
 
-from services.core import ids, names, pagination, validation
+from services.core import ids, names, pagination, search, validation
 from services.core.ai import AI
 from services.core.auth import current_principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
 from services.core.errors import FieldViolation, InvalidArgument
 from services.core.rpc import created
-from services.library import search
 from services.walks import catalogue, convert, trees
 from services.walks.catalogue import Categories
 from services.walks.convert import CATEGORY_NAME, FLOW, PROPOSAL, WALK

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,26 +15,23 @@ from sqlalchemy import (
     Float,
     Row,
     Select,
-    UnaryExpression,
     and_,
     cast,
     exists,
     false,
     func,
     literal,
-    literal_column,
     or_,
     select,
     text,
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB, TSQUERY, insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.operators import custom_op
 
-from services.library.search import Search
+from services.core.search import Search, tsquery
 from services.walks.tables import flow_categories, flow_proposals, flows, l1_walk_sessions
 
 F, P, W, C = flows, flow_proposals, l1_walk_sessions, flow_categories
@@ -172,25 +168,6 @@ async def count_walk_started(conn: AsyncConnection, flow_id: uuid.UUID) -> None:
     await conn.execute(update(F).where(F.c.id == flow_id).values(usage_count=F.c.usage_count + 1))
 
 
-_ENGLISH: ColumnElement[Any] = literal_column("'english'::regconfig")
-_NOT: custom_op[Any] = custom_op("!!")
-
-
-def _tsquery(search: Search) -> ColumnElement[Any] | None:
-    """The terms joined with ``&&`` (an excluded one under ``!!``), each bound
-    as plain text for ``phraseto_tsquery`` (as the library's search does);
-    None when there is no term."""
-    parts: list[ColumnElement[Any]] = []
-    for term in search.terms:
-        part: ColumnElement[Any] = func.phraseto_tsquery(_ENGLISH, term.text, type_=TSQUERY)
-        if term.exclude:
-            part = UnaryExpression(part, operator=_NOT, type_=TSQUERY).self_group()
-        parts.append(part)
-    if not parts:
-        return None
-    return functools.reduce(lambda a, b: a.op("&&", return_type=TSQUERY)(b), parts)
-
-
 @dataclass(frozen=True, slots=True)
 class FlowFilter:
     status: str | None = None
@@ -205,7 +182,7 @@ async def list_flows(
     """``order`` is name (ascending), relevance (needs a search), recency or
     usage (descending); ``after`` the keyset position of the previous page's
     last row. Filters combine."""
-    ts_query = _tsquery(where.search) if where.search is not None else None
+    ts_query = tsquery(where.search) if where.search is not None else None
     rank_expr: ColumnElement[Any] = (
         cast(func.ts_rank(F.c.search, ts_query), Float) if ts_query is not None else literal(0.0, Float)
     )

@@ -11,7 +11,7 @@ from flowpilot.library.v1 import library_pb2 as pb
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from services.library import search
+from services.core import search
 from tests.library.helpers import Librarian
 from tests.support import Keys, failure
 from tests.support import expect_error as _fails

@@ -1,4 +1,4 @@
-"""What a template search ``query`` means: a few plain terms, never tsquery syntax.
+"""What a search ``query`` means (templates, flows): a few plain terms, never tsquery syntax.
 
 A query is at most 200 characters (the proto's ``max_size``, checked by the
 runtime) and at most :data:`MAX_TERMS` terms. A term is a run of non-blank
@@ -16,8 +16,15 @@ is left with no term matches nothing, as one made only of stop words does.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, literal_column
+from sqlalchemy.dialects.postgresql import TSQUERY
+from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
+from sqlalchemy.sql.operators import custom_op
 
 from services.core.errors import FieldViolation, InvalidArgument
 
@@ -60,3 +67,22 @@ def parse(query: str, *, field: str = "query") -> Search | None:
             FieldViolation(field, f"must have at most {MAX_TERMS} terms (words or quoted phrases)")
         )
     return Search(terms=tuple(terms))
+
+
+_ENGLISH: ColumnElement[Any] = literal_column("'english'::regconfig")
+_NOT: custom_op[Any] = custom_op("!!")
+
+
+def tsquery(search: Search) -> ColumnElement[Any] | None:
+    """The terms joined with ``&&`` (an excluded one under ``!!``). Each term
+    is bound as plain text for ``phraseto_tsquery``, so none of it is parsed
+    as tsquery syntax. None when there is no term."""
+    parts: list[ColumnElement[Any]] = []
+    for term in search.terms:
+        part: ColumnElement[Any] = func.phraseto_tsquery(_ENGLISH, term.text, type_=TSQUERY)
+        if term.exclude:
+            part = UnaryExpression(part, operator=_NOT, type_=TSQUERY).self_group()
+        parts.append(part)
+    if not parts:
+        return None
+    return functools.reduce(lambda a, b: a.op("&&", return_type=TSQUERY)(b), parts)
