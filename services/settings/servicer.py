@@ -15,7 +15,7 @@ from services.core.auth import current_principal
 from services.core.db import Database
 from services.core.errors import Aborted
 from services.core.messages import set_time
-from services.settings import catalogue, storage
+from services.settings import catalogue, prompts, storage
 from services.settings.catalogue import CATALOGUE, KEYS, Entry, Kind, Value
 
 PATTERN = "settings/{setting}"
@@ -69,6 +69,27 @@ def _setting(entry: Entry, stored: storage.StoredEntry) -> settings_pb2.Setting:
         etag=str(stored.revision),
     )
     set_time(message, "update_time", stored.update_time)
+    return message
+
+
+_PURPOSES = {
+    "system": settings_pb2.PROMPT_PURPOSE_SYSTEM,
+    "task": settings_pb2.PROMPT_PURPOSE_TASK,
+    "tool": settings_pb2.PROMPT_PURPOSE_TOOL,
+}
+
+
+def _prompt(stored: storage.StoredPrompt) -> settings_pb2.Prompt:
+    message = settings_pb2.Prompt(
+        name=names.format_name(prompts.PATTERN, prompt=stored.slug),
+        purpose=_PURPOSES[stored.purpose],
+        text=stored.text,
+        version=stored.version,
+        default=stored.account_id is None,
+        etag=str(stored.version),
+    )
+    if stored.account_id is not None:
+        set_time(message, "update_time", stored.create_time)
     return message
 
 
@@ -144,3 +165,60 @@ class SettingsServicer(settings_pb2_grpc.SettingsServiceServicer):
                 reason="ETAG_MISMATCH",
             )
         return _setting(entry, stored)
+
+    async def GetPrompt(
+        self, request: settings_pb2.GetPromptRequest, context: Context
+    ) -> settings_pb2.Prompt:
+        slug = prompts.slug_of(request.name, field="name")
+        async with self._db.transaction(current_principal().account_id) as conn:
+            return _prompt(await prompts.get(conn, slug))
+
+    async def ListPrompts(
+        self, request: settings_pb2.ListPromptsRequest, context: Context
+    ) -> settings_pb2.ListPromptsResponse:
+        size = pagination.page_size(request.page_size)
+        account = current_principal().account_id
+        query = pagination.fingerprint(account, {"list": "prompts"})
+        after = pagination.decode_token(request.page_token, query_fingerprint=query)
+        async with self._db.transaction(account) as conn:
+            every = await storage.active_prompts(conn)
+        if after:
+            every = [p for p in every if p.slug > str(after[0])]
+        page = every[:size]
+        response = settings_pb2.ListPromptsResponse(prompts=[_prompt(p) for p in page])
+        if len(every) > size:
+            response.next_page_token = pagination.encode_token([page[-1].slug], query_fingerprint=query)
+        return response
+
+    async def UpdatePrompt(
+        self, request: settings_pb2.UpdatePromptRequest, context: Context
+    ) -> settings_pb2.Prompt:
+        validation.update_paths(
+            request.prompt, request.update_mask.paths, allowed={"text"}, default={"text"}, prefix="prompt"
+        )
+        slug = prompts.slug_of(request.prompt.name, field="prompt.name")
+        expected = ids.parse_etag(request.prompt.etag, field="prompt.etag")
+        body = prompts.checked_text(request.prompt.text, field="prompt.text")
+        return await self._write_prompt(slug, body=body, expected=expected)
+
+    async def ResetPrompt(
+        self, request: settings_pb2.ResetPromptRequest, context: Context
+    ) -> settings_pb2.Prompt:
+        slug = prompts.slug_of(request.name, field="name")
+        expected = ids.parse_etag(request.etag, field="etag")
+        return await self._write_prompt(slug, body=None, expected=expected)
+
+    async def _write_prompt(
+        self, slug: str, *, body: str | None, expected: int | None
+    ) -> settings_pb2.Prompt:
+        principal = current_principal()
+        async with self._db.transaction(principal.account_id) as conn:
+            stored = await prompts.write(
+                conn,
+                account_id=principal.account_id,
+                user_id=principal.user_id,
+                slug=slug,
+                body=body,
+                expected_version=expected,
+            )
+        return _prompt(stored)

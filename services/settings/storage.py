@@ -118,3 +118,94 @@ async def write_entry(
         )
     ).first()
     return None if row is None else _entry(row.entry)
+
+
+# --- prompts -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPrompt:
+    """The active prompt of a slug as the account sees it; ``account_id`` None
+    is the global default."""
+
+    slug: str
+    purpose: str
+    text: str
+    version: int
+    account_id: uuid.UUID | None
+    create_time: datetime
+
+
+# Under RLS the transaction sees its account's rows and the global defaults:
+# the account's active row wins over the default.
+_ACTIVE_PROMPTS = """
+    SELECT DISTINCT ON (p.slug) p.slug, p.purpose, p.text, p.version, p.account_id, p.create_time
+    FROM settings.prompts p
+    WHERE p.active {where}
+    ORDER BY p.slug, p.account_id NULLS LAST
+"""
+
+
+def _prompt(row: Any) -> StoredPrompt:
+    return StoredPrompt(
+        slug=row.slug,
+        purpose=row.purpose,
+        text=row.text,
+        version=int(row.version),
+        account_id=row.account_id,
+        create_time=row.create_time,
+    )
+
+
+async def active_prompts(conn: AsyncConnection) -> list[StoredPrompt]:
+    """Every prompt as the transaction's account sees it, ordered by slug."""
+    rows = await conn.execute(text(_ACTIVE_PROMPTS.format(where="")))
+    return [_prompt(row) for row in rows]
+
+
+async def active_prompt(conn: AsyncConnection, slug: str) -> StoredPrompt | None:
+    row = (
+        await conn.execute(text(_ACTIVE_PROMPTS.format(where="AND p.slug = :slug")), {"slug": slug})
+    ).first()
+    return None if row is None else _prompt(row)
+
+
+async def lock_prompt(conn: AsyncConnection, *, account_id: uuid.UUID, slug: str) -> None:
+    """Serializes the writes of one account's prompt until the transaction
+    ends (there may be no row yet to lock: the account never overrode it)."""
+    await conn.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+        {"key": f"settings.prompts/{account_id}/{slug}"},
+    )
+
+
+async def deactivate_override(conn: AsyncConnection, *, account_id: uuid.UUID, slug: str) -> None:
+    await conn.execute(
+        text(
+            "UPDATE settings.prompts SET active = false "
+            "WHERE account_id = :account_id AND slug = :slug AND active"
+        ),
+        {"account_id": account_id, "slug": slug},
+    )
+
+
+async def insert_override(
+    conn: AsyncConnection, *, account_id: uuid.UUID, user_id: uuid.UUID, slug: str, purpose: str, body: str
+) -> StoredPrompt:
+    """The account's new active version of ``slug``: one more than every
+    version the account can see of it (its own history and the defaults), so
+    a version never names two texts for one account."""
+    row = (
+        await conn.execute(
+            text(
+                """
+                INSERT INTO settings.prompts (account_id, slug, purpose, text, version, active, created_by)
+                SELECT :account_id, :slug, :purpose, :body, max(p.version) + 1, true, :user_id
+                FROM settings.prompts p WHERE p.slug = :slug
+                RETURNING slug, purpose, text, version, account_id, create_time
+                """
+            ),
+            {"account_id": account_id, "user_id": user_id, "slug": slug, "purpose": purpose, "body": body},
+        )
+    ).one()
+    return _prompt(row)

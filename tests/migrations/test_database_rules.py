@@ -16,6 +16,9 @@ from services.core.readpool import TenantRead
 from tests.support import RunDatabase
 
 VERSION_TABLE = "alembic_version"
+# Tables whose rows without an account are global defaults every account reads
+# and none writes (settings_0004). Every other tenant table: account_id NOT NULL.
+SHARED_DEFAULTS = {"settings.prompts"}
 
 
 @pytest.fixture
@@ -57,6 +60,15 @@ async def test_every_service_table_has_forced_rls_and_a_full_policy(
                 {"s": table.schema, "t": table.name},
             )
         ).all()
+        qualified = f"{table.schema}.{table.name}"
+        if qualified in SHARED_DEFAULTS:
+            # Besides the tenant policy, exactly one read-only policy on the
+            # rows without an account (the global defaults), fail-closed.
+            shared = [p for p in policies if p.cmd == "SELECT"]
+            assert len(shared) == 1, f"{qualified}: {policies}"
+            assert shared[0].with_check is None
+            assert "account_id IS NULL" in shared[0].qual and "current_account_id()" in shared[0].qual
+            policies = [p for p in policies if p.cmd != "SELECT"]
         assert len(policies) == 1, f"{table.schema}.{table.name}: {policies}"
         policy = policies[0]
         assert policy.cmd == "ALL"
@@ -74,7 +86,7 @@ async def test_every_service_table_has_forced_rls_and_a_full_policy(
                 {"s": table.schema, "t": table.name},
             )
         ).scalar_one()
-        assert nullable == "NO"
+        assert nullable == ("YES" if qualified in SHARED_DEFAULTS else "NO")
         leading = (
             await catalogue.execute(
                 text(
