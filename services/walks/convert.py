@@ -13,10 +13,13 @@ from services.core.errors import FieldViolation, InvalidArgument
 from services.core.messages import set_time
 from services.walks import trees
 from services.walks.catalogue import CategoryRef
+from services.walks.stats import NodeCounts
+from services.walks.stats_storage import VersionCounts
 from services.walks.storage import CategoryRow, FlowRow, ProposalRow, Tree, WalkRow
 from services.walks.walking import Start
 
 FLOW = "flows/{flow}"
+FLOW_STATS = "flows/{flow}/stats"
 CATEGORY_NAME = "flowCategories/{flow_category}"
 PROPOSAL = "flowProposals/{flow_proposal}"
 WALK = "walks/{walk}"
@@ -142,6 +145,33 @@ def flow(row: FlowRow, tree: Tree | None = None) -> pb.Flow:
     )
     set_time(message, "create_time", row.create_time)
     set_time(message, "update_time", row.update_time)
+    return message
+
+
+def flow_stats(flow_id: uuid.UUID, versions: list[VersionCounts], nodes: list[NodeCounts]) -> pb.FlowStats:
+    message = pb.FlowStats(name=names.format_name(FLOW_STATS, flow=flow_id))
+    for v in versions:
+        entry = message.versions.add(
+            version=v.version,
+            started=v.started,
+            resolved=v.resolved,
+            escalated=v.escalated,
+            abandoned=v.abandoned,
+            active=v.active,
+        )
+        if v.median_to_resolve is not None:
+            entry.median_time_to_resolve.FromTimedelta(v.median_to_resolve)
+    message.nodes.extend(
+        pb.FlowNodeStats(
+            version=n.version,
+            node=n.node,
+            passed=n.passed,
+            resolved_here=n.resolved_here,
+            escalated_here=n.escalated_here,
+            abandoned_here=n.abandoned_here,
+        )
+        for n in nodes
+    )
     return message
 
 

@@ -26,6 +26,7 @@ from services.walks.convert import CATEGORY_NAME, FLOW, PROPOSAL, WALK
 from services.walks.escalation import SessionsEscalator
 from services.walks.flows import FlowChanges, Flows, Proposals
 from services.walks.snapshots import Snapshots
+from services.walks.stats import FlowStatistics
 from services.walks.storage import FlowFilter, FlowRow, WalkRow
 from services.walks.sweep import StaleWalkSweep
 from services.walks.walking import Walks
@@ -69,6 +70,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         self._categories = Categories(db)
         self._walks = Walks(db, ai, settings, escalator, clock=clock)
         self._snapshots = Snapshots(db)
+        self._stats = FlowStatistics(db)
         self._sweep = sweep
 
     # --- flows -----------------------------------------------------------------------
@@ -91,6 +93,11 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         return convert.flow(
             await self._flows.get(_account(), names.parse_id(request.name, FLOW, field="name"), request.name)
         )
+
+    async def GetFlowStats(self, request: pb.GetFlowStatsRequest, context: Context) -> pb.FlowStats:
+        flow_id = names.parse_id(request.name, convert.FLOW_STATS, field="name")
+        versions, nodes = await self._stats.get(_account(), flow_id, request.name)
+        return convert.flow_stats(flow_id, versions, nodes)
 
     async def ListFlows(self, request: pb.ListFlowsRequest, context: Context) -> pb.ListFlowsResponse:
         searched = search.parse(request.query)

@@ -235,6 +235,34 @@ l1_walk_sessions = Table(
         postgresql_where=text("status = 'active'"),
     ),
     # Under the foreign keys (a delete of a flow or proposal looks for walks).
-    Index("l1_walk_sessions_by_flow", "account_id", "flow_id"),
+    # Also the flow statistics' index: a flow's walks by version, with what
+    # the counts read (no visit to the table).
+    Index(
+        "l1_walk_sessions_by_flow",
+        "account_id",
+        "flow_id",
+        "flow_version",
+        postgresql_include=["status", "start_time", "end_time", "current_node_id"],
+    ),
     Index("l1_walk_sessions_by_flow_proposal", "account_id", "flow_proposal_id"),
+)
+
+# Steps taken from each node of a flow version, counted as walks advance (a
+# step back takes its count back): how many walks passed through a node,
+# without reading every walk's path.
+flow_node_passes = Table(
+    "flow_node_passes",
+    metadata,
+    Column("account_id", UUID(as_uuid=True), nullable=False),
+    Column("flow_id", UUID(as_uuid=True), nullable=False),
+    Column("flow_version", Integer, nullable=False),
+    Column("node_id", String(100), nullable=False),
+    Column("passes", BigInteger, nullable=False, server_default=text("0")),
+    PrimaryKeyConstraint("account_id", "flow_id", "flow_version", "node_id", name="flow_node_passes_pkey"),
+    ForeignKeyConstraint(
+        ["account_id", "flow_id"],
+        ["walks.flows.account_id", "walks.flows.id"],
+        name="flow_node_passes_flow_fkey",
+        ondelete="CASCADE",
+    ),
 )

@@ -15,7 +15,7 @@ from services.core.auth import Principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
 from services.core.errors import FailedPrecondition, FieldViolation, Internal, InvalidArgument, found
-from services.walks import flows, storage, trees
+from services.walks import flows, stats_storage, storage, trees
 from services.walks.escalation import SessionsEscalator
 from services.walks.storage import Connection, Tree, WalkRow
 
@@ -88,6 +88,19 @@ async def active(conn: Connection, walk_id: uuid.UUID, name: str, *, stepping: b
     row = await walk(conn, walk_id, name, lock=True)
     check_active(row, stepping=stepping)
     return row
+
+
+async def _count_pass(conn: Connection, row: WalkRow, node: str, delta: int) -> None:
+    """A step from (or, -1, back to) ``node`` of a flow walk, for its flow's statistics."""
+    if row.flow_id is not None and row.flow_version is not None:
+        await stats_storage.count_pass(
+            conn,
+            account_id=row.account_id,
+            flow_id=row.flow_id,
+            version=row.flow_version,
+            node=node,
+            delta=delta,
+        )
 
 
 class Walks:
@@ -214,6 +227,7 @@ class Walks:
                 raise Internal(f"walk {row.id}: node {row.current_node_id!r} is not in its tree")
             now = self._clock()
             step = next_step(row, node, choice, now)
+            await _count_pass(conn, row, row.current_node_id, 1)
             return await storage.update_walk(
                 conn,
                 row.id,
@@ -227,6 +241,7 @@ class Walks:
             row = await active(conn, walk_id, name)
             if not row.walked_path:
                 raise FailedPrecondition("the walk is at its first node", reason="AT_ROOT")
+            await _count_pass(conn, row, row.walked_path[-1]["node"], -1)
             return await storage.update_walk(
                 conn,
                 row.id,

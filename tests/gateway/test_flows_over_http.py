@@ -105,3 +105,51 @@ async def test_the_flow_catalogue_over_http(
     assert (await stranger.request("DELETE", f"/v1/{category['name']}")).status_code == 404
     hidden = await stranger.request("GET", "/v1/flows", params={"category": category["name"]})
     assert hidden.json().get("flows", []) == []
+
+
+async def test_flow_stats_over_http(
+    client: httpx.AsyncClient,  # noqa: F811
+    keys: Keys,
+) -> None:
+    account = uuid.uuid4()
+    lead = Ui(client, keys, account, role=Role.TEAM_ADMIN)
+    tree = {
+        "root": "q1",
+        "nodes": [
+            {
+                "id": "q1",
+                "kind": "NODE_KIND_QUESTION",
+                "text": "Plugged in?",
+                "options": [{"label": "Yes", "next": "r1"}, {"label": "No", "next": "r2"}],
+            },
+            {"id": "r1", "kind": "NODE_KIND_RESOLUTION", "text": "Reboot"},
+            {"id": "r2", "kind": "NODE_KIND_RESOLUTION", "text": "Plug it in"},
+        ],
+    }
+    flow = (await lead.request("POST", "/v1/flows", json={"displayName": "Power", "tree": tree})).json()
+    await lead.request("POST", f"/v1/{flow['name']}:publish", json={})
+    walk = (
+        await lead.request(
+            "POST",
+            "/v1/walks",
+            json={
+                "ticketRef": "CW #2",
+                "ticketKind": "TICKET_KIND_PSA",
+                "kind": "WALK_KIND_FLOW",
+                "flow": flow["name"],
+            },
+        )
+    ).json()["walk"]
+    await lead.request("POST", f"/v1/{walk['name']}:advance", json={"choice": "No"})
+    await lead.request("POST", f"/v1/{walk['name']}:resolve", json={"summary": "plugged in"})
+    got = await lead.request("GET", f"/v1/{flow['name']}/stats")
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["versions"][0]["started"] == "1" and body["versions"][0]["resolved"] == "1"
+    assert body["versions"][0]["medianTimeToResolve"].endswith("s")
+    nodes = {n["node"]: n for n in body["nodes"]}
+    assert nodes["q1"]["passed"] == "1" and nodes["r2"]["resolvedHere"] == "1"
+    engineer = Ui(client, keys, account, role=Role.ENGINEER)
+    assert (await engineer.request("GET", f"/v1/{flow['name']}/stats")).status_code == 403
+    other = Ui(client, keys, uuid.uuid4(), role=Role.TEAM_ADMIN)
+    assert (await other.request("GET", f"/v1/{flow['name']}/stats")).status_code == 404
