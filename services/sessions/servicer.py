@@ -5,22 +5,21 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeAlias
 
-import grpc
 from flowpilot.sessions.v1 import sessions_pb2 as pb
 from flowpilot.sessions.v1 import sessions_pb2_grpc
 
 from services.core import ids, pagination, requests, validation
-from services.core.ai import AI, Proposed, TextDelta
+from services.core.ai import AI
 from services.core.auth import current_principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
 from services.core.rpc import created
-from services.sessions import convert, lifecycle
+from services.sessions import convert, lifecycle, rpcs
 from services.sessions.copilot import Copilot
+from services.sessions.copilot_servicer import CopilotMethods
 from services.sessions.dead_letters import DeadLetters
 from services.sessions.facts import Facts
 from services.sessions.fixes import Fixes
@@ -29,30 +28,13 @@ from services.sessions.lane import Lane
 from services.sessions.notes import NoteKind, Notes
 from services.sessions.outbox import OutboxDelivery
 from services.sessions.resources import FIX, LANE_ITEM, child_ids, dead_letter_id, session_id
-from services.sessions.rows import Fact, Fix, Message, Session
+from services.sessions.rpcs import Context
 from services.sessions.usage import Usage
 
-Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
-# A FULL page reads whole lanes (up to 8 MiB each): at most this many of them.
-FULL_PAGE_SIZE = 10
+class SessionsServicer(CopilotMethods, sessions_pb2_grpc.SessionsServiceServicer):
+    """The sessions service's RPCs (the copilot's in :class:`CopilotMethods`)."""
 
-
-def _by_create_time(row: Session | Fact | Fix | Message) -> str:
-    return row.create_time.isoformat()
-
-
-def _paging(request: pagination.ListRequest, query: dict[str, object]) -> pagination.Paging[datetime]:
-    """Paging by time (then id), for the caller's account."""
-    return pagination.paging(request, current_principal().account_id, query, first=datetime.fromisoformat)
-
-
-def _account() -> uuid.UUID:
-    """The caller's account: every domain call names it."""
-    return current_principal().account_id
-
-
-class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
     def __init__(
         self,
         db: Database,
@@ -90,7 +72,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         )
 
     async def GetSession(self, request: pb.GetSessionRequest, context: Context) -> pb.Session:
-        row = await self._lifecycle.get(_account(), session_id(request.name))
+        row = await self._lifecycle.get(rpcs.account(), session_id(request.name))
         return convert.session(row, view=request.view or pb.SESSION_VIEW_FULL)
 
     async def ListSessions(
@@ -110,10 +92,10 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
             current_principal().account_id,
             query,
             first=datetime.fromisoformat,
-            max_page_size=FULL_PAGE_SIZE if full else pagination.MAX_PAGE_SIZE,
+            max_page_size=rpcs.FULL_PAGE_SIZE if full else pagination.MAX_PAGE_SIZE,
         )
         rows = await self._lifecycle.page(
-            _account(),
+            rpcs.account(),
             status=status,
             ticket_ref=request.ticket_ref or None,
             after=paging.after,
@@ -124,7 +106,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         )
         sessions = convert.session_page(rows, paging.limit, full=full)
         # The next page starts after the last session shown, which may be before the limit.
-        token = paging.token_after(rows, len(sessions), key=_by_create_time)
+        token = paging.token_after(rows, len(sessions), key=rpcs.by_create_time)
         return pb.ListSessionsResponse(sessions=sessions, next_page_token=token if sessions else "")
 
     async def UpdateSession(self, request: pb.UpdateSessionRequest, context: Context) -> pb.Session:
@@ -151,7 +133,7 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
 
     async def GetLaneItem(self, request: pb.GetLaneItemRequest, context: Context) -> pb.LaneItem:
         sid, item_id = child_ids(request.name, LANE_ITEM, "lane_item")
-        return convert.lane_item(sid, await self._lane.get(_account(), sid, item_id, request.name))
+        return convert.lane_item(sid, await self._lane.get(rpcs.account(), sid, item_id, request.name))
 
     async def CreateLaneItem(self, request: pb.CreateLaneItemRequest, context: Context) -> pb.LaneItem:
         sid = session_id(request.parent, field="parent")
@@ -188,15 +170,15 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         return message
 
     async def GetFact(self, request: pb.GetFactRequest, context: Context) -> pb.Fact:
-        return convert.fact(await self._facts.get(_account(), request.name))
+        return convert.fact(await self._facts.get(rpcs.account(), request.name))
 
     async def ListFacts(self, request: pb.ListFactsRequest, context: Context) -> pb.ListFactsResponse:
         sid = session_id(request.parent, field="parent")
-        paging = _paging(request, {"session": str(sid), "deleted": request.show_deleted})
+        paging = rpcs.paging(request, {"session": str(sid), "deleted": request.show_deleted})
         rows = await self._facts.page(
-            _account(), sid, show_deleted=request.show_deleted, after=paging.after, limit=paging.fetch
+            rpcs.account(), sid, show_deleted=request.show_deleted, after=paging.after, limit=paging.fetch
         )
-        shown, token = paging.page(rows, key=_by_create_time)
+        shown, token = paging.page(rows, key=rpcs.by_create_time)
         return pb.ListFactsResponse(facts=[convert.fact(r) for r in shown], next_page_token=token)
 
     async def UpdateFact(self, request: pb.UpdateFactRequest, context: Context) -> pb.Fact:
@@ -217,13 +199,13 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
 
     async def GetActiveFix(self, request: pb.GetActiveFixRequest, context: Context) -> pb.SuggestedFix:
         sid = session_id(request.parent, field="parent")
-        return convert.fix(await self._fixes.active(_account(), sid, f"{request.parent}/fixes:active"))
+        return convert.fix(await self._fixes.active(rpcs.account(), sid, f"{request.parent}/fixes:active"))
 
     async def ListFixes(self, request: pb.ListFixesRequest, context: Context) -> pb.ListFixesResponse:
         sid = session_id(request.parent, field="parent")
-        paging = _paging(request, {"fixes": str(sid)})
-        rows = await self._fixes.page(_account(), sid, after=paging.after, limit=paging.fetch)
-        shown, token = paging.page(rows, key=_by_create_time)
+        paging = rpcs.paging(request, {"fixes": str(sid)})
+        rows = await self._fixes.page(rpcs.account(), sid, after=paging.after, limit=paging.fetch)
+        shown, token = paging.page(rows, key=rpcs.by_create_time)
         return pb.ListFixesResponse(fixes=[convert.fix(r) for r in shown], next_page_token=token)
 
     async def _decide(self, name: str, status: str, reason: str | None = None) -> pb.SuggestedFix:
@@ -243,15 +225,15 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
     async def ListDeadLetters(
         self, request: pb.ListDeadLettersRequest, context: Context
     ) -> pb.ListDeadLettersResponse:
-        paging = _paging(request, {"dead_letters": True})
-        rows = await self._dead_letters.page(_account(), after=paging.after, limit=paging.fetch)
+        paging = rpcs.paging(request, {"dead_letters": True})
+        rows = await self._dead_letters.page(rpcs.account(), after=paging.after, limit=paging.fetch)
         shown, token = paging.page(rows, key=lambda r: r.dead_time.isoformat())
         return pb.ListDeadLettersResponse(
             dead_letters=[convert.dead_letter(r) for r in shown], next_page_token=token
         )
 
     async def RetryDeadLetter(self, request: pb.RetryDeadLetterRequest, context: Context) -> pb.DeadLetter:
-        letter = await self._dead_letters.retry(_account(), dead_letter_id(request.name), request.name)
+        letter = await self._dead_letters.retry(rpcs.account(), dead_letter_id(request.name), request.name)
         return convert.dead_letter(letter)
 
     # --- handoff ----------------------------------------------------------------------
@@ -274,15 +256,17 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
     ) -> pb.ListNoteRevisionsResponse:
         sid = session_id(request.parent, field="parent")
         kind = convert.note_kind_filter(request)
-        paging = _paging(request, {"session": str(sid), "kind": kind.value if kind else None})
-        rows = await self._notes.revisions(_account(), sid, kind=kind, after=paging.after, limit=paging.fetch)
+        paging = rpcs.paging(request, {"session": str(sid), "kind": kind.value if kind else None})
+        rows = await self._notes.revisions(
+            rpcs.account(), sid, kind=kind, after=paging.after, limit=paging.fetch
+        )
         shown, token = paging.page(rows, key=lambda r: r.post_time.isoformat())
         return pb.ListNoteRevisionsResponse(
             note_revisions=[convert.note_revision(r) for r in shown], next_page_token=token
         )
 
     async def _preview(self, name: str, kind: NoteKind) -> pb.NotePreview:
-        preview, cached = await self._notes.preview(_account(), session_id(name), kind)
+        preview, cached = await self._notes.preview(rpcs.account(), session_id(name), kind)
         return convert.note_preview(preview, cached=cached)
 
     async def PreviewResolutionNote(
@@ -308,47 +292,3 @@ class SessionsServicer(sessions_pb2_grpc.SessionsServiceServicer):
         self, request: pb.PostEscalationPackageRequest, context: Context
     ) -> pb.Session:
         return await self._post(request.name, request.external_id, NoteKind.ESCALATION_PACKAGE)
-
-    # --- the copilot conversation ------------------------------------------------------
-
-    async def SendMessage(self, request: pb.SendMessageRequest, context: Context) -> pb.SendMessageResponse:
-        sid = session_id(request.parent, field="parent")
-        text = convert.message_text(request)
-        sent, reply = await self._copilot.send(current_principal(), sid, text)
-        created(convert.message(reply).name)
-        return pb.SendMessageResponse(message=convert.message(sent), reply=convert.message(reply))
-
-    async def ListMessages(
-        self, request: pb.ListMessagesRequest, context: Context
-    ) -> pb.ListMessagesResponse:
-        sid = session_id(request.parent, field="parent")
-        newest_first = convert.newest_first(request)
-        paging = _paging(request, {"messages": str(sid), "newest_first": newest_first})
-        rows = await self._copilot.page(
-            _account(), sid, newest_first=newest_first, after=paging.after, limit=paging.fetch
-        )
-        shown, token = paging.page(rows, key=_by_create_time)
-        return pb.ListMessagesResponse(messages=[convert.message(r) for r in shown], next_page_token=token)
-
-    async def ApplyProposal(self, request: pb.ApplyProposalRequest, context: Context) -> pb.Proposal:
-        return convert.proposal(await self._copilot.apply(current_principal(), request.name))
-
-    async def DismissProposal(self, request: pb.DismissProposalRequest, context: Context) -> pb.Proposal:
-        return convert.proposal(await self._copilot.dismiss(current_principal(), request.name))
-
-    async def StreamMessage(
-        self, request: pb.StreamMessageRequest, context: Context
-    ) -> AsyncIterator[pb.StreamMessageResponse]:
-        sid = session_id(request.parent, field="parent")
-        text = validation.nonblank(request.message.text, "message.text")
-        async for event in self._copilot.stream(current_principal(), sid, text):
-            if isinstance(event, TextDelta):
-                yield pb.StreamMessageResponse(text_delta=event.text)
-            elif isinstance(event, Proposed):
-                yield pb.StreamMessageResponse(proposal=convert.proposal_draft(event.proposal))
-            else:
-                sent, reply = event
-                yield pb.StreamMessageResponse(message=convert.message(sent), reply=convert.message(reply))
-
-    async def GetAiUsage(self, request: pb.GetAiUsageRequest, context: Context) -> pb.AiUsage:
-        return convert.ai_usage(*await self._usage.get(_account(), request.name))

@@ -3,26 +3,23 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeAlias
+from typing import Any
 
-import grpc
 from flowpilot.walks.v1 import walks_pb2 as pb
 from flowpilot.walks.v1 import walks_pb2_grpc
-from google.protobuf import empty_pb2
 
 from services.core import ids, names, pagination, search, validation
 from services.core.ai import AI
 from services.core.auth import current_principal
 from services.core.clients import SettingsReader
 from services.core.db import Database
-from services.core.errors import FieldViolation, InvalidArgument
 from services.core.rpc import created
 from services.walks import catalogue, convert, trees
 from services.walks.catalogue import Categories
-from services.walks.convert import CATEGORY_NAME, FLOW, PROPOSAL, WALK
+from services.walks.catalogue_servicer import CatalogueMethods, Context, account
+from services.walks.convert import FLOW, WALK
 from services.walks.escalation import SessionsEscalator
 from services.walks.flows import FlowChanges, Flows, Proposals
 from services.walks.snapshots import Snapshots
@@ -30,9 +27,6 @@ from services.walks.stats import FlowStatistics
 from services.walks.storage import FlowFilter, FlowRow, WalkRow
 from services.walks.sweep import StaleWalkSweep
 from services.walks.walking import Walks
-
-Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-
 
 # A flow listing's position: the sort key of its last flow, as it is in the token.
 SORT_KEYS: dict[str, Callable[[str], Any]] = {
@@ -49,12 +43,10 @@ SORTED_BY: dict[str, Callable[[FlowRow], object]] = {
 }
 
 
-def _account() -> uuid.UUID:
-    """The caller's account: every domain call names it."""
-    return current_principal().account_id
+class WalksServicer(CatalogueMethods, walks_pb2_grpc.WalksServiceServicer):
+    """The walks service's RPCs (categories, proposals and statistics in
+    :class:`CatalogueMethods`)."""
 
-
-class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
     def __init__(
         self,
         db: Database,
@@ -91,13 +83,8 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
 
     async def GetFlow(self, request: pb.GetFlowRequest, context: Context) -> pb.Flow:
         return convert.flow(
-            await self._flows.get(_account(), names.parse_id(request.name, FLOW, field="name"), request.name)
+            await self._flows.get(account(), names.parse_id(request.name, FLOW, field="name"), request.name)
         )
-
-    async def GetFlowStats(self, request: pb.GetFlowStatsRequest, context: Context) -> pb.FlowStats:
-        flow_id = names.parse_id(request.name, convert.FLOW_STATS, field="name")
-        versions, nodes = await self._stats.get(_account(), flow_id, request.name)
-        return convert.flow_stats(flow_id, versions, nodes)
 
     async def ListFlows(self, request: pb.ListFlowsRequest, context: Context) -> pb.ListFlowsResponse:
         searched = search.parse(request.query)
@@ -123,7 +110,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
             first=SORT_KEYS[order],
         )
         rows = await self._flows.page(
-            _account(), where=where, order=order, after=paging.after, limit=paging.fetch
+            account(), where=where, order=order, after=paging.after, limit=paging.fetch
         )
         shown, token = paging.page(rows, key=SORTED_BY[order])
         return pb.ListFlowsResponse(flows=[convert.flow(r) for r in shown], next_page_token=token)
@@ -149,115 +136,22 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         )
         expected = ids.parse_etag(given.etag, field="flow.etag")
         flow_id = names.parse_id(given.name, FLOW, field="flow.name")
-        return convert.flow(await self._flows.update(_account(), flow_id, given.name, changes, expected))
+        return convert.flow(await self._flows.update(account(), flow_id, given.name, changes, expected))
 
     async def PublishFlow(self, request: pb.PublishFlowRequest, context: Context) -> pb.Flow:
         flow_id = names.parse_id(request.name, FLOW, field="name")
-        return convert.flow(await self._flows.publish(_account(), flow_id, request.name))
+        return convert.flow(await self._flows.publish(account(), flow_id, request.name))
 
     async def ArchiveFlow(self, request: pb.ArchiveFlowRequest, context: Context) -> pb.Flow:
         flow_id = names.parse_id(request.name, FLOW, field="name")
-        return convert.flow(await self._flows.archive(_account(), flow_id, request.name))
-
-    # --- categories ----------------------------------------------------------------------
-
-    async def CreateFlowCategory(
-        self, request: pb.CreateFlowCategoryRequest, context: Context
-    ) -> pb.FlowCategory:
-        given = request.flow_category
-        name = validation.nonblank(given.display_name, "flow_category.display_name")
-        parent = convert.category_ref(given.parent, "flow_category.parent") if given.parent else None
-        category = convert.category(await self._categories.create(_account(), name=name, parent=parent))
-        created(category.name)
-        return category
-
-    async def GetFlowCategory(self, request: pb.GetFlowCategoryRequest, context: Context) -> pb.FlowCategory:
-        category_id = names.parse_id(request.name, CATEGORY_NAME, field="name")
-        return convert.category(await self._categories.get(_account(), category_id, request.name))
-
-    async def ListFlowCategories(
-        self, request: pb.ListFlowCategoriesRequest, context: Context
-    ) -> pb.ListFlowCategoriesResponse:
-        parent = convert.category_ref(request.parent, "parent").id
-        paging = pagination.paging(
-            request, current_principal().account_id, {"p": str(parent) if parent else None}, first=str
-        )
-        rows = await self._categories.page(
-            _account(), parent_id=parent, after=paging.after, limit=paging.fetch
-        )
-        shown, token = paging.page(rows, key=lambda r: r.name)
-        return pb.ListFlowCategoriesResponse(
-            flow_categories=[convert.category(r) for r in shown], next_page_token=token
-        )
-
-    async def DeleteFlowCategory(
-        self, request: pb.DeleteFlowCategoryRequest, context: Context
-    ) -> empty_pb2.Empty:
-        category_id = names.parse_id(request.name, CATEGORY_NAME, field="name")
-        await self._categories.delete(_account(), category_id, request.name)
-        return empty_pb2.Empty()
-
-    # --- proposals ---------------------------------------------------------------------
-
-    async def CreateFlowProposal(
-        self, request: pb.CreateFlowProposalRequest, context: Context
-    ) -> pb.FlowProposal:
-        given = request.flow_proposal
-        if given.source == pb.PROPOSAL_SOURCE_WALK:
-            raise InvalidArgument(
-                FieldViolation("flow_proposal.source", "WALK proposals are made by SaveWalkAsProposal")
-            )
-        tree = trees.from_proto(given.tree, prefix="flow_proposal.tree")
-        row = await self._proposals.create(
-            current_principal(),
-            name=validation.nonblank(given.display_name, "flow_proposal.display_name"),
-            description=given.description,
-            tree=tree,
-            source=convert.PROPOSAL_SOURCE.db(given.source),
-            rationale=given.rationale,
-        )
-        proposal = convert.proposal(row, tree)
-        created(proposal.name)
-        return proposal
-
-    async def GetFlowProposal(self, request: pb.GetFlowProposalRequest, context: Context) -> pb.FlowProposal:
-        proposal_id = names.parse_id(request.name, PROPOSAL, field="name")
-        return convert.proposal(await self._proposals.get(_account(), proposal_id, request.name))
-
-    async def ListFlowProposals(
-        self, request: pb.ListFlowProposalsRequest, context: Context
-    ) -> pb.ListFlowProposalsResponse:
-        status = convert.PROPOSAL_STATUS.optional(request.status)
-        paging = pagination.paging(
-            request, current_principal().account_id, {"proposals": status}, first=datetime.fromisoformat
-        )
-        rows = await self._proposals.page(_account(), status=status, after=paging.after, limit=paging.fetch)
-        shown, token = paging.page(rows, key=lambda r: r.create_time.isoformat())
-        return pb.ListFlowProposalsResponse(
-            flow_proposals=[convert.proposal(r) for r in shown], next_page_token=token
-        )
-
-    async def ApproveFlowProposal(
-        self, request: pb.ApproveFlowProposalRequest, context: Context
-    ) -> pb.ApproveFlowProposalResponse:
-        proposal_id = names.parse_id(request.name, PROPOSAL, field="name")
-        proposal, flow = await self._proposals.approve(current_principal(), proposal_id, request.name)
-        return pb.ApproveFlowProposalResponse(
-            flow_proposal=convert.proposal(proposal), flow=convert.flow(flow)
-        )
-
-    async def RejectFlowProposal(
-        self, request: pb.RejectFlowProposalRequest, context: Context
-    ) -> pb.FlowProposal:
-        proposal_id = names.parse_id(request.name, PROPOSAL, field="name")
-        return convert.proposal(await self._proposals.reject(current_principal(), proposal_id, request.name))
+        return convert.flow(await self._flows.archive(account(), flow_id, request.name))
 
     # --- walks ---------------------------------------------------------------------------
 
     async def _encode(self, rows: Sequence[WalkRow]) -> list[pb.Walk]:
         return [
             convert.walk(r, t)
-            for r, t in zip(rows, await self._snapshots.trees(_account(), rows), strict=True)
+            for r, t in zip(rows, await self._snapshots.trees(account(), rows), strict=True)
         ]
 
     async def _walk(self, row: WalkRow) -> pb.Walk:
@@ -276,7 +170,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
 
     async def GetWalk(self, request: pb.GetWalkRequest, context: Context) -> pb.Walk:
         walk_id = names.parse_id(request.name, WALK, field="name")
-        return await self._walk(await self._walks.get(_account(), walk_id, request.name))
+        return await self._walk(await self._walks.get(account(), walk_id, request.name))
 
     async def ListWalks(self, request: pb.ListWalksRequest, context: Context) -> pb.ListWalksResponse:
         status = convert.WALK_STATUS.optional(request.status)
@@ -288,7 +182,7 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
             first=datetime.fromisoformat,
         )
         rows = await self._walks.page(
-            _account(),
+            account(),
             status=status,
             ticket_ref=request.ticket_ref or None,
             kind=kind,
@@ -300,11 +194,11 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
 
     async def AdvanceWalk(self, request: pb.AdvanceWalkRequest, context: Context) -> pb.Walk:
         walk_id = names.parse_id(request.name, WALK, field="name")
-        return await self._walk(await self._walks.advance(_account(), walk_id, request.name, request.choice))
+        return await self._walk(await self._walks.advance(account(), walk_id, request.name, request.choice))
 
     async def StepBackWalk(self, request: pb.StepBackWalkRequest, context: Context) -> pb.Walk:
         walk_id = names.parse_id(request.name, WALK, field="name")
-        return await self._walk(await self._walks.step_back(_account(), walk_id, request.name))
+        return await self._walk(await self._walks.step_back(account(), walk_id, request.name))
 
     async def AddWalkNote(self, request: pb.AddWalkNoteRequest, context: Context) -> pb.Walk:
         text = validation.nonblank(request.text, "text")
@@ -315,36 +209,19 @@ class WalksServicer(walks_pb2_grpc.WalksServiceServicer):
         notes = validation.nonblank(request.summary, "summary")
         helpful = request.helpful if request.HasField("helpful") else None
         walk_id = names.parse_id(request.name, WALK, field="name")
-        return await self._walk(await self._walks.resolve(_account(), walk_id, request.name, notes, helpful))
+        return await self._walk(await self._walks.resolve(account(), walk_id, request.name, notes, helpful))
 
     async def EscalateWalk(self, request: pb.EscalateWalkRequest, context: Context) -> pb.Walk:
         reason = validation.nonblank(request.reason, "reason")
         category = convert.CATEGORY.db(request.category)
         walk_id = names.parse_id(request.name, WALK, field="name")
         return await self._walk(
-            await self._walks.escalate(_account(), walk_id, request.name, reason, category)
+            await self._walks.escalate(account(), walk_id, request.name, reason, category)
         )
 
     async def AbandonWalk(self, request: pb.AbandonWalkRequest, context: Context) -> pb.Walk:
         walk_id = names.parse_id(request.name, WALK, field="name")
-        return await self._walk(await self._walks.abandon(_account(), walk_id, request.name))
-
-    async def SaveWalkAsProposal(
-        self, request: pb.SaveWalkAsProposalRequest, context: Context
-    ) -> pb.FlowProposal:
-        walk_id = names.parse_id(request.name, WALK, field="name")
-        display_name = (
-            validation.nonblank(request.display_name, "display_name") if request.display_name else ""
-        )
-        row = await self._proposals.save_walk(
-            current_principal(),
-            walk_id,
-            request.name,
-            display_name=display_name,
-            description=request.description,
-            rationale=request.rationale,
-        )
-        return convert.proposal(row)
+        return await self._walk(await self._walks.abandon(account(), walk_id, request.name))
 
     async def SweepStaleWalks(
         self, request: pb.SweepStaleWalksRequest, context: Context
