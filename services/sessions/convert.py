@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from flowpilot.sessions.v1 import sessions_pb2 as pb
+from google.protobuf.message import Message as ProtoMessage
 
 from services.core import auth, ids, names, validation
 from services.core.ai import ProposalDraft
@@ -105,6 +107,7 @@ FIX_STATUS = EnumMap(
 # fits under the 4 MiB message limit this way (one lane item whole is at most
 # ~0.5 MiB, read with GetLaneItem).
 RESPONSE_BUDGET_BYTES = 3 * 1024 * 1024
+M = TypeVar("M", bound=ProtoMessage)
 
 
 class Budget:
@@ -356,6 +359,19 @@ def session(row: Session, *, view: int = pb.SESSION_VIEW_FULL, budget: Budget | 
     set_time(message, "update_time", row.update_time)
     set_time(message, "end_time", row.end_time)
     return message
+
+
+def within_budget(messages: Sequence[M], limit: int) -> list[M]:
+    """The first of up to ``limit`` encoded rows that fit the response budget
+    (always at least one): a page ends early rather than pass it."""
+    page: list[M] = []
+    size = 0
+    for message in messages[:limit]:
+        size += message.ByteSize()
+        if page and size > RESPONSE_BUDGET_BYTES:
+            break
+        page.append(message)
+    return page
 
 
 def session_page(rows: Sequence[Session], limit: int, *, full: bool) -> list[pb.Session]:

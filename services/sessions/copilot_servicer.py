@@ -41,8 +41,9 @@ class CopilotMethods:
         rows = await self._copilot.page(
             rpcs.account(), sid, newest_first=newest_first, after=paging.after, limit=paging.fetch
         )
-        shown, token = paging.page(rows, key=rpcs.by_create_time)
-        return pb.ListMessagesResponse(messages=[convert.message(r) for r in shown], next_page_token=token)
+        messages = convert.within_budget([convert.message(r) for r in rows[: paging.limit]], paging.limit)
+        token = paging.token_after(rows, len(messages), key=rpcs.by_create_time)
+        return pb.ListMessagesResponse(messages=messages, next_page_token=token)
 
     async def ApplyProposal(self, request: pb.ApplyProposalRequest, context: Context) -> pb.Proposal:
         return convert.proposal(await self._copilot.apply(current_principal(), request.name))

@@ -260,10 +260,11 @@ class SessionsServicer(CopilotMethods, sessions_pb2_grpc.SessionsServiceServicer
         rows = await self._notes.revisions(
             rpcs.account(), sid, kind=kind, after=paging.after, limit=paging.fetch
         )
-        shown, token = paging.page(rows, key=lambda r: r.post_time.isoformat())
-        return pb.ListNoteRevisionsResponse(
-            note_revisions=[convert.note_revision(r) for r in shown], next_page_token=token
+        revisions = convert.within_budget(
+            [convert.note_revision(r) for r in rows[: paging.limit]], paging.limit
         )
+        token = paging.token_after(rows, len(revisions), key=lambda r: r.post_time.isoformat())
+        return pb.ListNoteRevisionsResponse(note_revisions=revisions, next_page_token=token)
 
     async def _preview(self, name: str, kind: NoteKind) -> pb.NotePreview:
         preview, cached = await self._notes.preview(rpcs.account(), session_id(name), kind)

@@ -30,6 +30,7 @@ from services.sessions.rows import AiUsage
 
 BUDGET_SETTING = "ai.monthly_token_budget"
 USAGE = "aiUsage/{month}"
+FIRST_YEAR, LAST_YEAR = 2000, 9998
 _MONTH = re.compile(r"^aiUsage/(?P<year>[0-9]{4})-(?P<month>0[1-9]|1[0-2])$")
 
 
@@ -60,7 +61,10 @@ def parse_month(name: str, now: datetime) -> date:
     matched = _MONTH.match(name)
     if matched is None:
         raise InvalidArgument(FieldViolation("name", "must be `aiUsage/YYYY-MM` or `aiUsage/current`"))
-    return date(int(matched["year"]), int(matched["month"]), 1)
+    year = int(matched["year"])
+    if not FIRST_YEAR <= year <= LAST_YEAR:  # year 0 and 9999's reset time do not exist
+        raise InvalidArgument(FieldViolation("name", f"the year must be {FIRST_YEAR} to {LAST_YEAR}"))
+    return date(year, int(matched["month"]), 1)
 
 
 def require_budget(used: AiUsage, budget: int, now: datetime) -> None:

@@ -43,6 +43,11 @@ def node_counts(passes: dict[tuple[int, str], int], ended: list[Ended]) -> list[
     return counts
 
 
+# The newest versions a reading covers (each up to 500 nodes): the answer
+# stays far below the message limit however often a flow was republished.
+MAX_VERSIONS = 20
+
+
 class FlowStatistics:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -52,7 +57,10 @@ class FlowStatistics:
     ) -> tuple[list[VersionCounts], list[NodeCounts]]:
         async with self._db.transaction(account) as conn:
             await flows.flow(conn, flow_id, name)  # NOT_FOUND for another account's flow too
-            versions = await stats_storage.version_counts(conn, flow_id)
-            ended = await stats_storage.ended_at(conn, flow_id)
-            passes = await stats_storage.passes(conn, flow_id)
+            versions = await stats_storage.version_counts(conn, flow_id, limit=MAX_VERSIONS)
+            if not versions:
+                return [], []
+            since = versions[-1].version
+            ended = await stats_storage.ended_at(conn, flow_id, since_version=since)
+            passes = await stats_storage.passes(conn, flow_id, since_version=since)
         return versions, node_counts(passes, ended)

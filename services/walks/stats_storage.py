@@ -64,8 +64,8 @@ def _of(status: str) -> FunctionFilter[int]:
     return func.count().filter(W.c.status == status)
 
 
-async def version_counts(conn: AsyncConnection, flow_id: uuid.UUID) -> list[VersionCounts]:
-    """Per version, newest first (one index-only scan of the flow's walks)."""
+async def version_counts(conn: AsyncConnection, flow_id: uuid.UUID, *, limit: int) -> list[VersionCounts]:
+    """Per version, the newest ``limit`` first (one index scan of the flow's walks)."""
     seconds = func.extract("epoch", W.c.end_time - W.c.start_time)
     median = func.percentile_cont(0.5).within_group(seconds).filter(W.c.status == "resolved").label("median")
     query = (
@@ -81,6 +81,7 @@ async def version_counts(conn: AsyncConnection, flow_id: uuid.UUID) -> list[Vers
         .where(W.c.flow_id == flow_id, W.c.flow_version.is_not(None))
         .group_by(W.c.flow_version)
         .order_by(W.c.flow_version.desc())
+        .limit(limit)
     )
     return [
         VersionCounts(
@@ -96,8 +97,9 @@ async def version_counts(conn: AsyncConnection, flow_id: uuid.UUID) -> list[Vers
     ]
 
 
-async def ended_at(conn: AsyncConnection, flow_id: uuid.UUID) -> list[Ended]:
-    """Walks that ended, by version and the node they ended at."""
+async def ended_at(conn: AsyncConnection, flow_id: uuid.UUID, *, since_version: int) -> list[Ended]:
+    """Walks of versions from ``since_version`` on that ended, by version and
+    the node they ended at."""
     query = (
         select(
             W.c.flow_version,
@@ -108,7 +110,7 @@ async def ended_at(conn: AsyncConnection, flow_id: uuid.UUID) -> list[Ended]:
         )
         .where(
             W.c.flow_id == flow_id,
-            W.c.flow_version.is_not(None),
+            W.c.flow_version >= since_version,
             W.c.current_node_id.is_not(None),
             W.c.status != "active",
         )
@@ -120,9 +122,13 @@ async def ended_at(conn: AsyncConnection, flow_id: uuid.UUID) -> list[Ended]:
     ]
 
 
-async def passes(conn: AsyncConnection, flow_id: uuid.UUID) -> dict[tuple[int, str], int]:
-    """Steps taken from each node, by (version, node)."""
-    query = select(N.c.flow_version, N.c.node_id, N.c.passes).where(N.c.flow_id == flow_id)
+async def passes(
+    conn: AsyncConnection, flow_id: uuid.UUID, *, since_version: int
+) -> dict[tuple[int, str], int]:
+    """Steps taken from each node of versions from ``since_version`` on, by (version, node)."""
+    query = select(N.c.flow_version, N.c.node_id, N.c.passes).where(
+        N.c.flow_id == flow_id, N.c.flow_version >= since_version
+    )
     return {(row.flow_version, row.node_id): row.passes for row in (await conn.execute(query)).all()}
 
 

@@ -162,7 +162,16 @@ async def test_usage_is_the_accounts_own_and_for_team_admins(
             me.as_role(role).call("GetAiUsage", pb.GetAiUsageRequest(name="aiUsage/current")),
             grpc.StatusCode.PERMISSION_DENIED,
         )
-    for bad in ("", "aiUsage/2026-13", "aiUsage/26-01", "aiUsage/2026-1", "usage/2026-01", "aiUsage/now"):
+    for bad in (
+        "",
+        "aiUsage/2026-13",
+        "aiUsage/26-01",
+        "aiUsage/2026-1",
+        "usage/2026-01",
+        "aiUsage/now",
+        "aiUsage/0000-01",  # no year 0
+        "aiUsage/9999-12",  # its reset time would be in year 10000
+    ):
         await expect_error(usage_of(me, bad), grpc.StatusCode.INVALID_ARGUMENT, field="name")
 
 

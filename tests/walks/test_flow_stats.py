@@ -96,3 +96,22 @@ async def test_stats_are_for_team_admins_of_the_flows_account(tech: Tech, keys: 
     )
     empty = await tech.call("GetFlowStats", request)
     assert list(empty.versions) == [] and list(empty.nodes) == []
+
+
+async def test_stats_cover_the_newest_versions_only(tech: Tech, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stats, "MAX_VERSIONS", 1)
+    flow = await tech.flow()
+    engineer = tech.as_role(Role.ENGINEER)
+    await _walk(engineer, flow, "Yes")
+    await tech.call(
+        "UpdateFlow",
+        pb.UpdateFlowRequest(
+            flow=pb.Flow(name=flow.name, tree=printer_tree(" (v2)")),
+            update_mask=field_mask_pb2.FieldMask(paths=["tree"]),
+        ),
+    )
+    await tech.call("PublishFlow", pb.PublishFlowRequest(name=flow.name))
+    await _walk(engineer, flow, "No")
+    got = await tech.call("GetFlowStats", pb.GetFlowStatsRequest(name=f"{flow.name}/stats"))
+    assert [v.version for v in got.versions] == [2]
+    assert {n.version for n in got.nodes} == {2}
