@@ -405,6 +405,31 @@ class _StreamMethod(_Method):
         self.handling_seconds = metrics.GRPC_SECONDS.labels(*self.labels)
         self.handled = {"OK": metrics.GRPC_HANDLED.labels(*self.labels, "OK")}
 
+    async def _within(self, stream: AsyncIterator[Message], deadline: float | None) -> AsyncIterator[Message]:
+        """``stream``'s messages until ``deadline`` (loop time; None: the
+        caller's own deadline rules). The timer runs only while the next
+        message is awaited, never across a ``yield``: a cancellation must land
+        in the stream's own await (where the domain saves what it has), not in
+        gRPC's write of the previous message. Time spent writing to a slow
+        reader counts too: it is checked before each message is awaited."""
+        iterator = aiter(stream)
+        try:
+            while True:
+                if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+                    raise TimeoutError
+                async with asyncio.timeout_at(deadline):
+                    try:
+                        response = await anext(iterator)
+                    except StopAsyncIteration:
+                        return
+                yield response
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"the stream took longer than {self.default_deadline:g} s, the limit for calls without a deadline"
+            ) from None
+        finally:
+            await cast(Any, iterator).aclose()  # the stream's own clean-up, however this ends
+
     async def handle(  # type: ignore[override]  # a stream, not one reply
         self, raw: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Message]:
@@ -422,15 +447,11 @@ class _StreamMethod(_Method):
             request = self.checked(raw)
             principal_token = bind_principal(principal)
             remaining = context.time_remaining()
-            try:
-                async with asyncio.timeout(self.default_deadline if remaining is None else None):
-                    async for response in self.stream_inner(request, context):
-                        yield response
-            except TimeoutError:
-                raise DeadlineExceeded(
-                    f"the stream took longer than {self.default_deadline:g} s, the limit for calls "
-                    "without a deadline"
-                ) from None
+            deadline = (
+                None if remaining is not None else asyncio.get_running_loop().time() + self.default_deadline
+            )
+            async for response in self._within(self.stream_inner(request, context), deadline):
+                yield response
         except FlowPilotError as error:
             outcome = error.code.name
             traceback.clear_frames(error.__traceback__)

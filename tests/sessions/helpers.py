@@ -92,14 +92,18 @@ async def sessions_with(
     service_keys: dict[str, Keys],
     settings_address: str,
     library_address: str,
+    **overrides: Any,
 ) -> AsyncIterator[str]:
     """A sessions server of its own on ``ai`` (the shared one's AI is shared by
-    every test); yields its address."""
+    every test); yields its address. ``overrides``: other configuration."""
     config = SessionsConfig(
-        **service_config_kwargs(database, keys, "sessions", service_keys),
-        settings_address=settings_address,
-        settings_cache_seconds=0,
-        library_address=library_address,
+        **{
+            **service_config_kwargs(database, keys, "sessions", service_keys),
+            "settings_address": settings_address,
+            "settings_cache_seconds": 0,
+            "library_address": library_address,
+            **overrides,
+        }
     )
     async with running(build_sessions, config, pool_size=4, ai=ai) as server:
         yield f"127.0.0.1:{server.port}"
