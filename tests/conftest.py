@@ -105,17 +105,17 @@ class CountingBackend(OfflineBackend):
     def _count(self, ticket: str) -> None:
         self.calls[ticket] = self.calls.get(ticket, 0) + 1
 
-    async def suggest_fix(self, ctx, *, tier):
+    async def suggest_fix(self, ctx, *, tier, prompts):
         self._count(ctx.ticket_ref)
-        return await super().suggest_fix(ctx, tier=tier)
+        return await super().suggest_fix(ctx, tier=tier, prompts=prompts)
 
-    async def write_resolution_note(self, ctx, *, fmt, tier):
+    async def write_resolution_note(self, ctx, *, fmt, tier, prompts):
         self._count(ctx.ticket_ref)
-        return await super().write_resolution_note(ctx, fmt=fmt, tier=tier)
+        return await super().write_resolution_note(ctx, fmt=fmt, tier=tier, prompts=prompts)
 
-    async def write_escalation_package(self, ctx, *, fmt, tier):
+    async def write_escalation_package(self, ctx, *, fmt, tier, prompts):
         self._count(ctx.ticket_ref)
-        return await super().write_escalation_package(ctx, fmt=fmt, tier=tier)
+        return await super().write_escalation_package(ctx, fmt=fmt, tier=tier, prompts=prompts)
 
 
 @pytest.fixture(scope="session")
@@ -223,10 +223,10 @@ class SwitchableBackend(OfflineBackend):
     def __init__(self) -> None:
         self.override: Any = None
 
-    async def build_decision_tree(self, problem, *, tier):  # type: ignore[no-untyped-def]
+    async def build_decision_tree(self, problem, *, tier, prompts):  # type: ignore[no-untyped-def]
         if self.override is not None:
-            return await self.override.build_decision_tree(problem, tier=tier)
-        return await super().build_decision_tree(problem, tier=tier)
+            return await self.override.build_decision_tree(problem, tier=tier, prompts=prompts)
+        return await super().build_decision_tree(problem, tier=tier, prompts=prompts)
 
 
 @pytest.fixture(scope="session")

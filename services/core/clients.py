@@ -7,6 +7,7 @@ one request is one trace across services.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from google.protobuf import json_format
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from services.core import logs
-from services.core.ai import Preferences
+from services.core.ai import Preferences, Prompt, Prompts
 from services.core.auth import current_principal
 from services.core.errors import Internal, Unavailable
 
@@ -40,6 +41,59 @@ def forwarded() -> tuple[tuple[str, str], ...]:
     return (token, ("x-request-id", request_id)) if request_id else (token,)
 
 
+log = logging.getLogger("flowpilot.clients")
+
+
+class PromptReader:
+    """Reads the caller's account's prompts (``ListPrompts``, one call: there
+    are a dozen) from the settings service with the caller's token, with a
+    short per-account cache like :class:`SettingsReader`'s. Never fails an AI
+    task: when the settings service cannot answer, the built-in texts are
+    used (an empty :class:`Prompts`, not cached, so the next task asks again)
+    and the failure is logged once until a read succeeds again. Call it
+    outside any database transaction."""
+
+    def __init__(
+        self,
+        stub: settings_pb2_grpc.SettingsServiceAsyncStub,
+        *,
+        ttl_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        timeout_seconds: float = 3.0,
+    ) -> None:
+        self._stub = stub
+        self._timeout = timeout_seconds
+        self._cache: TTLCache[uuid.UUID, Prompts] = TTLCache(10_000, ttl=ttl_seconds, timer=clock)
+        self._failing = False
+
+    async def prompts(self) -> Prompts:
+        principal = current_principal()
+        cached = self._cache.get(principal.account_id)
+        if cached is not None:
+            return cached
+        try:
+            response = await self._stub.ListPrompts(
+                settings_pb2.ListPromptsRequest(page_size=1000), metadata=forwarded(), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            if not self._failing:
+                self._failing = True
+                log.warning(
+                    "reading prompts failed; using the built-in prompts",
+                    extra={"fields": {"code": exc.code().name}},
+                )
+            return Prompts()
+        self._failing = False
+        prompts = Prompts(
+            {
+                p.name.removeprefix("prompts/"): Prompt(text=p.text, version=p.version)
+                for p in response.prompts
+            }
+        )
+        self._cache[principal.account_id] = prompts
+        return prompts
+
+
 class SettingsReader:
     """Reads the caller's account settings from the settings service, with a
     short per-account cache (settings change rarely; a stale read lasts at most
@@ -57,6 +111,10 @@ class SettingsReader:
         self._timeout = timeout_seconds
         # Bounded: the least recently used account goes first past 10,000.
         self._cache: TTLCache[uuid.UUID, dict[str, Any]] = TTLCache(10_000, ttl=ttl_seconds, timer=clock)
+        # The account's prompts come with its preferences, from the same service.
+        self.prompts = PromptReader(
+            stub, ttl_seconds=ttl_seconds, clock=clock, timeout_seconds=timeout_seconds
+        )
 
     async def values(self) -> dict[str, Any]:
         principal = current_principal()
@@ -106,6 +164,7 @@ class SettingsReader:
             redact=await self.flag("notes.redact_sensitive"),
             tier=await self.choice("ai.model_tier"),
             fmt=await self.choice("notes.format"),
+            prompts=await self.prompts.prompts(),
         )
 
 

@@ -467,6 +467,8 @@ def note_revision(row: NoteRevision) -> pb.NoteRevision:
         poster=str(row.posted_by),
         poster_display_name=row.posted_by_name or "",
     )
+    if row.prompt_version is not None:
+        message.prompt_version = row.prompt_version
     set_time(message, "post_time", row.post_time)
     return message
 

@@ -69,9 +69,6 @@ MAX_CONVERSATION_MESSAGES = 500
 MAX_CONVERSATION_CHARS = 2_000_000
 # The newest messages read for the model; its budget keeps what fits of them.
 HISTORY_MESSAGES = 100
-# The version of the chat prompt (the prompt lives in code until prompts move
-# to the database; each reply records the version it was written with).
-PROMPT_VERSION = 1
 # The longest reply stored (a model writing past it is cut: ``partial``).
 MAX_REPLY_CHARS = 32_000
 
@@ -287,7 +284,7 @@ class Copilot:
                 tool_calls=[p.model_dump(exclude_defaults=True) for p in reply.proposals],
                 model=done.model,
                 tier=done.tier,
-                prompt_version=PROMPT_VERSION,
+                prompt_version=asked.prefs.prompts.version("task.chat"),
                 input_tokens=done.input_tokens,
                 output_tokens=done.output_tokens,
                 partial=partial or reply.done is None,

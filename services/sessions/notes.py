@@ -158,6 +158,11 @@ def check_correction(row: Session, kind: NoteKind) -> None:
         )
 
 
+# The prompt each kind is written with; its version is recorded on the
+# preview and on the revision posted from it (the ``system`` prompt's is not).
+_PROMPT = {NoteKind.RESOLUTION_NOTE: "task.note", NoteKind.ESCALATION_PACKAGE: "task.package"}
+
+
 class Notes:
     def __init__(self, db: Database, ai: AI, settings: SettingsReader) -> None:
         self._db = db
@@ -209,6 +214,7 @@ class Notes:
                 time_zone=ctx.time_zone,
                 text=text,
                 model=model,
+                prompt_version=prefs.prompts.version(_PROMPT[kind]),
             )
         return stored, False
 
@@ -251,6 +257,7 @@ class Notes:
                     state_version=preview.state_version,
                     posted_by=principal.user_id,
                     posted_by_name=principal.display_name or None,
+                    prompt_version=preview.prompt_version,
                 )
         raise Aborted(
             "the session kept changing while the note was written; retry", reason="CONCURRENT_CHANGE"

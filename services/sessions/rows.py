@@ -129,6 +129,8 @@ class NoteRevision:
     post_time: datetime
     posted_by: uuid.UUID
     posted_by_name: str | None
+    # The version of the task prompt it was written with (None before it was recorded).
+    prompt_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,7 @@ class Preview:
     format: str
     state_version: int
     model: str
+    prompt_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

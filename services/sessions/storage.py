@@ -392,6 +392,7 @@ async def record_posting(
     state_version: int,
     posted_by: uuid.UUID,
     posted_by_name: str | None,
+    prompt_version: int | None = None,
 ) -> Session:
     """Records a posted note or package as of ``state_version``: its next
     revision, and the session's latest posting (posting changes nothing the
@@ -412,6 +413,7 @@ async def record_posting(
                 external_id=external_id,
                 posted_by=posted_by,
                 posted_by_name=posted_by_name,
+                prompt_version=prompt_version,
             )
             .returning(R.c.post_time)
         )
@@ -442,6 +444,7 @@ def _revision(row: Row[Any]) -> NoteRevision:
         post_time=row.post_time,
         posted_by=row.posted_by,
         posted_by_name=row.posted_by_name,
+        prompt_version=row.prompt_version,
     )
 
 
@@ -714,7 +717,13 @@ async def decide_fix(
 
 
 def _preview(row: Row[Any]) -> Preview:
-    return Preview(text=row.text, format=row.format, state_version=row.state_version, model=row.model)
+    return Preview(
+        text=row.text,
+        format=row.format,
+        state_version=row.state_version,
+        model=row.model,
+        prompt_version=row.prompt_version,
+    )
 
 
 async def get_preview(
@@ -748,6 +757,7 @@ async def put_preview(
     time_zone: str,
     text: str,
     model: str,
+    prompt_version: int | None = None,
 ) -> Preview:
     """Stores a preview; when another replica stored it first, returns theirs."""
     stmt = (
@@ -761,6 +771,7 @@ async def put_preview(
             time_zone=time_zone,
             text=text,
             model=model,
+            prompt_version=prompt_version,
         )
         .on_conflict_do_nothing()
         .returning(P)

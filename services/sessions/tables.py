@@ -221,6 +221,9 @@ note_previews = Table(
     Column("text", Text, nullable=False),
     Column("model", String(100), nullable=False),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    # The version of the task.note / task.package prompt it was written with
+    # (NULL before sessions_0015).
+    Column("prompt_version", Integer, nullable=True),
     PrimaryKeyConstraint(
         "account_id", "session_id", "kind", "state_version", "format", "time_zone", name="note_previews_pkey"
     ),
@@ -251,6 +254,8 @@ note_revisions = Table(
     Column("post_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("posted_by", UUID(as_uuid=True), nullable=False),
     Column("posted_by_name", String(200), nullable=True),
+    # Its preview's prompt version (NULL before sessions_0015).
+    Column("prompt_version", Integer, nullable=True),
     PrimaryKeyConstraint("account_id", "id", name="note_revisions_pkey"),
     ForeignKeyConstraint(
         ["account_id", "session_id"],

@@ -18,7 +18,7 @@ import pytest
 from flowpilot.sessions.v1 import sessions_pb2
 
 from gateway.streaming import wants_sse
-from services.core.ai import AI, ChatRequest, TextDelta, Tier
+from services.core.ai import AI, ChatRequest, Prompts, TextDelta, Tier
 from services.core.ai.offline import OfflineBackend
 from services.core.errors import Unavailable
 from tests.gateway.harness import serve_gateway
@@ -169,7 +169,7 @@ class SlowBackend(OfflineBackend):
         self.aborted = asyncio.Event()
         self.fail = False
 
-    async def chat(self, request: ChatRequest, *, tier: Tier) -> AsyncIterator[Any]:
+    async def chat(self, request: ChatRequest, *, tier: Tier, prompts: Prompts) -> AsyncIterator[Any]:
         yield TextDelta("The first piece.\n")
         try:
             if self.fail:

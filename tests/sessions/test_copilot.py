@@ -10,6 +10,7 @@ import grpc
 import pytest
 from flowpilot.sessions.v1 import sessions_pb2 as pb
 
+from services.core.ai import DEFAULT_PROMPT_VERSION
 from services.core.auth import Role
 from services.sessions import copilot
 from tests.sessions.helpers import Caller
@@ -41,7 +42,7 @@ async def test_a_reply_is_grounded_in_the_session_and_proposes_without_writing(
     assert '"Other users on the same site are fine"; "The disconnects started after' in reply.text
     assert "Next check I propose:" in reply.text
     assert (
-        reply.model == "offline" and reply.tier == "fast" and reply.prompt_version == copilot.PROMPT_VERSION
+        reply.model == "offline" and reply.tier == "fast" and reply.prompt_version == DEFAULT_PROMPT_VERSION
     )
     assert reply.input_tokens > 0 and reply.output_tokens > 0 and not reply.partial
     assert reply.state_version == before.state_version

@@ -16,6 +16,7 @@ on model calls (RESOURCE_EXHAUSTED with a retry delay past it).
 
 from services.core.ai.service import AI, AIConfig, Preferences, make_ai
 from services.core.ai.types import (
+    DEFAULT_PROMPT_VERSION,
     ChatEvent,
     ChatRequest,
     DecisionTree,
@@ -25,6 +26,8 @@ from services.core.ai.types import (
     FixView,
     LaneView,
     Parameter,
+    Prompt,
+    Prompts,
     ProposalDraft,
     Proposed,
     Reference,
@@ -41,6 +44,7 @@ from services.core.ai.types import (
 
 __all__ = [
     "AI",
+    "DEFAULT_PROMPT_VERSION",
     "AIConfig",
     "ChatEvent",
     "ChatRequest",
@@ -52,6 +56,8 @@ __all__ = [
     "LaneView",
     "Parameter",
     "Preferences",
+    "Prompt",
+    "Prompts",
     "ProposalDraft",
     "Proposed",
     "Reference",

@@ -30,6 +30,7 @@ from services.core.ai.types import (
     DecisionTree,
     Document,
     FixSuggestion,
+    Prompts,
     ProposalDraft,
     Proposed,
     ReplyDone,
@@ -50,6 +51,35 @@ SYSTEM = (
     "You are FlowPilot, an assistant for MSP engineers troubleshooting client tickets. "
     "Be concrete and brief, prefer the most likely cause first, never invent facts that are "
     "not in the context, and never repeat secrets. Answer only by calling the tool you are given."
+)
+# The built-in texts of the tasks: the shipped defaults of ``settings.prompts``
+# (version 1, verbatim), used when the account's prompts could not be read.
+# The session context, script or problem follows each after a blank line.
+TASK_FIX = (
+    "Propose the single most likely fix for this ticket, as ordered steps an engineer can follow, "
+    "with your confidence from 0 to 1."
+)
+TASK_NOTE = (
+    "Write the ticket's resolution note in {format} for the client's PSA: problem, what was found, "
+    "what was done with each check's and script's outcome, the fix applied (only a fix marked "
+    "ACCEPTED is applied; list REJECTED ones under 'Tried / ruled out' with their reason, and never "
+    "present a SUGGESTED ONLY fix as applied), how it was verified, and a short timeline with the "
+    "times as given (they are in the account's time zone). No greetings."
+)
+TASK_PACKAGE = (
+    "Write an escalation package in {format} for the next engineer: the problem, everything tried with "
+    "results, what is ruled out (REJECTED fixes, with their reason), fixes only SUGGESTED and never "
+    "applied, open questions, why it is escalated, and a short timeline with the times as given."
+)
+TASK_TEMPLATIZE = (
+    "Turn this script into a reusable template: replace client-specific literals (host names, IP "
+    "addresses, user names, paths, quoted values) with {{parameter_name}} placeholders and list each "
+    "parameter with a description and its original value as default."
+)
+TASK_TREE = (
+    "Build a decision tree an L1 technician can walk for this problem. Nodes are question, action, "
+    "resolution or escalation; questions and actions have options each leading to another node id; "
+    "every path ends in a resolution or escalation node; no cycles; at most 40 nodes."
 )
 
 
@@ -77,52 +107,59 @@ class AnthropicBackend:
         self._budget = budget_tokens or {Tier.FAST: 12_000, Tier.DEEP: 48_000}
         self.name = "anthropic"
 
-    async def suggest_fix(self, ctx: SessionContext, *, tier: Tier) -> FixSuggestion:
+    async def suggest_fix(self, ctx: SessionContext, *, tier: Tier, prompts: Prompts) -> FixSuggestion:
         prompt = (
-            "Propose the single most likely fix for this ticket, as ordered steps an engineer can follow, "
-            "with your confidence from 0 to 1.\n\n" + session_context(ctx, budget_tokens=self._budget[tier])
-        )
-        return await self._call(tier, prompt, "propose_fix", "Propose a fix.", FixSuggestion)
-
-    async def write_resolution_note(self, ctx: SessionContext, *, fmt: str, tier: Tier) -> Document:
-        prompt = (
-            f"Write the ticket's resolution note in {fmt} for the client's PSA: problem, what was found, "
-            "what was done with each check's and script's outcome, the fix applied (only a fix marked "
-            "ACCEPTED is applied; list REJECTED ones under 'Tried / ruled out' with their reason, and never "
-            "present a SUGGESTED ONLY fix as applied), how it was verified, and a short timeline with the "
-            "times as given (they are in the account's time zone). No greetings.\n\n"
+            prompts.text("task.fix", TASK_FIX)
+            + "\n\n"
             + session_context(ctx, budget_tokens=self._budget[tier])
         )
-        return await self._call(tier, prompt, "write_note", "Return the note text.", Document)
+        return await self._call(
+            tier, prompts, prompt, "propose_fix", description="Propose a fix.", output=FixSuggestion
+        )
 
-    async def write_escalation_package(self, ctx: SessionContext, *, fmt: str, tier: Tier) -> Document:
+    async def write_resolution_note(
+        self, ctx: SessionContext, *, fmt: str, tier: Tier, prompts: Prompts
+    ) -> Document:
         prompt = (
-            f"Write an escalation package in {fmt} for the next engineer: the problem, everything tried with "
-            "results, what is ruled out (REJECTED fixes, with their reason), fixes only SUGGESTED and never "
-            "applied, open questions, why it is escalated, and a short timeline with the times as given.\n\n"
+            prompts.text("task.note", TASK_NOTE).replace("{format}", fmt)
+            + "\n\n"
             + session_context(ctx, budget_tokens=self._budget[tier])
         )
-        return await self._call(tier, prompt, "write_package", "Return the package text.", Document)
-
-    async def templatize_script(self, script: ScriptDraft, *, tier: Tier) -> Templatized:
-        prompt = (
-            "Turn this script into a reusable template: replace client-specific literals (host names, IP "
-            "addresses, user names, paths, quoted values) with {{parameter_name}} placeholders and list each "
-            f"parameter with a description and its original value as default.\n\nLanguage: {script.language}\n"
-            f"Suggested name: {script.name_hint}\n\n{script.body[: self._budget[tier] * 4]}"
+        return await self._call(
+            tier, prompts, prompt, "write_note", description="Return the note text.", output=Document
         )
-        return await self._call(tier, prompt, "templatize", "Return the template.", Templatized)
 
-    async def build_decision_tree(self, problem: str, *, tier: Tier) -> DecisionTree:
+    async def write_escalation_package(
+        self, ctx: SessionContext, *, fmt: str, tier: Tier, prompts: Prompts
+    ) -> Document:
         prompt = (
-            "Build a decision tree an L1 technician can walk for this problem. Nodes are question, action, "
-            "resolution or escalation; questions and actions have options each leading to another node id; "
-            "every path ends in a resolution or escalation node; no cycles; at most 40 nodes.\n\n"
-            f"Problem: {problem[: self._budget[tier] * 4]}"
+            prompts.text("task.package", TASK_PACKAGE).replace("{format}", fmt)
+            + "\n\n"
+            + session_context(ctx, budget_tokens=self._budget[tier])
         )
-        return await self._call(tier, prompt, "decision_tree", "Return the tree.", DecisionTree)
+        return await self._call(
+            tier, prompts, prompt, "write_package", description="Return the package text.", output=Document
+        )
 
-    async def _call(self, tier: Tier, prompt: str, tool: str, description: str, output: type[T]) -> T:
+    async def templatize_script(self, script: ScriptDraft, *, tier: Tier, prompts: Prompts) -> Templatized:
+        prompt = (
+            prompts.text("task.templatize", TASK_TEMPLATIZE)
+            + f"\n\nLanguage: {script.language}\nSuggested name: {script.name_hint}\n\n"
+            + script.body[: self._budget[tier] * 4]
+        )
+        return await self._call(
+            tier, prompts, prompt, "templatize", description="Return the template.", output=Templatized
+        )
+
+    async def build_decision_tree(self, problem: str, *, tier: Tier, prompts: Prompts) -> DecisionTree:
+        prompt = prompts.text("task.tree", TASK_TREE) + f"\n\nProblem: {problem[: self._budget[tier] * 4]}"
+        return await self._call(
+            tier, prompts, prompt, "decision_tree", description="Return the tree.", output=DecisionTree
+        )
+
+    async def _call(
+        self, tier: Tier, prompts: Prompts, prompt: str, tool: str, *, description: str, output: type[T]
+    ) -> T:
         model = self._models[tier]
         schema = output.model_json_schema()
         schema.get("properties", {}).pop("model", None)
@@ -130,7 +167,7 @@ class AnthropicBackend:
             response = await self._client.messages.create(
                 model=model,
                 max_tokens=4096 if tier is Tier.FAST else 8192,
-                system=SYSTEM,
+                system=prompts.text("system", SYSTEM),
                 messages=[{"role": "user", "content": prompt}],
                 tools=[{"name": tool, "description": description, "input_schema": schema}],
                 tool_choice={"type": "tool", "name": tool},
@@ -157,7 +194,7 @@ class AnthropicBackend:
             ) from exc
         return result
 
-    async def chat(self, request: ChatRequest, *, tier: Tier) -> AsyncIterator[ChatEvent]:
+    async def chat(self, request: ChatRequest, *, tier: Tier, prompts: Prompts) -> AsyncIterator[ChatEvent]:
         """The copilot's reply through the SDK's streaming API: text deltas as
         they arrive, a proposal per complete tool call, then ReplyDone. The
         SDK retries (429, 529, 5xx, connection errors) only while no byte of
@@ -170,9 +207,9 @@ class AnthropicBackend:
             async with self._client.messages.stream(
                 model=model,
                 max_tokens=2048 if tier is Tier.FAST else 4096,
-                system=f"{CHAT_SYSTEM}\n\n{session}",
+                system=f"{prompts.text('task.chat', CHAT_SYSTEM)}\n\n{session}",
                 messages=_conversation(turns, omitted, request.question),
-                tools=CHAT_TOOLS,
+                tools=_chat_tools(prompts),
             ) as stream:
                 async for event in stream:
                     if event.type == "text":
@@ -236,6 +273,14 @@ CHAT_TOOLS: list[Any] = [
         },
     },
 ]
+
+
+def _chat_tools(prompts: Prompts) -> list[Any]:
+    """The copilot's tools, each described by the account's ``tool.<name>`` prompt."""
+    return [
+        {**tool, "description": prompts.text(f"tool.{tool['name']}", tool["description"])}
+        for tool in CHAT_TOOLS
+    ]
 
 
 def _model_error(exc: anthropic.APIError, model: str) -> FlowPilotError:

@@ -22,6 +22,7 @@ from services.core.ai.types import (
     FixView,
     LaneView,
     Parameter,
+    Prompts,
     ProposalDraft,
     Proposed,
     ReplyDone,
@@ -38,9 +39,11 @@ MODEL = "offline"
 
 
 class OfflineBackend:
+    """Ignores the account's prompts: it sends no model anything."""
+
     name = MODEL
 
-    async def suggest_fix(self, ctx: SessionContext, *, tier: Tier) -> FixSuggestion:
+    async def suggest_fix(self, ctx: SessionContext, *, tier: Tier, prompts: Prompts) -> FixSuggestion:
         failed = [i for i in ctx.lane if i.status == "failed"]
         done = [i for i in ctx.lane if i.status == "done"]
         steps: list[str] = []
@@ -65,7 +68,9 @@ class OfflineBackend:
             model=MODEL,
         )
 
-    async def write_resolution_note(self, ctx: SessionContext, *, fmt: str, tier: Tier) -> Document:
+    async def write_resolution_note(
+        self, ctx: SessionContext, *, fmt: str, tier: Tier, prompts: Prompts
+    ) -> Document:
         sections = _common_sections(ctx)
         applied = ctx.applied_fix()
         if applied is not None:
@@ -78,7 +83,9 @@ class OfflineBackend:
         sections += _timeline(ctx)
         return Document(text=render(f"Resolution note — {ctx.ticket_ref}", sections, fmt), model=MODEL)
 
-    async def write_escalation_package(self, ctx: SessionContext, *, fmt: str, tier: Tier) -> Document:
+    async def write_escalation_package(
+        self, ctx: SessionContext, *, fmt: str, tier: Tier, prompts: Prompts
+    ) -> Document:
         sections = _common_sections(ctx)
         applied = ctx.applied_fix()
         if applied is not None:
@@ -93,13 +100,13 @@ class OfflineBackend:
         sections += _timeline(ctx)
         return Document(text=render(f"Escalation package — {ctx.ticket_ref}", sections, fmt), model=MODEL)
 
-    async def templatize_script(self, script: ScriptDraft, *, tier: Tier) -> Templatized:
+    async def templatize_script(self, script: ScriptDraft, *, tier: Tier, prompts: Prompts) -> Templatized:
         return templatize(script)
 
-    async def build_decision_tree(self, problem: str, *, tier: Tier) -> DecisionTree:
+    async def build_decision_tree(self, problem: str, *, tier: Tier, prompts: Prompts) -> DecisionTree:
         return decision_tree(problem)
 
-    async def chat(self, request: ChatRequest, *, tier: Tier) -> AsyncIterator[ChatEvent]:
+    async def chat(self, request: ChatRequest, *, tier: Tier, prompts: Prompts) -> AsyncIterator[ChatEvent]:
         """A reply grounded in the session, streamed a few words at a time."""
         session, turns, omitted = chat_context(request, budget_tokens=CHAT_BUDGET_TOKENS[tier])
         text, proposals = await chat_reply(request, turns=len(turns), omitted=omitted)
@@ -163,7 +170,7 @@ async def chat_reply(request: ChatRequest, *, turns: int, omitted: int) -> tuple
         lines.append(f'I propose to record: "{fact[:300]}"')
         proposals.append(ProposalDraft(kind="fact", title=fact, tool_call_id="offline_2"))
     if "fix" in request.question.lower():
-        suggested = await OfflineBackend().suggest_fix(ctx, tier=Tier.FAST)
+        suggested = await OfflineBackend().suggest_fix(ctx, tier=Tier.FAST, prompts=Prompts())
         lines.append(f"I propose the fix: {suggested.title}")
         proposals.append(
             ProposalDraft(

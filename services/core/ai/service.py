@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 from pydantic import Field
@@ -21,6 +21,7 @@ from services.core.ai.types import (
     DecisionTree,
     Document,
     FixSuggestion,
+    Prompts,
     ProposalDraft,
     Proposed,
     Reference,
@@ -42,12 +43,18 @@ T = TypeVar("T")
 class Backend(Protocol):
     name: str
 
-    async def suggest_fix(self, ctx: SessionContext, *, tier: Tier) -> FixSuggestion: ...
-    async def write_resolution_note(self, ctx: SessionContext, *, fmt: str, tier: Tier) -> Document: ...
-    async def write_escalation_package(self, ctx: SessionContext, *, fmt: str, tier: Tier) -> Document: ...
-    async def templatize_script(self, script: ScriptDraft, *, tier: Tier) -> Templatized: ...
-    async def build_decision_tree(self, problem: str, *, tier: Tier) -> DecisionTree: ...
-    def chat(self, request: ChatRequest, *, tier: Tier) -> AsyncIterator[ChatEvent]: ...
+    async def suggest_fix(self, ctx: SessionContext, *, tier: Tier, prompts: Prompts) -> FixSuggestion: ...
+    async def write_resolution_note(
+        self, ctx: SessionContext, *, fmt: str, tier: Tier, prompts: Prompts
+    ) -> Document: ...
+    async def write_escalation_package(
+        self, ctx: SessionContext, *, fmt: str, tier: Tier, prompts: Prompts
+    ) -> Document: ...
+    async def templatize_script(
+        self, script: ScriptDraft, *, tier: Tier, prompts: Prompts
+    ) -> Templatized: ...
+    async def build_decision_tree(self, problem: str, *, tier: Tier, prompts: Prompts) -> DecisionTree: ...
+    def chat(self, request: ChatRequest, *, tier: Tier, prompts: Prompts) -> AsyncIterator[ChatEvent]: ...
 
 
 class AIConfig(BaseSettings):
@@ -69,11 +76,12 @@ class AIConfig(BaseSettings):
 
 @dataclass(frozen=True)
 class Preferences:
-    """The account settings that shape an AI call."""
+    """The account settings that shape an AI call, and the account's prompts."""
 
     redact: bool = True
     tier: str = "auto"  # auto | fast | deep
     fmt: str = "markdown"
+    prompts: Prompts = field(default_factory=Prompts)
 
 
 # Work that needs reasoning more than speed goes deep under `auto`.
@@ -146,7 +154,9 @@ class AI:
         self._spend()
         ctx = self._prepare(ctx, prefs)
         tier = self._tier(prefs, "fix", self._size(ctx))
-        fix = await self._measured("suggest_fix", tier, self.backend.suggest_fix(ctx, tier=tier))
+        fix = await self._measured(
+            "suggest_fix", tier, self.backend.suggest_fix(ctx, tier=tier, prompts=prefs.prompts)
+        )
         if prefs.redact:
             fix = fix.model_copy(
                 update={
@@ -163,7 +173,9 @@ class AI:
         ctx = self._prepare(ctx, prefs)
         tier = self._tier(prefs, "note", self._size(ctx))
         doc = await self._measured(
-            "resolution_note", tier, self.backend.write_resolution_note(ctx, fmt=prefs.fmt, tier=tier)
+            "resolution_note",
+            tier,
+            self.backend.write_resolution_note(ctx, fmt=prefs.fmt, tier=tier, prompts=prefs.prompts),
         )
         return doc.model_copy(update={"text": redact(doc.text)}) if prefs.redact else doc
 
@@ -172,7 +184,9 @@ class AI:
         ctx = self._prepare(ctx, prefs)
         tier = self._tier(prefs, "package", self._size(ctx))
         doc = await self._measured(
-            "escalation_package", tier, self.backend.write_escalation_package(ctx, fmt=prefs.fmt, tier=tier)
+            "escalation_package",
+            tier,
+            self.backend.write_escalation_package(ctx, fmt=prefs.fmt, tier=tier, prompts=prefs.prompts),
         )
         return doc.model_copy(update={"text": redact(doc.text)}) if prefs.redact else doc
 
@@ -185,7 +199,9 @@ class AI:
             )
         tier = self._tier(prefs, "templatize", estimate_tokens(script.body))
         return await self._measured(
-            "templatize_script", tier, self.backend.templatize_script(script, tier=tier)
+            "templatize_script",
+            tier,
+            self.backend.templatize_script(script, tier=tier, prompts=prefs.prompts),
         )
 
     async def build_decision_tree(self, problem: str, prefs: Preferences) -> DecisionTree:
@@ -194,7 +210,7 @@ class AI:
             problem = redact(problem)
         tier = self._tier(prefs, "decision_tree", estimate_tokens(problem))
         return await self._measured(
-            "decision_tree", tier, self.backend.build_decision_tree(problem, tier=tier)
+            "decision_tree", tier, self.backend.build_decision_tree(problem, tier=tier, prompts=prefs.prompts)
         )
 
     async def chat(self, request: ChatRequest, prefs: Preferences) -> AsyncIterator[ChatEvent]:
@@ -220,15 +236,17 @@ class AI:
             + sum(estimate_tokens(r.text) for r in request.references)
         )
         tier = self._tier(prefs, "chat", size)
-        return self._chat(request, tier, redacting=prefs.redact)
+        return self._chat(request, tier, prefs.prompts, redacting=prefs.redact)
 
-    async def _chat(self, request: ChatRequest, tier: Tier, *, redacting: bool) -> AsyncIterator[ChatEvent]:
+    async def _chat(
+        self, request: ChatRequest, tier: Tier, prompts: Prompts, *, redacting: bool
+    ) -> AsyncIterator[ChatEvent]:
         labels = ("chat", tier.value, self.backend.name)
         started = time.perf_counter()
         outcome = "ok"
         held = ""  # text of the current line, until it ends (when redacting)
         try:
-            async for event in self.backend.chat(request, tier=tier):
+            async for event in self.backend.chat(request, tier=tier, prompts=prompts):
                 if isinstance(event, TextDelta):
                     if not redacting:
                         yield event

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -244,3 +244,34 @@ class ReplyDone:
 
 
 ChatEvent = TextDelta | Proposed | ReplyDone
+
+
+# The version of every shipped default prompt (``settings_0004``): the texts
+# the Anthropic backend keeps as constants, verbatim. An account's override
+# is a later version.
+DEFAULT_PROMPT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt as the account sees it (the settings service's ``Prompt``)."""
+
+    text: str
+    version: int
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """The account's prompts by slug (``system``, ``task.note``, ``tool.propose_fix``…).
+    A slug that is missing (none at all when the settings service could not
+    be read) is the built-in text, the shipped default: version 1."""
+
+    by_slug: Mapping[str, Prompt] = field(default_factory=dict)
+
+    def text(self, slug: str, builtin: str) -> str:
+        found = self.by_slug.get(slug)
+        return builtin if found is None else found.text
+
+    def version(self, slug: str) -> int:
+        found = self.by_slug.get(slug)
+        return DEFAULT_PROMPT_VERSION if found is None else found.version

@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import importlib
+
 import httpx2
 import pytest
 
-from services.core.ai import AI, Event, FixView, Preferences, SessionContext
-from services.core.ai.anthropic_backend import AnthropicBackend
+from services.core.ai import (
+    AI,
+    DEFAULT_PROMPT_VERSION,
+    ChatRequest,
+    Event,
+    FixView,
+    Preferences,
+    Prompt,
+    Prompts,
+    SessionContext,
+)
+from services.core.ai.anthropic_backend import (
+    CHAT_SYSTEM,
+    CHAT_TOOLS,
+    SYSTEM,
+    TASK_FIX,
+    TASK_NOTE,
+    TASK_PACKAGE,
+    TASK_TEMPLATIZE,
+    TASK_TREE,
+    AnthropicBackend,
+)
 from services.core.errors import FailedPrecondition, Internal, Unavailable
 from tests.core.ai.transport import Replay
+
+DEFAULTS = importlib.import_module("migrations.versions.settings.0004_prompts").DEFAULTS
 
 CTX = SessionContext(
     ticket_ref="CW #48213",
@@ -153,3 +177,60 @@ async def test_the_model_is_told_what_was_accepted_rejected_and_only_suggested()
     assert "never present a SUGGESTED ONLY fix as applied" in prompt
     # What the model wrote is redacted before anyone sees it.
     assert "Winter2024!Pw" not in note.text and "Fix applied" in note.text
+
+
+OVERRIDES = Prompts(
+    {
+        "system": Prompt("You are terse.", 3),
+        "task.fix": Prompt("Fix it, in one step.", 2),
+        "task.note": Prompt("Write the note in {format}, as a haiku.", 4),
+    }
+)
+
+
+async def test_an_accounts_prompts_are_what_the_model_is_sent() -> None:
+    replay = Replay([(200, "fix_tool_use.json"), (200, "note_tool_use.json"), (200, "fix_tool_use.json")])
+    ai = _ai(replay)
+    await ai.suggest_fix(CTX, Preferences(prompts=OVERRIDES))
+    await ai.write_resolution_note(CTX, Preferences(fmt="plain", prompts=OVERRIDES))
+    await ai.suggest_fix(CTX, Preferences())  # no prompts read: the built-in texts
+    fix, note, builtin = replay.requests
+    assert fix["system"] == "You are terse." and note["system"] == "You are terse."
+    assert fix["messages"][0]["content"].startswith("Fix it, in one step.\n\nTicket: CW #48213")
+    # {format} is the account's note format, in an override as in the default.
+    assert note["messages"][0]["content"].startswith("Write the note in plain, as a haiku.\n\n")
+    assert builtin["system"] == SYSTEM
+    assert builtin["messages"][0]["content"].startswith(TASK_FIX + "\n\n")
+
+
+async def test_the_chat_prompt_and_tool_descriptions_are_the_accounts() -> None:
+    replay = Replay([(200, "chat_stream_tool_use.sse")])
+    prompts = Prompts(
+        {
+            "task.chat": Prompt("You are the copilot; answer in French.", 2),
+            "tool.propose_fix": Prompt("Suggest a fix only when sure.", 5),
+        }
+    )
+    request = ChatRequest(session=CTX, history=(), question="What next?")
+    _ = [event async for event in await _ai(replay).chat(request, Preferences(prompts=prompts))]
+    [sent] = replay.requests
+    assert sent["system"].startswith("You are the copilot; answer in French.\n\n")
+    descriptions = {tool["name"]: tool["description"] for tool in sent["tools"]}
+    assert descriptions["propose_fix"] == "Suggest a fix only when sure."
+    assert descriptions["propose_fact"] == CHAT_TOOLS[0]["description"]  # not overridden: built in
+
+
+def test_the_built_in_texts_are_the_shipped_defaults_verbatim() -> None:
+    """What the backend falls back to is version 1 of every prompt."""
+    shipped = {slug: text for slug, _, text in DEFAULTS}
+    built_in = {
+        "system": SYSTEM,
+        "task.fix": TASK_FIX,
+        "task.note": TASK_NOTE,
+        "task.package": TASK_PACKAGE,
+        "task.templatize": TASK_TEMPLATIZE,
+        "task.tree": TASK_TREE,
+        "task.chat": CHAT_SYSTEM,
+    } | {f"tool.{tool['name']}": tool["description"] for tool in CHAT_TOOLS}
+    assert shipped == built_in
+    assert Prompts().version("task.note") == DEFAULT_PROMPT_VERSION == 1

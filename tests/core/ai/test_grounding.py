@@ -7,7 +7,7 @@ from __future__ import annotations
 from services.core.ai import AI, ChatRequest, Preferences, Reference, ReplyDone, SessionContext, TextDelta
 from services.core.ai.offline import OfflineBackend
 from services.core.ai.prompt import CHARS_PER_TOKEN, CHAT_BUDGET_TOKENS, KNOWLEDGE_SHARE, chat_context
-from services.core.ai.types import ChatEvent, Tier
+from services.core.ai.types import ChatEvent, Prompts, Tier
 
 SESSION = SessionContext(ticket_ref="CW #1", title="VPN drops", problem="The tunnel drops hourly.")
 REFERENCES = (
@@ -33,7 +33,7 @@ def test_without_references_the_context_is_as_before() -> None:
 
 async def _reply(backend: OfflineBackend, request: ChatRequest) -> str:
     text = ""
-    async for event in backend.chat(request, tier=Tier.FAST):
+    async for event in backend.chat(request, tier=Tier.FAST, prompts=Prompts()):
         if isinstance(event, TextDelta):
             text += event.text
     return text
@@ -51,7 +51,7 @@ class Recording(OfflineBackend):
     def __init__(self) -> None:
         self.seen: list[ChatRequest] = []
 
-    async def chat(self, request: ChatRequest, *, tier: Tier):  # type: ignore[no-untyped-def,override]
+    async def chat(self, request: ChatRequest, *, tier: Tier, prompts: Prompts):  # type: ignore[no-untyped-def,override]
         self.seen.append(request)
         events: list[ChatEvent] = [TextDelta("ok"), ReplyDone(model="rec")]
         for event in events:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.core.ai import LaneView, ScriptDraft, SessionContext, Tier
+from services.core.ai import LaneView, Prompts, ScriptDraft, SessionContext, Tier
 from services.core.ai.offline import OfflineBackend, decision_tree, templatize
 
 
@@ -54,7 +54,7 @@ async def test_fix_is_built_from_failed_checks_and_facts() -> None:
             LaneView(kind="check", title="Check DC reachability", status="failed", output="timeout to dc02"),
         ),
     )
-    fix = await OfflineBackend().suggest_fix(ctx, tier=Tier.FAST)
+    fix = await OfflineBackend().suggest_fix(ctx, tier=Tier.FAST, prompts=Prompts())
     assert "Check DC reachability" in fix.title
     assert any("timeout to dc02" in step for step in fix.steps)
     assert any("GPO processing" in step for step in fix.steps)
