@@ -189,7 +189,11 @@ class Copilot:
         async with self._db.transaction(principal.account_id) as conn:
             row = await lifecycle.find(conn, session_id)
             lifecycle.require_writable(row, principal)
-            check_room(*await copilot_storage.conversation_size(conn, session_id), len(text))
+            # Room for the question and the longest reply: the model is never
+            # paid for a reply the conversation cannot take.
+            check_room(
+                *await copilot_storage.conversation_size(conn, session_id), len(text) + MAX_REPLY_CHARS
+            )
             if budget > 0:
                 spent = await copilot_storage.month_usage(conn, usage.month_of(received))
                 usage.require_budget(spent, budget, received)
@@ -251,6 +255,17 @@ class Copilot:
         reply's proposals pending, the session checked again under its lock."""
         session_id = asked.session.id
         done = reply.done or ReplyDone(model="")
+        # The model was called whatever arrived, and whether or not the
+        # messages can still be stored (the session changed hands, the
+        # conversation filled up meanwhile): the call and its tokens count.
+        async with self._db.transaction(principal.account_id) as conn:
+            await copilot_storage.add_usage(
+                conn,
+                account_id=principal.account_id,
+                month=usage.month_of(self._clock()),
+                input_tokens=done.input_tokens,
+                output_tokens=done.output_tokens,
+            )
         async with self._db.transaction(principal.account_id) as conn:
             row = await lifecycle.find(conn, session_id, lock=True)
             lifecycle.require_writable(row, principal)
@@ -290,14 +305,6 @@ class Copilot:
                 partial=partial or reply.done is None,
                 citations=[Citation(name=r.name, title=r.title) for r in asked.request.references],
                 proposals=[(p.kind, p.tool_call_id, payload(p)) for p in reply.proposals],
-            )
-            # The model was called whatever arrived: the call and its known tokens count.
-            await copilot_storage.add_usage(
-                conn,
-                account_id=principal.account_id,
-                month=usage.month_of(answered.create_time),
-                input_tokens=done.input_tokens,
-                output_tokens=done.output_tokens,
             )
         return sent, answered
 

@@ -165,6 +165,19 @@ async def test_a_conversation_is_bounded(
     assert len(listed.messages) == 4
 
 
+async def test_a_conversation_without_room_for_a_whole_reply_is_refused_before_the_model(
+    sessions_channel: grpc.aio.Channel, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    me = Caller(sessions_channel, keys)
+    s = await me.session()
+    monkeypatch.setattr(copilot, "MAX_CONVERSATION_CHARS", copilot.MAX_REPLY_CHARS + 10)
+    await expect_error(
+        send(me, s, "hello there"), grpc.StatusCode.FAILED_PRECONDITION, reason="CONVERSATION_FULL"
+    )
+    used = await me.as_role(Role.TEAM_ADMIN).call("GetAiUsage", pb.GetAiUsageRequest(name="aiUsage/current"))
+    assert used.model_calls == 0  # the model was never called for a reply the conversation could not take
+
+
 async def test_secrets_never_reach_the_model_or_the_reply(
     sessions_channel: grpc.aio.Channel, keys: Keys
 ) -> None:
