@@ -1,9 +1,14 @@
 """The copilot's Anthropic path: recorded SSE streams through the real SDK's
 streaming API (text deltas, tool use, a 529 before the first delta, a
-failure mid-stream)."""
+failure mid-stream, the caller going away)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import httpx2
 import pytest
 
 from services.core.ai import (
@@ -18,7 +23,7 @@ from services.core.ai import (
 )
 from services.core.ai.anthropic_backend import AnthropicBackend
 from services.core.errors import Unavailable
-from tests.core.ai.transport import Replay
+from tests.core.ai.transport import RECORDED, Replay
 
 REQUEST = ChatRequest(
     session=SessionContext(
@@ -101,3 +106,45 @@ async def test_a_failure_after_the_first_delta_is_not_retried() -> None:
     assert failed.value.reason == "MODEL_UNAVAILABLE"
     assert [e.text for e in seen if isinstance(e, TextDelta)] == ["The old phone is still registered.\n"]
     assert len(replay.requests) == 1
+
+
+class _Stalling(httpx2.AsyncByteStream):
+    """The first events of a recorded stream, then nothing more until closed."""
+
+    def __init__(self, head: bytes) -> None:
+        self.head = head
+        self.closed = asyncio.Event()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self.head
+        await asyncio.Event().wait()  # the model "thinks" forever
+        yield b""  # never reached
+
+    async def aclose(self) -> None:
+        self.closed.set()
+
+
+async def test_a_caller_going_away_closes_the_models_stream() -> None:
+    recorded = (RECORDED / "chat_stream_overloaded_midway.sse").read_bytes()
+    head = recorded[: recorded.index(b"event: error")]  # everything up to the first delta
+    body = _Stalling(head)
+    requests: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        requests.append(request)
+        return httpx2.Response(200, stream=body, headers={"content-type": "text/event-stream"})
+
+    backend = AnthropicBackend(
+        api_key="test-key",
+        fast_model="claude-haiku-5-5",
+        deep_model="claude-sonnet-5-5",
+        max_retries=2,
+        timeout_seconds=30.0,
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)),
+    )
+    events = await AI(backend).chat(REQUEST, Preferences())
+    first = await asyncio.wait_for(anext(aiter(events)), 5)
+    assert isinstance(first, TextDelta) and first.text == "The old phone is still registered.\n"
+    await cast(Any, events).aclose()  # the caller went away
+    await asyncio.wait_for(body.closed.wait(), 5)  # the HTTP stream to the model is closed
+    assert len(requests) == 1  # and nothing was retried
