@@ -274,6 +274,10 @@ class Copilot:
                 len(asked.request.question) + len(reply.text),
             )
             name = principal.display_name or None
+            # Stamped now, under the session's lock, not when the question was
+            # asked: an exchange stored meanwhile (another caller's) must not
+            # land after a page a poller already holds a token past.
+            stored = self._clock()
             sent = await copilot_storage.insert_message(
                 conn,
                 account_id=principal.account_id,
@@ -283,7 +287,7 @@ class Copilot:
                 author=principal.user_id,
                 author_name=name,
                 state_version=asked.session.state_version,
-                create_time=asked.received,
+                create_time=stored,
             )
             answered = await copilot_storage.insert_message(
                 conn,
@@ -294,8 +298,7 @@ class Copilot:
                 author=principal.user_id,
                 author_name=name,
                 state_version=asked.session.state_version,
-                # After the question, however the clocks of replicas disagree.
-                create_time=max(self._clock(), asked.received + timedelta(microseconds=1)),
+                create_time=stored + timedelta(microseconds=1),  # after the question
                 tool_calls=[p.model_dump(exclude_defaults=True) for p in reply.proposals],
                 model=done.model,
                 tier=done.tier,
