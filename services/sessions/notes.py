@@ -181,14 +181,20 @@ class Notes:
         return ZoneInfo(await self._settings.choice("notes.time_zone"))
 
     async def _load(
-        self, account: uuid.UUID, session_id: uuid.UUID, kind: NoteKind, fmt: str
+        self, account: uuid.UUID, session_id: uuid.UUID, kind: NoteKind, prefs: Preferences
     ) -> tuple[Session, Preview | None, SessionContext | None]:
         """(session row, cached preview or None, context when not cached)."""
         zone = await self.time_zone()
         async with self._db.transaction(account) as conn:
             row = await lifecycle.find(conn, session_id)
             cached = await storage.get_preview(
-                conn, session_id, kind=kind, state_version=row.state_version, fmt=fmt, time_zone=zone.key
+                conn,
+                session_id,
+                kind=kind,
+                state_version=row.state_version,
+                fmt=prefs.fmt,
+                time_zone=zone.key,
+                prompt_version=prefs.prompts.version(_PROMPT[kind]),
             )
             ctx = None if cached is not None else await context(conn, row, zone)
         return row, cached, ctx
@@ -198,7 +204,7 @@ class Notes:
     ) -> tuple[Preview, bool]:
         """The note of the session's current state, and whether it was cached."""
         prefs = await self._settings.preferences()
-        row, cached, ctx = await self._load(account, session_id, kind, prefs.fmt)
+        row, cached, ctx = await self._load(account, session_id, kind, prefs)
         if cached is not None:
             return cached, True
         assert ctx is not None

@@ -734,6 +734,7 @@ async def get_preview(
     state_version: int,
     fmt: str,
     time_zone: str,
+    prompt_version: int,
 ) -> Preview | None:
     query = select(P).where(
         P.c.session_id == session_id,
@@ -741,6 +742,7 @@ async def get_preview(
         P.c.state_version == state_version,
         P.c.format == fmt,
         P.c.time_zone == time_zone,
+        P.c.prompt_version == prompt_version,
     )
     row = (await conn.execute(query)).first()
     return None if row is None else _preview(row)
@@ -757,7 +759,7 @@ async def put_preview(
     time_zone: str,
     text: str,
     model: str,
-    prompt_version: int | None = None,
+    prompt_version: int,
 ) -> Preview:
     """Stores a preview; when another replica stored it first, returns theirs."""
     stmt = (
@@ -780,7 +782,13 @@ async def put_preview(
     if row is not None:
         return _preview(row)
     existing = await get_preview(
-        conn, session_id, kind=kind, state_version=state_version, fmt=fmt, time_zone=time_zone
+        conn,
+        session_id,
+        kind=kind,
+        state_version=state_version,
+        fmt=fmt,
+        time_zone=time_zone,
+        prompt_version=prompt_version,
     )
     assert existing is not None
     return existing

@@ -221,11 +221,18 @@ note_previews = Table(
     Column("text", Text, nullable=False),
     Column("model", String(100), nullable=False),
     Column("create_time", DateTime(timezone=True), nullable=False, server_default=text("now()")),
-    # The version of the task.note / task.package prompt it was written with
-    # (NULL before sessions_0015).
-    Column("prompt_version", Integer, nullable=True),
+    # The version of the task.note / task.package prompt it was written with:
+    # another version (an override, a reset) is another text.
+    Column("prompt_version", Integer, nullable=False, server_default=text("1")),
     PrimaryKeyConstraint(
-        "account_id", "session_id", "kind", "state_version", "format", "time_zone", name="note_previews_pkey"
+        "account_id",
+        "session_id",
+        "kind",
+        "state_version",
+        "format",
+        "time_zone",
+        "prompt_version",
+        name="note_previews_pkey",
     ),
     ForeignKeyConstraint(
         ["account_id", "session_id"],

@@ -69,3 +69,21 @@ async def test_note_revisions_and_replies_record_the_prompt_version_they_used(
         await stranger.call("ListNoteRevisions", pb.ListNoteRevisionsRequest(parent=theirs.name))
     ).note_revisions
     assert revision.prompt_version == 1
+
+
+async def test_an_override_makes_the_next_preview_of_the_same_state_anew(
+    sessions_channel: grpc.aio.Channel, settings_channel: grpc.aio.Channel, keys: Keys
+) -> None:
+    me = Caller(sessions_channel, keys)
+    s = await me.session()
+    first = await me.call("PreviewResolutionNote", pb.PreviewResolutionNoteRequest(name=s.name))
+    again = await me.call("PreviewResolutionNote", pb.PreviewResolutionNoteRequest(name=s.name))
+    assert again.cached
+    version = await _override(settings_channel, keys, me, "task.note")
+    fresh = await me.call("PreviewResolutionNote", pb.PreviewResolutionNoteRequest(name=s.name))
+    assert not fresh.cached and fresh.state_version == first.state_version
+    posted = await me.call("PostResolutionNote", pb.PostResolutionNoteRequest(name=s.name, external_id="N-1"))
+    [revision] = (
+        await me.call("ListNoteRevisions", pb.ListNoteRevisionsRequest(parent=s.name))
+    ).note_revisions
+    assert revision.prompt_version == version and posted.resolution_note.revision == 1
