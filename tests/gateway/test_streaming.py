@@ -18,12 +18,11 @@ import pytest
 from flowpilot.sessions.v1 import sessions_pb2
 
 from gateway.streaming import wants_sse
-from services.core.ai import AI, ChatRequest, Prompts, TextDelta, Tier
-from services.core.ai.offline import OfflineBackend
-from services.core.errors import Unavailable
+from services.core.ai import AI
 from tests.gateway.harness import serve_gateway
 from tests.gateway.test_end_to_end import Ui
 from tests.sessions.helpers import sessions_with
+from tests.sessions.test_copilot_stream import SlowBackend
 from tests.support import Keys, RunDatabase, until
 
 SESSIONS = sessions_pb2.DESCRIPTOR.services_by_name["SessionsService"]
@@ -159,28 +158,6 @@ async def test_openapi_describes_the_stream(client: httpx.AsyncClient) -> None:
 )
 def test_accept_chooses_the_framing(accept: bytes | None, sse: bool) -> None:
     assert wants_sse(accept) is sse
-
-
-class SlowBackend(OfflineBackend):
-    """Writes one piece, then waits (or fails, when told); records whether
-    its request was aborted."""
-
-    def __init__(self) -> None:
-        self.aborted = asyncio.Event()
-        self.fail = False
-
-    async def chat(self, request: ChatRequest, *, tier: Tier, prompts: Prompts) -> AsyncIterator[Any]:
-        yield TextDelta("The first piece.\n")
-        try:
-            if self.fail:
-                raise Unavailable(
-                    "the AI model is overloaded or failing; retry later", reason="MODEL_UNAVAILABLE"
-                )
-            await asyncio.sleep(30)
-            yield TextDelta("never")
-        except asyncio.CancelledError:
-            self.aborted.set()
-            raise
 
 
 @pytest.fixture
