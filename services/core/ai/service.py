@@ -3,9 +3,10 @@ model calls, and backend selection."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
@@ -127,13 +128,19 @@ class AI:
         return Tier.DEEP if task in _HARD or size_tokens > self._deep_above else Tier.FAST
 
     async def _measured(self, task: str, tier: Tier, call: Awaitable[T]) -> T:
-        """``call`` (one backend call), counted and timed in ``flowpilot_ai_model_*``
-        by task, tier, backend and outcome (``ok`` or the error's reason)."""
+        """``call`` (one backend call), counted and timed (:meth:`_counted`)."""
+        with self._counted(task, tier):
+            return await call
+
+    @contextlib.contextmanager
+    def _counted(self, task: str, tier: Tier) -> Iterator[None]:
+        """One backend call, counted and timed in ``flowpilot_ai_model_*`` by
+        task, tier, backend and outcome (``ok`` or the error's reason)."""
         labels = (task, tier.value, self.backend.name)
         started = time.perf_counter()
         outcome = "ok"
         try:
-            return await call
+            yield
         except FlowPilotError as error:
             outcome = error.reason
             raise
@@ -241,11 +248,8 @@ class AI:
     async def _chat(
         self, request: ChatRequest, tier: Tier, prompts: Prompts, *, redacting: bool
     ) -> AsyncIterator[ChatEvent]:
-        labels = ("chat", tier.value, self.backend.name)
-        started = time.perf_counter()
-        outcome = "ok"
         held = ""  # text of the current line, until it ends (when redacting)
-        try:
+        with self._counted("chat", tier):
             async for event in self.backend.chat(request, tier=tier, prompts=prompts):
                 if isinstance(event, TextDelta):
                     if not redacting:
@@ -265,15 +269,6 @@ class AI:
                         yield TextDelta(redact(held))
                         held = ""
                     yield replace(event, tier=tier.value)
-        except FlowPilotError as error:
-            outcome = error.reason
-            raise
-        except BaseException:
-            outcome = "error"
-            raise
-        finally:
-            metrics.AI_SECONDS.labels(*labels).observe(time.perf_counter() - started)
-            metrics.AI_CALLS.labels(*labels, outcome).inc()
 
 
 # A line of a streamed reply held back for redaction is let go past this many
